@@ -1,0 +1,25 @@
+"""Generation backends behind one protocol (`base.Backend`)."""
+
+from __future__ import annotations
+
+from ..config import RunConfig
+from .base import Backend
+
+
+def make_backend(cfg: RunConfig) -> Backend:
+    model = cfg.model
+    if model.backend == "hf":
+        from .hf import HFBackend
+
+        return HFBackend(model, cfg.generation)
+    if model.backend == "vllm":
+        from .vllm import VLLMBackend
+
+        return VLLMBackend(model, cfg.generation)
+    if model.backend == "openai":
+        from .openai_server import OpenAIServerBackend
+
+        return OpenAIServerBackend(model)
+    from .replay import ReplayBackend
+
+    return ReplayBackend(model)

@@ -1,0 +1,224 @@
+"""transformers backend: the prompt rendered by the tokenizer's own chat template, batched `generate`.
+
+Engines (`model.engine`):
+- `static` (default): static KV cache, decode step compiled on CUDA, batches of similar prompt length sized from
+  free memory and the model's KV bytes per token; a CUDA OOM halves the batch and retries.
+- `paged`: transformers' continuous batching (`generate_batch`, paged cache); finished rows are replaced at once.
+  Sampling there uses the global RNG, so sampled outputs depend on the batch composition.
+- `dynamic`: plain `generate` with a dynamic cache — the naive baseline of the benchmark.
+Sampling in `static`/`dynamic` goes through `RowSampler`, so each output depends only on its request's seed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from ..chat import parse_output
+from ..config import GenerationConfig as RunGenerationConfig
+from ..config import HFModel
+from ..errors import UserError
+from .base import GenerationRequest, GenerationResult, OnResult, error_result
+from .template import ChatRenderer
+
+PROMPT_BUCKET = 64  # prompts are left-padded to a multiple of this, which bounds the shapes torch.compile sees
+
+
+def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
+    text = getattr(config, "text_config", None) or config
+    layers = text.num_hidden_layers
+    heads = text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    return 2 * layers * kv_heads * head_dim * dtype_bytes
+
+
+def free_memory_bytes(device: str) -> int:
+    import torch
+
+    if device.startswith("cuda"):
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def auto_batch_size(free_bytes: int, fraction: float, kv_per_token: int, max_len: int, vocab: int, cap: int) -> int:
+    # Per row: its KV cache at full length, plus logits and sampling temporaries over the vocabulary.
+    per_row = kv_per_token * max_len + 24 * vocab
+    return max(1, min(cap, int(free_bytes * fraction) // per_row))
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, cfg: HFModel, generation: RunGenerationConfig):
+        self.cfg = cfg
+        self.generation = generation
+        self.chat = ChatRenderer(cfg.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template_kwargs)
+        self.tokenizer = self.chat.tokenizer
+        self.model = None
+        self.device = "cpu"
+        self.engine = "static" if cfg.engine == "auto" else cfg.engine
+
+    # ---------------------------------------------------------------- protocol
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.cfg.path, "revision": self.cfg.revision, "dtype": self.cfg.dtype,
+                "template": self.chat.template_hash, "chat_template_kwargs": self.cfg.chat_template_kwargs,
+                "reasoning": self.cfg.reasoning.model_dump()}
+
+    def prompt_hash(self, messages: list[dict[str, str]]) -> str:
+        return self.chat.encode(messages)[1]
+
+    def close(self) -> None:
+        self.model = None
+
+    # ---------------------------------------------------------------- loading
+
+    def _load(self) -> None:
+        if self.model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.device = self.cfg.device if self.cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = "auto" if self.cfg.dtype == "auto" else getattr(torch, self.cfg.dtype)
+        kwargs: dict[str, Any] = {"revision": self.cfg.revision, "dtype": dtype, "trust_remote_code": self.cfg.trust_remote_code}
+        if self.cfg.attn_implementation:
+            kwargs["attn_implementation"] = self.cfg.attn_implementation
+        if self.device.startswith("cuda"):
+            kwargs["device_map"] = self.device
+        try:
+            model = AutoModelForCausalLM.from_pretrained(self.chat.path, **kwargs)
+        except (OSError, ValueError) as e:
+            raise UserError(f"model.path: cannot load model weights from {self.chat.path!r} ({str(e).splitlines()[0]})") from None
+        self.model = model.to(self.device).eval()
+        self.dtype_bytes = next(self.model.parameters()).element_size()
+        self.eos_ids = self.chat.eos_ids(getattr(self.model.generation_config, "eos_token_id", None))
+
+    # ---------------------------------------------------------------- generation
+
+    def generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
+        if not requests:
+            return
+        self._load()
+        encoded = [(request, *self.chat.encode(request.messages)) for request in requests]
+        encoded.sort(key=lambda e: -len(e[1]))  # longest first: similar lengths batch together, OOM shows early
+        if self.engine == "paged":
+            self._generate_paged(encoded, on_result)
+            return
+        start = 0
+        while start < len(encoded):
+            size = self._batch_size(encoded[start:])
+            self._run_with_fallback(encoded[start:start + size], on_result)
+            start += size
+
+    def _batch_size(self, remaining: list) -> int:
+        if self.generation.batch_size != "auto":
+            return int(self.generation.batch_size)
+        max_new = max(r.sampling.max_new_tokens for r, _, _ in remaining)
+        longest = _bucket(len(remaining[0][1])) + max_new
+        cap = 256 if self.device.startswith("cuda") else 32
+        return auto_batch_size(free_memory_bytes(self.device), self.cfg.memory_fraction,
+                               kv_bytes_per_token(self.model.config, self.dtype_bytes), longest,
+                               self.model.config.get_text_config().vocab_size, cap)
+
+    def _run_with_fallback(self, batch: list, on_result: OnResult) -> None:
+        import torch
+
+        try:
+            results = self._run_batch(batch)
+        except torch.OutOfMemoryError:
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            if len(batch) == 1:
+                request = batch[0][0]
+                on_result(error_result(request, f"out of memory for one sequence of {len(batch[0][1])} prompt tokens "
+                                                f"+ {request.sampling.max_new_tokens} new; lower generation.max_new_tokens"))
+                return
+            half = len(batch) // 2
+            self._run_with_fallback(batch[:half], on_result)
+            self._run_with_fallback(batch[half:], on_result)
+            return
+        for result in results:
+            on_result(result)
+
+    def _run_batch(self, batch: list) -> list[GenerationResult]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        from .hf_decode import FinalMessageStop, RowSampler
+
+        started = time.perf_counter()
+        requests = [r for r, _, _ in batch]
+        width = _bucket(max(len(ids) for _, ids, _ in batch))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (_, ids, _) in enumerate(batch):
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention[row, width - len(ids):] = 1
+        max_new = max(r.sampling.max_new_tokens for r in requests)
+        config = GenerationConfig(do_sample=False, max_new_tokens=max_new, eos_token_id=self.eos_ids, pad_token_id=pad)
+        if self.engine == "static":
+            config.cache_implementation = "static"
+        if self.cfg.compile == "off" or (self.cfg.compile == "auto" and not self.device.startswith("cuda")):
+            config.disable_compile = True
+        processors = LogitsProcessorList([RowSampler([r.sampling.temperature for r in requests],
+                                                     [r.sampling.top_p for r in requests],
+                                                     [r.seed for r in requests], width, self.device)])
+        stops = StoppingCriteriaList()
+        special = self.chat.special
+        if self.cfg.reasoning.format == "harmony" and {"<|channel|>", "<|message|>", "<|end|>"} <= set(special):
+            final_ids = self.tokenizer("final", add_special_tokens=False)["input_ids"]
+            stops.append(FinalMessageStop(special["<|channel|>"], special["<|message|>"], special["<|end|>"],
+                                          final_ids, len(batch), self.device))
+        with torch.inference_mode():
+            output = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                         generation_config=config, logits_processor=processors, stopping_criteria=stops)
+        generated = output[:, width:].tolist()
+        seconds = (time.perf_counter() - started) / len(batch)
+        return [self._result(request, ids, tokens, prompt_hash, seconds)
+                for (request, ids, prompt_hash), tokens in zip(batch, generated)]
+
+    def _result(self, request: GenerationRequest, prompt_ids: list[int], tokens: list[int], prompt_hash: str,
+                seconds: float) -> GenerationResult:
+        limit = request.sampling.max_new_tokens
+        tokens = tokens[:limit]  # rows of a batch with a larger limit keep only their own budget
+        stop_ids = set(self.eos_ids) | ({self.tokenizer.pad_token_id} if self.tokenizer.pad_token_id is not None else set())
+        end = next((i + 1 for i, t in enumerate(tokens) if t in stop_ids), None)
+        if end is not None:
+            tokens = tokens[:end]
+        hit_limit = end is None and len(tokens) >= limit
+        raw = self.chat.decode(tokens)
+        parsed = parse_output(raw, hit_limit, self.cfg.reasoning, self.chat.strip_tokens)
+        finish = "length" if hit_limit else "stop"
+        return GenerationResult(request, raw, parsed, finish, len(prompt_ids), len(tokens), seconds, prompt_hash)
+
+    def _generate_paged(self, encoded: list, on_result: OnResult) -> None:
+        import torch
+        from transformers import GenerationConfig
+
+        groups: dict[tuple, list] = {}
+        for entry in encoded:
+            s = entry[0].sampling
+            groups.setdefault((s.temperature, s.top_p, s.max_new_tokens), []).append(entry)
+        for (temperature, top_p, max_new), group in groups.items():
+            torch.manual_seed(min(r.seed for r, _, _ in group))
+            config = GenerationConfig(do_sample=temperature > 0, temperature=temperature or None, top_p=top_p,
+                                      max_new_tokens=max_new, eos_token_id=self.eos_ids,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+            started = time.perf_counter()
+            outputs = self.model.generate_batch([ids for _, ids, _ in group], generation_config=config, progress_bar=False)
+            seconds = (time.perf_counter() - started) / len(group)
+            for index, (request, ids, prompt_hash) in enumerate(group):
+                out = outputs.get(f"req_{index}")
+                if out is None:
+                    on_result(error_result(request, "continuous batching returned no output for this request"))
+                    continue
+                on_result(self._result(request, ids, list(out.generated_tokens), prompt_hash, seconds))
+
+
+def _bucket(length: int) -> int:
+    return -(-length // PROMPT_BUCKET) * PROMPT_BUCKET

@@ -1,0 +1,79 @@
+"""Decoding pieces for transformers' `generate`: per-row sampling that does not depend on batching, and a stop
+at the end of the Harmony final message.
+
+`RowSampler` turns greedy decoding into sampling with the Gumbel-max trick: argmax(logits / T + G) is a sample of
+softmax(logits / T). The noise G is a counter-based hash of (row seed, step, token id), so a row's output depends
+only on its own seed — not on which rows share its batch, the batch size, or the engine. Rows with T = 0 stay
+greedy; top-p filtering is applied per row.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessor, StoppingCriteria
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _mix32(h: torch.Tensor) -> torch.Tensor:
+    # 32-bit integer finaliser; operands stay below 2**32 and the constant below 2**27, so int64 products are exact.
+    h = (((h >> 16) ^ h) * 0x45D9F3B) & _MASK32
+    h = (((h >> 16) ^ h) * 0x45D9F3B) & _MASK32
+    return (h >> 16) ^ h
+
+
+def uniform_noise(seeds: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
+    """Uniform (0, 1) noise of shape [rows, vocab], a pure function of (seed, step, token id)."""
+    row = _mix32((seeds * 0x9E3779B1 + step * 0x85EBCA77) & _MASK32)
+    tokens = torch.arange(vocab, device=seeds.device, dtype=torch.int64) * 0x27D4EB2F
+    h = _mix32((row[:, None] ^ tokens[None, :]) & _MASK32)
+    # 23 bits keep (x + 0.5) / 2**23 exact in float32 and strictly inside (0, 1).
+    return ((h >> 9).to(torch.float32) + 0.5) / float(1 << 23)
+
+
+class RowSampler(LogitsProcessor):
+    def __init__(self, temperatures: list[float], top_ps: list[float | None], seeds: list[int], prompt_len: int, device):
+        self.temperature = torch.tensor(temperatures, dtype=torch.float32, device=device)
+        self.top_p = torch.tensor([1.0 if p is None else p for p in top_ps], dtype=torch.float32, device=device)
+        self.seeds = torch.tensor(seeds, dtype=torch.int64, device=device)
+        self.sampled = self.temperature > 0
+        self.any_sampled = bool(self.sampled.any())
+        self.any_top_p = bool((self.sampled & (self.top_p < 1.0)).any())
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if not self.any_sampled:
+            return scores
+        step = input_ids.shape[1] - self.prompt_len
+        logits = scores.float() / self.temperature.clamp_min(1e-6)[:, None]
+        if self.any_top_p:
+            logits = self._top_p(logits)
+        gumbel = -torch.log(-torch.log(uniform_noise(self.seeds, step, logits.shape[-1])))
+        return torch.where(self.sampled[:, None], logits + gumbel, scores.float())
+
+    def _top_p(self, logits: torch.Tensor) -> torch.Tensor:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs
+        # Keep the smallest prefix whose mass reaches p (the top token always survives).
+        drop = (mass_before >= self.top_p[:, None]) & (self.top_p[:, None] < 1.0)
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+
+
+class FinalMessageStop(StoppingCriteria):
+    """Stop a row at `<|end|>` once it is inside the Harmony `final` channel (the answer is complete)."""
+
+    def __init__(self, channel_id: int, message_id: int, end_id: int, final_ids: list[int], rows: int, device):
+        self.header = torch.tensor([channel_id, *final_ids], device=device)
+        self.message_id = message_id
+        self.end_id = end_id
+        self.in_final = torch.zeros(rows, dtype=torch.bool, device=device)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        last = input_ids[:, -1]
+        width = self.header.numel()
+        if input_ids.shape[1] > width:
+            opened = (last == self.message_id) & (input_ids[:, -width - 1:-1] == self.header).all(dim=-1)
+            self.in_final |= opened
+        return self.in_final & (last == self.end_id)

@@ -1,0 +1,100 @@
+"""Any OpenAI-compatible server (vLLM `serve`, SGLang, a hosted API): async, bounded concurrency, several base URLs
+used round-robin. The server renders the chat template and splits reasoning (e.g. vLLM's `--reasoning-parser`);
+the final answer is `content`, the reasoning `reasoning` or `reasoning_content`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import openai
+
+from ..chat import ParsedOutput
+from ..config import OpenAIModel
+from ..errors import UserError
+from .base import GenerationRequest, GenerationResult, OnResult, error_result
+
+
+def _reasoning_of(message: Any) -> str:
+    for name in ("reasoning", "reasoning_content"):
+        value = getattr(message, name, None) or (getattr(message, "model_extra", None) or {}).get(name)
+        if value:
+            return str(value)
+    return ""
+
+
+def parse_message(message: Any, finish_reason: str | None) -> ParsedOutput:
+    content = getattr(message, "content", None)
+    reasoning = _reasoning_of(message)
+    if finish_reason == "length":
+        return ParsedOutput(None, reasoning, "truncated")
+    if content is None or not str(content).strip():
+        return ParsedOutput(None, reasoning, "no_final")
+    return ParsedOutput(str(content).strip(), reasoning, "ok")
+
+
+class OpenAIServerBackend:
+    name = "openai"
+
+    def __init__(self, cfg: OpenAIModel):
+        self.cfg = cfg
+        key = "EMPTY"
+        if cfg.api_key_env:
+            key = os.environ.get(cfg.api_key_env) or ""
+            if not key:
+                raise UserError(f"model.api_key_env: the environment variable {cfg.api_key_env} is not set")
+        self.key = key
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.cfg.path, "chat_template_kwargs": self.cfg.chat_template_kwargs}
+
+    def prompt_hash(self, messages: list[dict[str, str]]) -> None:
+        return None  # the server renders the template
+
+    def close(self) -> None:
+        pass
+
+    def generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
+        if requests:
+            asyncio.run(self._generate(requests, on_result))  # runs in the pipeline's generation thread
+
+    async def _generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
+        clients = [openai.AsyncOpenAI(base_url=url, api_key=self.key, max_retries=self.cfg.max_retries,
+                                      timeout=self.cfg.timeout_s) for url in self.cfg.base_urls]
+        semaphore = asyncio.Semaphore(self.cfg.concurrency)
+
+        async def one(index: int, request: GenerationRequest) -> None:
+            async with semaphore:
+                on_result(await self._complete(clients[index % len(clients)], request))
+
+        try:
+            await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
+        finally:
+            for client in clients:
+                await client.close()
+
+    async def _complete(self, client: openai.AsyncOpenAI, request: GenerationRequest) -> GenerationResult:
+        s = request.sampling
+        kwargs: dict[str, Any] = {"model": self.cfg.path, "messages": request.messages, "max_tokens": s.max_new_tokens,
+                                  "temperature": s.temperature, "seed": request.seed}
+        if s.top_p is not None:
+            kwargs["top_p"] = s.top_p
+        effort = self.cfg.chat_template_kwargs.get("reasoning_effort")
+        if effort:
+            kwargs["reasoning_effort"] = effort
+        if self.cfg.chat_template_kwargs:
+            kwargs["extra_body"] = {"chat_template_kwargs": dict(self.cfg.chat_template_kwargs)}
+        started = time.perf_counter()
+        try:
+            completion = await client.chat.completions.create(**kwargs)
+        except openai.APIError as e:
+            return error_result(request, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        choice = completion.choices[0]
+        parsed = parse_message(choice.message, choice.finish_reason)
+        usage = completion.usage
+        raw = parsed.final or ""
+        return GenerationResult(request, raw, parsed, choice.finish_reason, usage.prompt_tokens if usage else None,
+                                usage.completion_tokens if usage else None, time.perf_counter() - started)

@@ -1,0 +1,113 @@
+"""Chat messages for each turn, and splitting a model's output into reasoning and final answer.
+
+Harmony (llm-jp-4 thinking, gpt-oss): the prompt ends with `<|start|>assistant`; the model writes
+`<|channel|>analysis<|message|>…<|end|><|start|>assistant<|channel|>final<|message|>…<|return|>`.
+Output without a final channel is not an answer: it gets a status, never the analysis text as the answer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+from .config import ReasoningFormat
+
+Status = Literal["ok", "truncated", "no_final", "error"]
+
+HARMONY_MARKERS = ("<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|return|>", "<|call|>", "<|constrain|>")
+_TERMINATORS = ("<|end|>", "<|return|>", "<|call|>")
+_SPLIT = re.compile("(" + "|".join(re.escape(m) for m in HARMONY_MARKERS) + ")")
+
+
+def turn_messages(system_prompt: str | None, questions: Sequence[str], previous_finals: Sequence[str]) -> list[dict[str, str]]:
+    """Messages for the turn after `previous_finals`: [system, user₁, assistant(final₁), user₂, …].
+
+    Earlier assistant turns carry the final answer only; reasoning never goes back to the model.
+    """
+    assert len(previous_finals) == len(questions) - 1
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
+    for i, question in enumerate(questions):
+        messages.append({"role": "user", "content": question})
+        if i < len(previous_finals):
+            messages.append({"role": "assistant", "content": previous_finals[i]})
+    return messages
+
+
+@dataclass(frozen=True)
+class ParsedOutput:
+    final: str | None
+    reasoning: str
+    status: Status
+
+
+def parse_output(text: str, hit_limit: bool, fmt: ReasoningFormat, strip_tokens: Sequence[str] = ()) -> ParsedOutput:
+    """Split raw output (special tokens kept) into final answer and reasoning, with a status."""
+    for token in strip_tokens:
+        if token and token not in HARMONY_MARKERS:
+            text = text.replace(token, "")
+    if fmt.format == "harmony":
+        return _parse_harmony(text, hit_limit)
+    if fmt.format == "think":
+        return _parse_think(text, hit_limit, fmt.think_start, fmt.think_end)
+    return _plain(text, "", hit_limit)
+
+
+def _plain(text: str, reasoning: str, hit_limit: bool) -> ParsedOutput:
+    return ParsedOutput(None, reasoning, "truncated") if hit_limit else ParsedOutput(text.strip(), reasoning, "ok")
+
+
+def _parse_harmony(text: str, hit_limit: bool) -> ParsedOutput:
+    analysis: list[str] = []
+    final: str | None = None
+    final_closed = False
+    header: list[str] = []
+    content: list[str] | None = None  # not None while inside a message body
+    channel = ""
+
+    def close(terminated: bool) -> None:
+        nonlocal final, final_closed
+        body = "".join(content or [])
+        if channel == "analysis":
+            analysis.append(body.strip())
+        elif channel == "final" and final is None:
+            final, final_closed = body.strip(), terminated
+
+    for part in _SPLIT.split(text):
+        if not part:
+            continue
+        if content is not None:
+            if part in _TERMINATORS:
+                close(terminated=True)
+                content, header = None, []
+            else:
+                content.append(part)
+        elif part == "<|message|>":
+            channel = _channel_of("".join(header))
+            content = []
+        elif part == "<|start|>":
+            header = []
+        else:
+            header.append(part)
+    if content is not None:
+        close(terminated=False)
+    reasoning = "\n\n".join(a for a in analysis if a)
+    if final is not None and (final_closed or not hit_limit):
+        return ParsedOutput(final, reasoning, "ok")
+    return ParsedOutput(None, reasoning, "truncated" if hit_limit else "no_final")
+
+
+def _channel_of(header: str) -> str:
+    match = re.search(r"<\|channel\|>\s*([A-Za-z_]+)", header)
+    return match.group(1) if match else ""
+
+
+def _parse_think(text: str, hit_limit: bool, start: str, end: str) -> ParsedOutput:
+    if end in text:
+        before, after = text.split(end, 1)
+        reasoning = before.split(start, 1)[1] if start in before else before
+        return _plain(after, reasoning.strip(), hit_limit)
+    if start in text:
+        reasoning = text.split(start, 1)[1].strip()
+        return ParsedOutput(None, reasoning, "truncated" if hit_limit else "no_final")
+    return _plain(text, "", hit_limit)

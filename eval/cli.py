@@ -1,0 +1,248 @@
+"""`python -m eval …`: run, report, compare, tasks, fetch, check, mock-judge.
+
+Exit codes: 0 success, 2 a user error (one line on stderr, no traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import MockSettings, load_config
+from .errors import UserError
+
+SMOKE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("httpx", "httpx2", "openai", "urllib3"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import datasets
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eval", description="llm-jp-4 model-card evaluation harness")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="generate, judge and report one configuration",
+                         description="Run a configuration end to end; a second run resumes and computes only what is missing.")
+    run.add_argument("config", nargs="?", default=str(SMOKE_CONFIG), help="YAML config (default: the offline smoke config)")
+    run.add_argument("--out", type=Path, help="run directory (default: <output_dir>/<name>)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set judge.concurrency=8 (repeatable)")
+    run.add_argument("--limit", type=int, help="only the first N items of each task")
+    run.add_argument("--rounds", type=int, help="number of rounds (adding rounds to a run computes only the new ones)")
+    run.add_argument("--tasks", help="comma-separated subset of the config's tasks")
+    run.add_argument("--force", action="store_true", help="continue in a run directory made with a different model or judge")
+    run.add_argument("--dry-run", action="store_true", help="print request counts, estimated tokens and cost; send nothing")
+
+    report = sub.add_parser("report", help="rebuild every report file of a run from its store")
+    report.add_argument("run_dir", type=Path)
+
+    compare = sub.add_parser("compare", help="one model-card table over several runs, with paired differences")
+    compare.add_argument("run_dirs", type=Path, nargs="+")
+    compare.add_argument("--reference", type=Path, help="published table (default: results/model_card.csv)")
+    compare.add_argument("--out", type=Path, help="also write compare.md, compare.json and plots here")
+
+    tasks = sub.add_parser("tasks", help="list the registered tasks with their sources and item counts")
+    tasks.add_argument("--variant", default="full", choices=["full", "sample"])
+    tasks.add_argument("--config", help="use this config's asset_mirrors and task_options")
+
+    fetch = sub.add_parser("fetch", help="download and verify everything a config needs (for offline GPU nodes)")
+    fetch.add_argument("config")
+    fetch.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    fetch.add_argument("--no-model", action="store_true", help="skip the model weights")
+
+    check = sub.add_parser("check", help="validate a config and test the judge (key, model, parameters)")
+    check.add_argument("config")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    mock = sub.add_parser("mock-judge", help="serve the OpenAI-compatible mock judge/generator")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=8000)
+    mock.add_argument("--api-key-env", help="require the key held in this environment variable")
+    mock.add_argument("--reject-param", action="append", default=[], help="answer 400 when a request sets this parameter")
+    for name, field in MockSettings.model_fields.items():
+        mock.add_argument(f"--{name.replace('_', '-')}", type=type(field.default), default=field.default, help=field.description)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: everything stored so far is kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .pipeline import RunOptions, run
+
+    cfg = load_config(args.config, args.overrides)
+    for name, value in (("--limit", args.limit), ("--rounds", args.rounds)):
+        if value is not None and value < 1:
+            raise UserError(f"{name} must be at least 1 (got {value})")
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    if tasks:
+        unknown = [t for t in tasks if t not in cfg.tasks]
+        if unknown:
+            raise UserError(f"--tasks: {', '.join(unknown)} not in the config's tasks ({', '.join(cfg.tasks)})")
+    options = RunOptions(out=args.out, limit=args.limit, rounds=args.rounds, tasks=tasks, force=args.force,
+                         dry_run=args.dry_run, command=["python", "-m", "eval", *sys.argv[1:]])
+    run(cfg, options)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import regenerate
+
+    regenerate(args.run_dir)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .report import compare
+
+    compare(args.run_dirs, args.reference, args.out)
+    return 0
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from .tasks import cache_status, load_spec, load_task, task_file_refs, task_names
+
+    cfg = load_config(args.config) if args.config else None
+    mirrors = cfg.asset_mirrors if cfg else {}
+    rows = [("task", "metric", "variant", "source", "expected", "items", "status")]
+    for name in task_names():
+        spec = load_spec(name, cfg.task_options.get(name) if cfg else None)
+        variant = spec.variant(args.variant)
+        data = variant.data
+        source = f"{data.dataset} ({data.config}/{data.split})" if data.format == "hf" else \
+            ", ".join(r.url.rsplit("/", 1)[-1] if r.url else str(r.path) for r in task_file_refs(spec, args.variant)[:2])
+        status = cache_status(spec, args.variant, mirrors)
+        count = "–"
+        if status == "cached":
+            try:
+                count = str(len(load_task(spec, args.variant, mirrors).items))
+            except UserError as e:
+                status = f"error: {e}"
+        expected = variant.expected_items or (spec.expected_items if args.variant == "full" else "–")
+        rows.append((name, spec.metric, args.variant, source, str(expected), count, status))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from .sources import resolve_file
+    from .tasks import load_spec, load_task, task_file_refs
+
+    cfg = load_config(args.config, args.overrides)
+    for name in cfg.tasks:
+        spec = load_spec(name, cfg.task_options.get(name))
+        for ref in task_file_refs(spec, cfg.variant):
+            resolved = resolve_file(ref, cfg.asset_mirrors)
+            print(f"ok  {resolved.label}: {resolved.path} (sha256 {resolved.sha256[:12]}…)")
+        task = load_task(spec, cfg.variant, cfg.asset_mirrors)
+        print(f"ok  task {name}: {len(task.items)} items")
+        for warning in task.warnings:
+            print(f"WARNING: {warning}", file=sys.stderr)
+    if not args.no_model and cfg.model.backend in ("hf", "vllm"):
+        _fetch_model(cfg.model.path, getattr(cfg.model, "revision", None))
+    return 0
+
+
+def _fetch_model(path: str, revision: str | None) -> None:
+    from .smoke_model import builtin_path, is_builtin
+
+    if is_builtin(path):
+        print(f"ok  model {path}: {builtin_path(path)}")
+        return
+    if Path(path).expanduser().exists():
+        print(f"ok  model {path}: local directory")
+        return
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        local = snapshot_download(path, revision=revision)
+    except (HfHubHTTPError, OSError, ValueError) as e:
+        raise UserError(f"model.path: cannot download {path} ({str(e).splitlines()[0]}); check HF_TOKEN and the network") from None
+    print(f"ok  model {path}: {local}")
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .judge.client import JudgeClient
+    from .judge.ledger import Ledger
+    from .judge.mock_server import MockServer
+    from .pipeline import load_tasks
+
+    cfg = load_config(args.config, args.overrides)
+    tasks = load_tasks(cfg, None)
+    print(f"ok  config {args.config}: {len(tasks)} tasks, {sum(len(t.items) for t in tasks.values())} items, {cfg.rounds} rounds")
+
+    async def probe(base_url: str | None) -> list[str]:
+        client = JudgeClient(cfg.judge, base_url, Ledger(cfg.judge))
+        try:
+            await client.preflight()
+            return client.warnings
+        finally:
+            await client.close()
+
+    mock = MockServer(cfg.judge.mock_settings).start() if cfg.judge.mock else None
+    try:
+        warnings = asyncio.run(probe(mock.url if mock else cfg.judge.base_url))
+    finally:
+        if mock is not None:
+            mock.stop()
+    for warning in warnings:
+        print(f"WARNING: {warning}")
+    print(f"ok  judge {cfg.judge.model}: reachable, key accepted, parameters accepted")
+    return 0
+
+
+def _mock_judge(args: argparse.Namespace) -> int:
+    from .judge.mock_server import MockServer
+
+    settings = MockSettings(**{name: getattr(args, name) for name in MockSettings.model_fields})
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise UserError(f"--api-key-env: the environment variable {args.api_key_env} is not set")
+    try:
+        server = MockServer(settings, args.host, args.port, api_key, tuple(args.reject_param))
+    except OSError as e:
+        raise UserError(f"mock-judge: cannot listen on {args.host}:{args.port} ({e.strerror})") from None
+    print(f"mock judge serving {server.url} (counters at http://{server.host}:{server.port}/mock/counters)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.stop()
+    return 0
+
+
+COMMANDS = {"run": _run, "report": _report, "compare": _compare, "tasks": _tasks, "fetch": _fetch, "check": _check,
+            "mock-judge": _mock_judge}

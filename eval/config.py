@@ -1,0 +1,326 @@
+"""The run configuration: YAML file → validated `RunConfig`, with `--set key=value` overrides.
+
+Every mistake becomes a one-line `UserError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import UserError
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReasoningFormat(Strict):
+    """How the model writes its reasoning: Harmony channels, `<think>` markers, or not at all."""
+
+    format: Literal["harmony", "think", "none"] = "harmony"
+    think_start: str = "<think>"
+    think_end: str = "</think>"
+
+
+class _Generator(Strict):
+    path: str = Field(description="hub id, local directory, or builtin:<name>")
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    reasoning: ReasoningFormat = Field(default_factory=ReasoningFormat)
+
+
+def _yaml_switch(on: str, off: str) -> BeforeValidator:
+    """YAML 1.1 reads `on`/`off` as booleans; accept them for settings spelled with those words."""
+    return BeforeValidator(lambda value: on if value is True else off if value is False else value)
+
+
+CompileMode = Annotated[Literal["auto", "on", "off"], _yaml_switch("on", "off")]
+CacheMode = Annotated[Literal["read_write", "read", "off"], _yaml_switch("read_write", "off")]
+
+
+class HFModel(_Generator):
+    backend: Literal["hf"]
+    revision: str | None = None
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    trust_remote_code: bool = False
+    device: str = "auto"
+    engine: Literal["auto", "static", "paged", "dynamic"] = "auto"
+    compile: CompileMode = "auto"
+    memory_fraction: float = Field(0.9, gt=0, le=1)
+    attn_implementation: str | None = None
+
+
+class VLLMModel(_Generator):
+    backend: Literal["vllm"]
+    revision: str | None = None
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    trust_remote_code: bool = False
+    tensor_parallel_size: int = Field(1, ge=1)
+    data_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_model_len: int | None = Field(None, ge=1)
+
+
+class OpenAIModel(_Generator):
+    backend: Literal["openai"]
+    base_urls: list[str] = Field(min_length=1)
+    api_key_env: str | None = None
+    concurrency: int = Field(32, ge=1)
+    timeout_s: float = Field(3600, gt=0)
+    max_retries: int = Field(3, ge=0)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        return _check_env_name(v)
+
+
+class ReplayModel(Strict):
+    backend: Literal["replay"]
+    path: str = Field(description="a generations.jsonl of another run, or a FastChat model_answer .jsonl")
+    format: Literal["auto", "harness", "fastchat"] = "auto"
+
+
+ModelConfig = Annotated[Union[HFModel, VLLMModel, OpenAIModel, ReplayModel], Field(discriminator="backend")]
+
+
+class GenerationConfig(Strict):
+    max_new_tokens: int = Field(16384, ge=1)
+    batch_size: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = "auto"
+
+
+class Price(Strict):
+    """US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class AzureSettings(Strict):
+    endpoint: str
+    api_version: str = "2024-10-21"
+    deployment: str | None = None
+
+
+class MockSettings(Strict):
+    """Behaviour of the built-in mock server (`judge.mock: true` or `python -m eval mock-judge`)."""
+
+    seed: int = 0
+    latency_s: float = Field(0.0, ge=0)
+    latency_jitter_s: float = Field(0.0, ge=0)
+    rate_429: float = Field(0.0, ge=0, le=1)
+    retry_after_s: float = Field(1.0, ge=0)
+    rate_500: float = Field(0.0, ge=0, le=1)
+    rate_503: float = Field(0.0, ge=0, le=1)
+    rate_hang: float = Field(0.0, ge=0, le=1)
+    hang_s: float = Field(30.0, ge=0)
+    rate_drop: float = Field(0.0, ge=0, le=1)
+    rate_malformed: float = Field(0.0, ge=0, le=1)
+    rate_empty: float = Field(0.0, ge=0, le=1)
+    rate_content_filter: float = Field(0.0, ge=0, le=1)
+    rate_length: float = Field(0.0, ge=0, le=1)
+    batch_polls_to_complete: int = Field(2, ge=0)
+
+
+class JudgeConfig(Strict):
+    model: str
+    provider: Literal["openai", "azure"] = "openai"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    azure: AzureSettings | None = None
+    mock: bool = False
+    mock_settings: MockSettings = Field(default_factory=MockSettings)
+    mode: Literal["sync", "batch"] = "sync"
+    concurrency: int = Field(32, ge=1)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    max_retries: int = Field(6, ge=0)
+    timeout_s: float = Field(300, gt=0)
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    cache: CacheMode = "read_write"
+    cache_path: str | None = None
+    budget_usd: float | None = Field(None, gt=0)
+    prices: dict[str, Price] = Field(default_factory=dict)
+    batch_discount: float = Field(0.5, ge=0, le=1)
+    batch_poll_s: float = Field(30.0, gt=0)
+    estimate_answer_tokens: int = Field(800, ge=1)
+    estimate_output_tokens: int = Field(600, ge=1)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        return _check_env_name(v)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "JudgeConfig":
+        if self.provider == "azure" and self.azure is None:
+            raise ValueError("provider 'azure' needs judge.azure.endpoint (and api_version, deployment)")
+        if self.budget_usd is not None and not any(self.model.startswith(name) for name in self.prices):
+            raise ValueError(f"budget_usd needs a price for {self.model} in judge.prices (USD per million tokens)")
+        return self
+
+
+class RunConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    model: ModelConfig
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    rounds: int = Field(3, ge=1)
+    seed: int = 1234
+    tasks: list[str] = Field(min_length=1)
+    variant: Literal["full", "sample"] = "full"
+    task_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    asset_mirrors: dict[str, str] = Field(default_factory=dict)
+    judge: JudgeConfig
+    output_dir: str = "results"
+
+    @model_validator(mode="after")
+    def _batch_size_is_hf_only(self) -> "RunConfig":
+        if self.generation.batch_size != "auto" and self.model.backend != "hf":
+            raise ValueError("generation.batch_size applies to the hf backend only; leave it 'auto'")
+        return self
+
+    def snapshot(self) -> dict[str, Any]:
+        """The resolved config as written to `config.yaml`: plain data, with no secret in it (keys live in env)."""
+        return self.model_dump(mode="json")
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for a run directory to be continued: the model, its prompt format and the judge."""
+        model = self.model
+        ident: dict[str, Any] = {"backend": model.backend, "path": model.path}
+        if not isinstance(model, ReplayModel):
+            ident["chat_template_kwargs"] = model.chat_template_kwargs
+            ident["revision"] = getattr(model, "revision", None)
+        ident["judge_model"] = self.judge.model
+        ident["variant"] = self.variant
+        return ident
+
+
+def _check_env_name(v: str | None) -> str | None:
+    if v is not None and not ENV_NAME.match(v):
+        # Never echo the value: a user may have pasted a key here.
+        raise ValueError("must name an environment variable (e.g. OPENAI_API_KEY), not hold a key or URL")
+    return v
+
+
+def config_hash(snapshot: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_yaml(path: Path, what: str = "config") -> Any:
+    if not path.exists():
+        raise UserError(f"{path}: {what} file not found")
+    if not path.is_file():
+        raise UserError(f"{path}: {what} path is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read {what} file ({e})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path}: YAML syntax error at {where}: {problem}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise UserError(f"--set {text!r}: expected key=value, e.g. --set judge.concurrency=8")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(f"--set {text!r}: the key is empty or malformed")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"--set {'.'.join(path)}: '{part}' is not a mapping in the config")
+        node = child
+    node[path[-1]] = value
+
+
+def format_validation_error(source: str, err: ValidationError, overrides: list[str] = ()) -> str:
+    first = err.errors()[0]
+    # Drop the discriminated-union tag (e.g. 'hf') that pydantic inserts into the location.
+    loc = [str(p) for p in first["loc"] if p not in ("hf", "vllm", "openai", "replay", "function-after[_check_env_name(), str]")]
+    key = ".".join(loc) or "(top level)"
+    origin = " (from --set)" if key in overrides else ""
+    if first["type"] == "extra_forbidden":
+        hint = _suggest(err, loc)
+        return f"{source}: unknown key '{key}'{origin}{hint}"
+    if first["type"] == "missing":
+        return f"{source}: missing required key '{key}'"
+    msg = first["msg"].removeprefix("Value error, ")
+    shown = first.get("input")
+    value = ""
+    if isinstance(shown, (int, float, bool)) or (isinstance(shown, str) and "api_key" not in key and len(shown) < 60):
+        value = f" (got {shown!r})"
+    return f"{source}: '{key}'{origin}: {msg}{value}"
+
+
+def _suggest(err: ValidationError, loc: list[str]) -> str:
+    model: Any = RunConfig
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        model = field.annotation
+    if part_models := _union_members(model):
+        names = {n for m in part_models for n in m.model_fields}
+    else:
+        names = set(getattr(model, "model_fields", {}))
+    close = difflib.get_close_matches(loc[-1], sorted(names), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _union_members(annotation: Any) -> list[type[BaseModel]]:
+    args = getattr(annotation, "__args__", ()) or ()
+    members = []
+    for a in args:
+        inner = getattr(a, "__args__", None)
+        for m in inner or (a,):
+            if isinstance(m, type) and issubclass(m, BaseModel):
+                members.append(m)
+    return members
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    path = Path(path)
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the config must be a YAML mapping (key: value), not {type(data).__name__}")
+    return build_config(data, str(path), overrides)
+
+
+def build_config(data: dict[str, Any], source: str, overrides: list[str] = ()) -> RunConfig:
+    data = copy.deepcopy(data)
+    override_keys = []
+    for text in overrides:
+        parts, value = parse_override(text)
+        apply_override(data, parts, value)
+        override_keys.append(".".join(parts))
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise UserError(format_validation_error(source, e, override_keys)) from None

@@ -1,0 +1,276 @@
+"""The judge client: `AsyncOpenAI` / `AsyncAzureOpenAI` with bounded concurrency, rate limits, the SDK's retries
+(exponential backoff with jitter, `Retry-After` honoured), a failure status for every outcome, parse re-asks, and
+parameter adaptation for reasoning judges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import re
+import time
+from typing import Any
+
+import openai
+
+from ..config import JudgeConfig
+from ..errors import UserError
+from ..records import Judgment, Usage
+from .ledger import Ledger
+from .limits import RateLimiter, estimate_tokens
+from .requests import JudgeRequest
+
+log = logging.getLogger("eval.judge")
+
+REASONING_FAMILIES = ("gpt-5", "o1", "o3", "o4")
+# Parameters these families reject, known in advance; anything else is learned from a 400 naming it.
+DROPPED_BY_FAMILY = {"gpt-5": {"top_p"}, "o1": {"temperature", "top_p"}, "o3": {"temperature", "top_p"}, "o4": {"temperature", "top_p"}}
+_UNSUPPORTED = re.compile(r"Unsupported (?:parameter|value): '([A-Za-z_]+)'")
+_CONTENT_FILTER = ("content_filter", "content_policy", "content management policy", "responsibleaipolicyviolation")
+
+
+class JudgeFatal(UserError):
+    """A failure no retry can fix (bad key, unknown model): stop judging, keep everything stored."""
+
+
+class _Failed(Exception):
+    def __init__(self, status: str, message: str, attempts: int):
+        super().__init__(message)
+        self.status, self.message, self.attempts = status, message, attempts
+
+
+def api_key_for(cfg: JudgeConfig) -> str:
+    if cfg.mock:
+        return "mock-key"
+    key = os.environ.get(cfg.api_key_env)
+    if not key:
+        raise UserError(f"judge.api_key_env: the environment variable {cfg.api_key_env} is not set; export the judge "
+                        "API key there (keys are read from the environment only and never written to disk)")
+    return key
+
+
+def _family(model: str) -> str | None:
+    name = model.rsplit("/", 1)[-1]
+    return next((f for f in REASONING_FAMILIES if name.startswith(f)), None)
+
+
+class ParamPolicy:
+    """Which request fields to send to this judge model; learns from 400s that name a parameter."""
+
+    def __init__(self, model: str, learned: dict[str, Any] | None = None):
+        family = _family(model)
+        learned = learned or {}
+        self.dropped: set[str] = set(DROPPED_BY_FAMILY.get(family or "", set())) | set(learned.get("dropped", []))
+        self.max_tokens_field = "max_completion_tokens" if family or learned.get("max_completion_tokens") else "max_tokens"
+
+    def kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for name, value in params.items():
+            if value is None or name in self.dropped:
+                continue
+            out[self.max_tokens_field if name == "max_tokens" else name] = value
+        return out
+
+    def learn(self, error: openai.BadRequestError) -> str | None:
+        """Adapt to a 400 that names an unsupported parameter; return its name, or None if it named none."""
+        param = getattr(error, "param", None)
+        match = _UNSUPPORTED.search(str(error))
+        name = param or (match.group(1) if match else None)
+        if name in ("max_tokens", "max_completion_tokens") and "max_completion_tokens" in str(error) and self.max_tokens_field == "max_tokens":
+            self.max_tokens_field = "max_completion_tokens"
+            return name
+        if name and name not in self.dropped and name not in ("messages", "model") and (match or "unsupported" in str(error).lower()):
+            self.dropped.add(name)
+            return name
+        return None
+
+    def state(self) -> dict[str, Any]:
+        return {"dropped": sorted(self.dropped), "max_completion_tokens": self.max_tokens_field == "max_completion_tokens"}
+
+
+def make_openai_client(cfg: JudgeConfig, base_url: str | None, api_key: str):
+    common = {"api_key": api_key, "max_retries": cfg.max_retries, "timeout": cfg.timeout_s}
+    if cfg.provider == "azure" and not cfg.mock:
+        assert cfg.azure is not None
+        return openai.AsyncAzureOpenAI(azure_endpoint=cfg.azure.endpoint, api_version=cfg.azure.api_version,
+                                       azure_deployment=cfg.azure.deployment, **common)
+    return openai.AsyncOpenAI(base_url=base_url, **common)
+
+
+def is_content_filter(error: Exception) -> bool:
+    body = getattr(error, "body", None)
+    code = body.get("code") if isinstance(body, dict) else None
+    text = f"{code} {error}".lower()
+    return any(marker in text for marker in _CONTENT_FILTER)
+
+
+class JudgeClient:
+    def __init__(self, cfg: JudgeConfig, base_url: str | None, ledger: Ledger, learned: dict[str, Any] | None = None):
+        self.cfg = cfg
+        self.client = make_openai_client(cfg, base_url, api_key_for(cfg))
+        self.semaphore = asyncio.Semaphore(cfg.concurrency)
+        self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
+        self.policy = ParamPolicy(cfg.model, learned)
+        self.ledger = ledger
+        self.models_seen: set[str] = set()
+        self.fingerprints_seen: set[str] = set()
+        self.warnings: list[str] = []
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # ---------------------------------------------------------------- checks
+
+    async def preflight(self) -> None:
+        """One tiny request: the key works, the model exists, the parameters are accepted."""
+        where = self.cfg.base_url or ("mock server" if self.cfg.mock else "the OpenAI API")
+        try:
+            await self._create([{"role": "user", "content": "Reply with OK."}], {"max_tokens": 16}, preflight=True)
+        except openai.AuthenticationError:
+            raise JudgeFatal(f"judge: {where} rejected the API key in {self.cfg.api_key_env} (401); check the key") from None
+        except openai.PermissionDeniedError as e:
+            raise JudgeFatal(f"judge: {where} denied access to {self.cfg.model} (403: {_short(e)})") from None
+        except openai.NotFoundError:
+            raise JudgeFatal(f"judge.model: {self.cfg.model!r} not found at {where} (404); check the model or deployment name") from None
+        except openai.APIConnectionError as e:
+            raise JudgeFatal(f"judge.base_url: cannot reach {where} ({_short(e)}); check the URL and the network") from None
+        except openai.APIStatusError as e:
+            if e.status_code >= 500 or e.status_code == 429:
+                self.warnings.append(f"judge preflight got HTTP {e.status_code}; continuing (the judge retries)")
+                return
+            raise JudgeFatal(f"judge: the test request failed (HTTP {e.status_code}: {_short(e)})") from None
+
+    # ---------------------------------------------------------------- judging
+
+    async def judge(self, request: JudgeRequest, task: str) -> Judgment:
+        async with self.semaphore:
+            await self.limiter.acquire(sum(estimate_tokens(m["content"]) for m in request.messages) + request.params["max_tokens"])
+            return await self._judge(request, task)
+
+    async def _judge(self, request: JudgeRequest, task: str) -> Judgment:
+        started = time.perf_counter()
+        attempts, asks = 0, 0
+        usage = Usage()
+        raw: str | None = None
+        returned_model = fingerprint = None
+        sent: dict[str, Any] = {}
+        while True:
+            asks += 1
+            try:
+                completion, tries, sent = await self._create(request.messages, request.params)
+                attempts += tries
+            except _Failed as failure:
+                attempts += failure.attempts
+                return self._record(request, task, raw, {}, failure.status, attempts, usage, returned_model, fingerprint,
+                                    sent, started, failure.message)
+            choice = completion.choices[0] if completion.choices else None
+            raw = choice.message.content if choice and choice.message else None
+            returned_model, fingerprint = completion.model, completion.system_fingerprint
+            self._track(returned_model, fingerprint)
+            usage.add(_usage(completion))
+            finish = choice.finish_reason if choice else None
+            if finish == "content_filter":
+                return self._record(request, task, raw, {}, "content_filtered", attempts, usage, returned_model,
+                                    fingerprint, sent, started, "the judge's output was filtered")
+            scores = request.parser(raw)
+            if isinstance(scores, dict):
+                return self._record(request, task, raw, scores, "ok", attempts, usage, returned_model, fingerprint, sent, started)
+            if finish == "length":
+                return self._record(request, task, raw, {}, "length", attempts, usage, returned_model, fingerprint, sent,
+                                    started, f"judge output cut off at max tokens ({scores})")
+            if asks > request.parse_retries:
+                return self._record(request, task, raw, {}, "parse_failed", attempts, usage, returned_model,
+                                    fingerprint, sent, started, scores)
+
+    async def _create(self, messages: list[dict[str, str]], params: dict[str, Any], preflight: bool = False):
+        """One chat completion through the SDK's retries; returns (completion, HTTP attempts, fields sent).
+
+        With `preflight`, auth, not-found and connection errors propagate as the SDK raises them.
+        """
+        client = self.client.with_options(max_retries=1) if preflight else self.client
+        attempts = 0
+        malformed = 0
+        while True:
+            kwargs = self.policy.kwargs(params)
+            try:
+                raw = await client.chat.completions.with_raw_response.create(model=self.cfg.model, messages=messages, **kwargs)
+            except openai.BadRequestError as e:
+                attempts += 1
+                if is_content_filter(e):
+                    raise _Failed("content_filtered", f"the judge refused the prompt (content filter): {_short(e)}", attempts) from None
+                learned = self.policy.learn(e)
+                if learned:
+                    self.warnings.append(f"judge {self.cfg.model}: the API rejected '{learned}'; adapted and retrying")
+                    log.warning(self.warnings[-1])
+                    continue
+                raise _Failed("api_error", f"HTTP 400: {_short(e)}", attempts) from None
+            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
+                if preflight:
+                    raise
+                raise JudgeFatal(f"judge: HTTP {e.status_code} from the judge API ({_short(e)}); fix the key or "
+                                 "model and run again — judgments stored so far are kept") from None
+            except openai.APITimeoutError:
+                raise _Failed("timeout", f"no answer within {self.cfg.timeout_s:g} s ({self.cfg.max_retries + 1} attempts)",
+                              attempts + self.cfg.max_retries + 1) from None
+            except openai.APIStatusError as e:
+                raise _Failed("api_error", f"HTTP {e.status_code}: {_short(e)}", attempts + _sdk_attempts(e, self.cfg)) from None
+            except openai.APIConnectionError as e:
+                if preflight:
+                    raise
+                raise _Failed("api_error", f"connection failed: {_short(e)}", attempts + self.cfg.max_retries + 1) from None
+            attempts += raw.retries_taken + 1
+            try:
+                return raw.parse(), attempts, kwargs
+            except (openai.APIResponseValidationError, ValueError) as e:
+                # A 200 whose body is not a chat completion: the SDK does not retry these.
+                malformed += 1
+                if malformed > self.cfg.max_retries:
+                    raise _Failed("api_error", f"malformed response: {_short(e)}", attempts) from None
+                await asyncio.sleep(min(8.0, 0.5 * 2 ** malformed) * (1 - 0.25 * random.random()))
+
+    def _track(self, model: str | None, fingerprint: str | None) -> None:
+        for value, seen, what in ((model, self.models_seen, "model"), (fingerprint, self.fingerprints_seen, "system_fingerprint")):
+            if value and value not in seen:
+                if seen:
+                    self.warnings.append(f"judge {what} changed within the run: {sorted(seen)} -> {value}")
+                    log.warning(self.warnings[-1])
+                seen.add(value)
+
+    def _record(self, request: JudgeRequest, task: str, raw: str | None, scores: dict[str, float], status: str,
+                attempts: int, usage: Usage, returned_model: str | None, fingerprint: str | None, sent: dict[str, Any],
+                started: float, error: str | None = None) -> Judgment:
+        cost = self.ledger.charge(task, usage) if attempts else None
+        return Judgment(
+            key=request.key, generation_key=request.generation_key, round=request.slot.round, task=request.slot.task,
+            item_id=request.slot.item_id, turn=request.slot.turn, judge_model=self.cfg.model,
+            prompt_name=request.prompt_name, prompt_hash=request.prompt_hash, params=sent or self.policy.kwargs(request.params),
+            messages=request.messages, raw=raw, scores=scores, status=status, attempts=attempts,
+            usage={"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                   "reasoning_tokens": usage.reasoning_tokens},
+            returned_model=returned_model, fingerprint=fingerprint, seconds=round(time.perf_counter() - started, 3),
+            error=error, cost_usd=cost,
+        )
+
+
+def _usage(completion: Any) -> Usage:
+    u = getattr(completion, "usage", None)
+    if u is None:
+        return Usage()
+    details = getattr(u, "completion_tokens_details", None)
+    return Usage(u.prompt_tokens or 0, u.completion_tokens or 0, (getattr(details, "reasoning_tokens", 0) or 0) if details else 0)
+
+
+def _sdk_attempts(error: openai.APIStatusError, cfg: JudgeConfig) -> int:
+    retried = error.status_code in (408, 409, 429) or error.status_code >= 500
+    return cfg.max_retries + 1 if retried else 1
+
+
+def _short(error: Exception) -> str:
+    body = getattr(error, "body", None)
+    if isinstance(body, dict) and body.get("message"):
+        text = str(body["message"])
+    else:
+        text = str(error)
+    return text.splitlines()[0][:200] if text else type(error).__name__

@@ -1,0 +1,49 @@
+"""Score parsing with the upstream regex semantics.
+
+- single score (MT-Bench, safety): `re.search` → first match, group 1 → number; then the scale's range check.
+- criteria (quality): `re.findall` of (criterion, score) pairs; every criterion exactly once, else a failure.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Parser:
+    kind: str  # "single" | "criteria"
+    regex: str
+    low: float
+    high: float
+    criteria: tuple[str, ...] = ()
+    score_name: str = "score"
+
+    def __call__(self, text: str | None) -> dict[str, float] | str:
+        """Scores, or the reason the text has none."""
+        if not text:
+            return "empty judge output"
+        if self.kind == "criteria":
+            return _criteria(text, self.regex, self.criteria)
+        match = re.search(self.regex, text)
+        if match is None:
+            return "no score found"
+        try:
+            value = float(match.group(1))
+        except ValueError:
+            return f"score {match.group(1)!r} is not a number"
+        if not self.low <= value <= self.high:
+            return f"score {value:g} outside {self.low:g}-{self.high:g}"
+        return {self.score_name: value}
+
+
+def _criteria(text: str, regex: str, criteria: tuple[str, ...]) -> dict[str, float] | str:
+    scores: dict[str, float] = {}
+    for name, value in re.findall(regex, text):
+        if name in scores:
+            return f"criterion {name} given twice"
+        scores[name] = float(value)
+    missing = [c for c in criteria if c not in scores]
+    if missing:
+        return f"missing criteria: {', '.join(missing)}"
+    return scores

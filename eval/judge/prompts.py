@@ -1,0 +1,165 @@
+"""Judge prompt sets in the upstream file formats, and the templates each metric kind needs.
+
+Formats:
+- `llm_jp_judge`: llm-jp-judge prompt YAML. Either a mapping of named templates (MT-Bench: `single-v1`, … each with
+  `regex`, `prompt_template`, `system_prompt`) or one template file (`regex`, `prompt_template` /
+  `prompt_template_with_ref` / `prompt_template_wo_ref`, optional `system_prompt`, `metrics`).
+- `fastchat`: FastChat `judge_prompts.jsonl` (`name`, `type`, `system_prompt`, `prompt_template`, `output_format`).
+
+Templates are filled with `str.format`, exactly as upstream does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+
+# FastChat llm_judge's rating pattern for single-answer grading (a fact of its format).
+FASTCHAT_RATING_REGEX = r"\[\[(\d+\.?\d*)\]\]"
+
+SINGLE_FILE_KEYS = {"prompt_template": "default", "prompt_template_with_ref": "with_ref", "prompt_template_wo_ref": "wo_ref"}
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    text: str
+    system_prompt: str | None
+    regex: str
+    criteria: tuple[str, ...] | None = None
+
+    @property
+    def fields(self) -> set[str]:
+        return {f for _, f, _, _ in string.Formatter().parse(self.text) if f}
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile(self.regex)
+
+    def render(self, legacy_list_repr: bool = False, **values: str) -> str:
+        if legacy_list_repr:
+            # llm-jp-judge v2.0.0 passed one-element lists to str.format (fixed upstream in PR #49).
+            values = {k: str([v]) for k, v in values.items()}
+        return self.text.format(**values)
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    label: str
+    path: str
+    format: str
+    sha256: str
+    templates: dict[str, Template]
+
+    def get(self, name: str) -> Template:
+        if name not in self.templates:
+            raise UserError(f"{self.label}: {self.path} has no template {name!r} (has {', '.join(sorted(self.templates))})")
+        return self.templates[name]
+
+
+def _template(label: str, path: Path, name: str, text: Any, system: Any, regex: Any, criteria: Any = None) -> Template:
+    where = f"{label}: {path}: {name}"
+    if not isinstance(text, str):
+        raise UserError(f"{where}: the prompt template is missing or not text")
+    if system is not None and not isinstance(system, str):
+        raise UserError(f"{where}: system_prompt is not text")
+    if not isinstance(regex, str) or not regex:
+        raise UserError(f"{where}: regex is missing")
+    try:
+        compiled = re.compile(regex)
+    except re.error as e:
+        raise UserError(f"{where}: regex {regex!r} does not compile ({e})") from None
+    if compiled.groups < 1:
+        raise UserError(f"{where}: regex {regex!r} has no capture group for the score")
+    try:
+        list(string.Formatter().parse(text))
+    except ValueError as e:
+        raise UserError(f"{where}: template is not a valid format string ({e})") from None
+    if criteria is not None and (not isinstance(criteria, list) or not all(isinstance(c, str) for c in criteria)):
+        raise UserError(f"{where}: metrics must be a list of criterion names")
+    return Template(name, text, system, regex, tuple(criteria) if criteria else None)
+
+
+def read_prompt_set(path: Path, fmt: str, label: str) -> PromptSet:
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    text = raw.decode("utf-8")
+    templates: dict[str, Template] = {}
+    if fmt == "llm_jp_judge":
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise UserError(f"{label}: {path}: YAML syntax error ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{label}: {path}: expected a YAML mapping")
+        if "regex" in data:
+            for key, name in SINGLE_FILE_KEYS.items():
+                if key in data:
+                    templates[name] = _template(label, path, key, data[key], data.get("system_prompt"), data["regex"], data.get("metrics"))
+        else:
+            for name, entry in data.items():
+                if not isinstance(entry, dict):
+                    raise UserError(f"{label}: {path}: entry {name!r} is not a mapping")
+                templates[name] = _template(label, path, name, entry.get("prompt_template"), entry.get("system_prompt"), entry.get("regex"))
+    elif fmt == "fastchat":
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{label}: {path} line {lineno}: invalid JSON ({e.msg})") from None
+            if entry.get("type") != "single":
+                continue
+            templates[entry["name"]] = _template(
+                label, path, entry["name"], entry.get("prompt_template"), entry.get("system_prompt"), FASTCHAT_RATING_REGEX
+            )
+    else:
+        raise UserError(f"{label}: unknown prompt format {fmt!r} (use llm_jp_judge or fastchat)")
+    if not templates:
+        raise UserError(f"{label}: {path} contains no judge template")
+    return PromptSet(label, str(path), fmt, digest, templates)
+
+
+# What each metric kind fills in: template name → placeholders.
+MT_BENCH_FIELDS = {
+    "single-v1": {"question", "answer"},
+    "single-math-v1": {"question", "answer", "ref_answer_1"},
+    "single-v1-multi-turn": {"question_1", "answer_1", "question_2", "answer_2"},
+    "single-math-v1-multi-turn": {"question_1", "answer_1", "question_2", "answer_2", "ref_answer_1", "ref_answer_2"},
+}
+
+
+def required_templates(metric: str, turns: int, with_reference_categories: bool, use_reference: bool) -> dict[str, set[str]]:
+    if metric == "mt_bench":
+        names = ["single-v1"] + (["single-v1-multi-turn"] if turns > 1 else [])
+        if with_reference_categories:
+            names += ["single-math-v1"] + (["single-math-v1-multi-turn"] if turns > 1 else [])
+        return {n: MT_BENCH_FIELDS[n] for n in names}
+    if metric == "quality":
+        return {"default": {"question", "response"}}
+    if metric == "safety":
+        return {"with_ref": {"question", "reference", "response"}} if use_reference else {"wo_ref": {"question", "response"}}
+    raise ValueError(metric)
+
+
+def check_fits(prompts: PromptSet, needs: dict[str, set[str]], criteria_needed: bool) -> None:
+    for name, fields in needs.items():
+        template = prompts.get(name)
+        missing = sorted(fields - template.fields)
+        extra = sorted(template.fields - fields)
+        if missing:
+            raise UserError(f"{prompts.label}: {prompts.path}: template {name!r} lacks the placeholder(s) {', '.join('{' + m + '}' for m in missing)}")
+        if extra:
+            raise UserError(f"{prompts.label}: {prompts.path}: template {name!r} uses {', '.join('{' + x + '}' for x in extra)}, which this task does not fill")
+        if criteria_needed and not template.criteria:
+            raise UserError(f"{prompts.label}: {prompts.path}: template {name!r} needs a 'metrics' list of criteria")

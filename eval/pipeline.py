@@ -1,0 +1,351 @@
+"""The stages of a run, in order: plan → generate (all rounds, turn by turn) → judge (overlapping with generation
+as answers arrive) → report. Every stage looks up the store before computing and writes each record as soon as it
+exists, so a run killed anywhere resumes where it stopped and a second run of a finished config computes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from . import report
+from .backends import make_backend
+from .backends.base import Backend, GenerationRequest, GenerationResult, Sampling, request_seed
+from .chat import turn_messages
+from .config import RunConfig
+from .errors import UserError
+from .judge.cache import JudgeCache
+from .judge.client import JudgeClient
+from .judge.ledger import Ledger
+from .judge.mock_server import MockServer
+from .judge.requests import Excluded, JudgeRequest, build_request
+from .records import Generation, Judgment, Slot, content_key, text_hash
+from .rundir import RunLock
+from .store import Store
+from .tasks import Task, load_spec, load_task
+
+log = logging.getLogger("eval")
+RETRY_ON_RESUME = {"api_error", "timeout", "error"}  # outcomes a later run asks again
+
+
+@dataclass
+class RunOptions:
+    out: Path | None = None
+    limit: int | None = None
+    rounds: int | None = None
+    tasks: list[str] | None = None
+    force: bool = False
+    dry_run: bool = False
+    command: list[str] = field(default_factory=list)
+
+
+def run_dir_for(cfg: RunConfig, options: RunOptions) -> Path:
+    return options.out if options.out is not None else Path(cfg.output_dir) / cfg.name
+
+
+def load_tasks(cfg: RunConfig, limit: int | None) -> dict[str, Task]:
+    tasks = {}
+    for name in cfg.tasks:
+        task = load_task(load_spec(name, cfg.task_options.get(name)), cfg.variant, cfg.asset_mirrors, limit)
+        for warning in task.warnings:
+            print(f"WARNING: {warning}", file=sys.stderr)
+        tasks[name] = task
+    unknown = set(cfg.task_options) - set(cfg.tasks)
+    if unknown:
+        raise UserError(f"task_options: {', '.join(sorted(unknown))} not among the run's tasks ({', '.join(cfg.tasks)})")
+    return tasks
+
+
+def plan_slots(tasks: dict[str, Task], rounds: int) -> list[tuple[Slot, str | None]]:
+    return [(Slot(r, t.name, item.item_id, turn), item.category)
+            for t in tasks.values() for r in range(1, rounds + 1) for item in t.items for turn in range(1, len(item.turns) + 1)]
+
+
+def check_compatible(store: Store, cfg: RunConfig, run_dir: Path, force: bool) -> None:
+    previous = store.meta("identity")
+    current = cfg.identity()
+    if previous and previous != current and not force:
+        changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        raise UserError(f"{run_dir}: this run directory was made with a different {', '.join(changed)}; use another "
+                        "--out, or --force to continue in it (earlier records are kept as superseded)")
+
+
+def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
+    if options.rounds is not None:
+        cfg = cfg.model_copy(update={"rounds": options.rounds})
+    if options.tasks:
+        cfg = cfg.model_copy(update={"tasks": options.tasks})
+    run_dir = run_dir_for(cfg, options)
+    tasks = load_tasks(cfg, options.limit)
+    if options.dry_run:
+        store_path = run_dir / "run.sqlite"
+        store = Store(store_path) if store_path.exists() else None
+        return report.print_estimate(cfg, tasks, store)
+    with RunLock(run_dir):
+        store = Store(run_dir / "run.sqlite")
+        try:
+            check_compatible(store, cfg, run_dir, options.force)
+            store.set_meta("identity", cfg.identity())
+            store.set_meta("config", cfg.snapshot())
+            store.set_meta("tasks", {name: report.task_meta(t) for name, t in tasks.items()})
+            store.set_meta("provenance", {name: t.provenance for name, t in tasks.items()})
+            store.set_meta("warnings", [w for t in tasks.values() for w in t.warnings])
+            store.set_meta("command", options.command)
+            store.set_plan(plan_slots(tasks, cfg.rounds))
+            runner = Runner(cfg, tasks, store, run_dir)
+            runner.execute()
+            return report.write_run(run_dir, store, cfg, runner.activity())
+        finally:
+            store.close()
+
+
+class Runner:
+    def __init__(self, cfg: RunConfig, tasks: dict[str, Task], store: Store, run_dir: Path):
+        self.cfg = cfg
+        self.tasks = tasks
+        self.store = store
+        self.run_dir = run_dir
+        self.backend: Backend | None = None
+        self.generation_calls = 0
+        self.judge_calls = 0
+        self.judgments_reused = 0
+        self.stop = threading.Event()
+        self.budget_reached = False
+        self.warnings: list[str] = []
+        self.fingerprints: dict[str, list[str]] = {}
+
+    def activity(self) -> dict[str, Any]:
+        return {"generation_calls": self.generation_calls, "judge_calls": self.judge_calls,
+                "judgments_reused": self.judgments_reused, "budget_reached": self.budget_reached,
+                "warnings": self.warnings, "judge_seen": self.fingerprints}
+
+    # ---------------------------------------------------------------- orchestration
+
+    def execute(self) -> None:
+        self.backend = make_backend(self.cfg)  # tokenizer only: the weights load with the first batch
+        try:
+            pending_generations = self._pending_generation_count()
+            pending_judgments = self._pending_judgment_count()
+            if pending_generations == 0 and pending_judgments == 0:
+                print(f"{self.run_dir}: every generation and judgment is already stored; nothing to compute.")
+                return
+            mock = MockServer(self.cfg.judge.mock_settings).start() if self.cfg.judge.mock else None
+            try:
+                asyncio.run(self._execute(mock.url if mock else self.cfg.judge.base_url, pending_generations))
+            finally:
+                if mock is not None:
+                    mock.stop()
+        finally:
+            self.backend.close()
+
+    async def _execute(self, base_url: str | None, pending_generations: int) -> None:
+        ledger = Ledger(self.cfg.judge)
+        ledger.spent_usd = sum(j.cost_usd or 0.0 for j in self.store.judgments())
+        client = JudgeClient(self.cfg.judge, base_url, ledger, self.store.meta("judge_learned_params"))
+        cache = JudgeCache(self.cfg.judge.cache, self.cfg.judge.cache_path)
+        try:
+            self.store.event("judge", "preflight")
+            await client.preflight()
+            await self._generate_and_judge(client, cache, pending_generations)
+        finally:
+            self.store.set_meta("judge_learned_params", client.policy.state())
+            self.warnings += client.warnings
+            self.fingerprints = {"models": sorted(client.models_seen), "system_fingerprints": sorted(client.fingerprints_seen)}
+            cache.close()
+            await client.close()
+
+    async def _generate_and_judge(self, client: JudgeClient, cache: JudgeCache, pending_generations: int) -> None:
+        loop = asyncio.get_running_loop()
+        arrivals: asyncio.Queue[Slot | None] = asyncio.Queue()
+        judge_bar = tqdm(total=0, desc="judge", unit="req", position=1, leave=True, dynamic_ncols=True)
+        in_flight: set[asyncio.Task] = set()
+        scheduled: set[Slot] = set()
+
+        def schedule_ready(slot: Slot) -> None:
+            for request in self._ready_judgments(slot, scheduled, cache):
+                judge_bar.total += 1
+                judge_bar.refresh()
+                task = asyncio.ensure_future(self._judge_one(client, cache, request, judge_bar))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+
+        try:
+            for slot, _ in self._plan():
+                schedule_ready(slot)
+            if pending_generations:
+                self.store.event("generate", "start")
+                generator = loop.run_in_executor(None, self._generate_all, pending_generations,
+                                                 lambda s: loop.call_soon_threadsafe(arrivals.put_nowait, s))
+                generator.add_done_callback(lambda _: arrivals.put_nowait(None))
+                while (slot := await arrivals.get()) is not None:
+                    schedule_ready(slot)
+                    self._raise_first_failure(in_flight)
+                await generator  # re-raises a generation failure
+                self.store.event("generate", "end")
+            while in_flight:
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_EXCEPTION)
+                self._raise_first_failure(done)
+        except BaseException:
+            self.stop.set()  # the generation thread stops after its current batch
+            for task in in_flight:
+                task.cancel()
+            raise
+        finally:
+            judge_bar.close()
+        self.store.event("judge", "end")
+        if self.budget_reached:
+            print(f"judge.budget_usd reached (${client.ledger.spent_usd:.2f}); stopped judging — "
+                  "everything judged so far is stored; raise the budget and run again to finish", file=sys.stderr)
+
+    @staticmethod
+    def _raise_first_failure(tasks: set[asyncio.Task]) -> None:
+        for task in list(tasks):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    # ---------------------------------------------------------------- generation (worker thread)
+
+    def _plan(self) -> list[tuple[Slot, str | None]]:
+        return plan_slots(self.tasks, self.cfg.rounds)
+
+    def _request(self, slot: Slot) -> GenerationRequest | None:
+        """The request for a slot, or None while an earlier turn of its conversation is not stored yet."""
+        task = self.tasks[slot.task]
+        item = task.item(slot.item_id)
+        previous = []
+        for turn in range(1, slot.turn):
+            gen = self.store.generation(Slot(slot.round, slot.task, slot.item_id, turn))
+            if gen is None:
+                return None
+            previous.append(gen.final if gen.status == "ok" and gen.final is not None else "")
+        spec = task.spec
+        system = task.system_prompt if spec.generation.use_system_prompt else None
+        messages = turn_messages(system, item.turns[: slot.turn], previous)
+        sampling = Sampling(spec.temperature_for(item.category), spec.generation.top_p, self.cfg.generation.max_new_tokens)
+        return GenerationRequest(slot, messages, sampling, request_seed(self.cfg.seed + slot.round - 1, slot))
+
+    def generation_key(self, request: GenerationRequest) -> str:
+        assert self.backend is not None
+        identity = self.backend.identity()
+        return content_key("generation", identity, request.messages, request.sampling.__dict__, request.seed,
+                           request.slot.round, request.slot.task, request.slot.item_id, request.slot.turn)
+
+    def _is_stored(self, slot: Slot) -> bool:
+        """The slot holds a final generation made from exactly the request this config would send."""
+        stored = self.store.generation(slot)
+        if stored is None or stored.status in RETRY_ON_RESUME:
+            return False
+        request = self._request(slot)
+        return request is not None and stored.key == self.generation_key(request)
+
+    def _pending_generation_count(self) -> int:
+        return sum(1 for slot, _ in self._plan() if not self._is_stored(slot))
+
+    def _generate_all(self, total: int, on_stored) -> None:
+        bar = tqdm(total=total, desc="generate", unit="ans", position=0, leave=True, dynamic_ncols=True)
+        try:
+            max_turns = max(t.spec.turns for t in self.tasks.values())
+            for turn in range(1, max_turns + 1):
+                if self.stop.is_set():
+                    return
+                requests = [request for slot, _ in self._plan()
+                            if slot.turn == turn and not self._is_stored(slot) and (request := self._request(slot))]
+
+                def store_result(result: GenerationResult) -> None:
+                    if self.stop.is_set():
+                        raise RuntimeError("run stopped")
+                    self.generation_calls += 1
+                    gen = self._record(result)
+                    self.store.put_generation(gen)
+                    bar.update(1)
+                    on_stored(gen.slot)
+
+                assert self.backend is not None
+                self.backend.generate(requests, store_result)
+        finally:
+            bar.close()
+
+    def _record(self, result: GenerationResult) -> Generation:
+        r = result.request
+        return Generation(
+            key=self.generation_key(r), round=r.slot.round, seed=r.seed, task=r.slot.task, item_id=r.slot.item_id,
+            turn=r.slot.turn, messages=r.messages, messages_hash=text_hash(repr(r.messages)), prompt_hash=result.prompt_hash,
+            raw=result.raw, final=result.parsed.final, reasoning=result.parsed.reasoning, status=result.parsed.status,
+            finish_reason=result.finish_reason, tokens_in=result.tokens_in, tokens_out=result.tokens_out,
+            seconds=round(result.seconds, 4), error=result.error,
+        )
+
+    # ---------------------------------------------------------------- judging (event loop)
+
+    def _judgment_is_final(self, judgment: Judgment | None, key: str | None = None) -> bool:
+        return judgment is not None and judgment.status not in RETRY_ON_RESUME and (key is None or judgment.key == key)
+
+    def _pending_judgment_count(self) -> int:
+        return sum(1 for slot, _ in self._plan() if not self._judgment_is_final(self.store.judgment(slot)))
+
+    def _ready_judgments(self, slot: Slot, scheduled: set[Slot], cache: JudgeCache) -> list[JudgeRequest]:
+        """Judge requests that became possible now that `slot`'s generation is stored (MT-Bench turn 2 needs both)."""
+        task = self.tasks[slot.task]
+        item = task.item(slot.item_id)
+        gens: list[Generation] = []
+        ready = []
+        for turn in range(1, len(item.turns) + 1):
+            gen = self.store.generation(Slot(slot.round, slot.task, slot.item_id, turn))
+            if gen is None or gen.status in RETRY_ON_RESUME:
+                break
+            gens.append(gen)
+            target = Slot(slot.round, slot.task, slot.item_id, turn)
+            if target in scheduled:
+                continue
+            request = build_request(task, item, turn, gens, self.cfg)
+            stored = self.store.judgment(target)
+            if isinstance(request, Excluded):
+                scheduled.add(target)
+                if stored is None or stored.status != "excluded" or stored.generation_key != request.generation_key:
+                    self.store.put_judgment(self._excluded(request))
+                continue
+            scheduled.add(target)
+            if self._judgment_is_final(stored, request.key):
+                continue
+            cached = cache.get(request.key)
+            if cached is not None:
+                self.judgments_reused += 1
+                cached.cached = True
+                self.store.put_judgment(_moved(cached, target, request))
+                continue
+            ready.append(request)
+        return ready
+
+    def _excluded(self, request: Excluded) -> Judgment:
+        s = request.slot
+        return Judgment(key=content_key("excluded", request.generation_key), generation_key=request.generation_key,
+                        round=s.round, task=s.task, item_id=s.item_id, turn=s.turn, judge_model=self.cfg.judge.model,
+                        prompt_name="", prompt_hash="", params={}, messages=[], raw=None, scores={}, status="excluded",
+                        attempts=0, error=request.reason)
+
+    async def _judge_one(self, client: JudgeClient, cache: JudgeCache, request: JudgeRequest, bar: tqdm) -> None:
+        if client.ledger.exhausted():
+            self.budget_reached = True
+            return
+        judgment = await client.judge(request, request.slot.task)
+        self.judge_calls += 1
+        self.store.put_judgment(judgment)
+        cache.put(judgment)
+        bar.update(1)
+
+
+def _moved(cached: Judgment, slot: Slot, request: JudgeRequest) -> Judgment:
+    """A cached judgment placed in this run's slot (same key ⇒ same messages; the slot may differ)."""
+    data = cached.to_dict()
+    data.update(round=slot.round, task=slot.task, item_id=slot.item_id, turn=slot.turn,
+                generation_key=request.generation_key, cached=True)
+    return Judgment.from_dict(data)
+

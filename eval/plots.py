@@ -1,0 +1,105 @@
+"""Plots (matplotlib, headless): MT-Bench categories as a radar chart, and the four benchmark means with their
+confidence intervals beside the published model-card rows.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .rundir import atomic_write  # noqa: E402
+
+BENCHMARKS = ["mt_bench_ja", "mt_bench_en", "answer_carefully", "llm_jp_instructions"]
+# Published table: a fixed date and no software banner keep the PNG bytes reproducible.
+_META = {"Software": None}
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata=_META)
+    plt.close(fig)
+    atomic_write(path, buffer.getvalue())
+
+
+def write_plots(run_dir: Path, summary: dict[str, Any], published: pd.DataFrame) -> list[str]:
+    written = []
+    radar = [t for t in ("mt_bench_ja", "mt_bench_en") if t in summary["tasks"]]
+    if radar:
+        _save(_radar([summary], radar), run_dir / "plots" / "mt_bench_categories.png")
+        written.append("plots/mt_bench_categories.png")
+    if any(t in summary["tasks"] for t in BENCHMARKS):
+        _save(_bars([summary], published), run_dir / "plots" / "benchmarks.png")
+        written.append("plots/benchmarks.png")
+    return written
+
+
+def write_compare_plot(out: Path, summaries: list[dict[str, Any]], published: pd.DataFrame) -> None:
+    _save(_bars(summaries, published), out / "compare.png")
+    if any(t in s["tasks"] for s in summaries for t in ("mt_bench_ja", "mt_bench_en")):
+        _save(_radar(summaries, [t for t in ("mt_bench_ja", "mt_bench_en") if any(t in s["tasks"] for s in summaries)]),
+              out / "compare_mt_bench_categories.png")
+
+
+def _radar(summaries: list[dict[str, Any]], tasks: list[str]) -> plt.Figure:
+    fig, axes = plt.subplots(1, len(tasks), subplot_kw={"projection": "polar"}, figsize=(5.5 * len(tasks), 5))
+    axes = [axes] if len(tasks) == 1 else list(axes)
+    for ax, task in zip(axes, tasks):
+        categories = sorted({m.split(":", 1)[1] for s in summaries if task in s["tasks"]
+                             for m in s["tasks"][task]["metrics"] if m.startswith("category:")})
+        if not categories:
+            ax.set_title(f"{task}: no category scores")
+            continue
+        angles = [2 * math.pi * i / len(categories) for i in range(len(categories))] + [0.0]
+        for s in summaries:
+            if task not in s["tasks"]:
+                continue
+            metrics = s["tasks"][task]["metrics"]
+            values = [metrics.get(f"category:{c}", {}).get("mean", float("nan")) for c in categories]
+            ax.plot(angles, values + values[:1], marker="o", label=f"{s['label']} ({s['run']})")
+            ax.fill(angles, values + values[:1], alpha=0.1)
+        ax.set_xticks(angles[:-1], categories)
+        ax.set_ylim(0, 10)
+        ax.set_title(summaries[0]["tasks"].get(task, {}).get("title", task), pad=18)
+        ax.legend(loc="upper right", bbox_to_anchor=(1.35, 1.12), fontsize=8)
+    fig.suptitle("MT-Bench per category (mean over rounds; the model card publishes no category scores)", fontsize=10)
+    return fig
+
+
+def _bars(summaries: list[dict[str, Any]], published: pd.DataFrame) -> plt.Figure:
+    tasks = [t for t in BENCHMARKS if any(t in s["tasks"] for s in summaries)]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 5.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        labels, values, errors, colors = [], [], [[], []], []
+        for s in summaries:
+            score = s["tasks"].get(task, {}).get("metrics", {}).get("score")
+            if not score:
+                continue
+            lo, hi = score["ci95"]
+            labels.append(f"{s['label']} ({s['run']})")
+            values.append(score["mean"])
+            errors[0].append(score["mean"] - lo if lo is not None else 0)
+            errors[1].append(hi - score["mean"] if hi is not None else 0)
+            colors.append("tab:orange")
+        for row in published.itertuples(index=False):
+            labels.append(f"{row.model} ({row.reasoning_effort})" if row.reasoning_effort else row.model)
+            values.append(float(getattr(row, task)))
+            errors[0].append(0)
+            errors[1].append(0)
+            colors.append("tab:gray")
+        ax.barh(range(len(values)), values, xerr=errors, color=colors, capsize=3)
+        ax.set_yticks(range(len(values)), labels, fontsize=7)
+        ax.invert_yaxis()
+        title = next((s["tasks"][task]["column"] for s in summaries if task in s["tasks"]), task)
+        ax.set_title(title)
+        ax.set_xlim(0, 10 if task.startswith("mt_bench") else 5)
+    fig.suptitle("Measured (orange, 95 % CI) beside the published model-card rows (gray)", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,509 @@
+"""Reports from the store alone: summary.json, the model-card table with the published numbers beside it,
+detail tables, plots, the manifest, and comparisons across runs.
+
+`summary.json` and the tables hold results only (no timings, no call counts), so a resumed run produces the same
+files as an uninterrupted one; provenance and activity go to `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from . import __version__
+from .config import RunConfig
+from .errors import UserError
+from .judge.ledger import cost_usd, price_for
+from .judge.limits import estimate_tokens
+from .metrics import FAILURE_STATUSES, TaskRules, observations, paired_difference, status_counts, summarize
+from .records import Usage
+from .rundir import write_json, write_jsonl, write_text
+from .store import Store
+from .tasks import Task
+
+SUMMARY_SCHEMA = "llmjp-eval/summary/v1"
+BENCHMARK_ORDER = ["mt_bench_ja", "mt_bench_en", "answer_carefully", "llm_jp_instructions"]
+DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent / "results" / "model_card.csv"
+
+
+# ---------------------------------------------------------------- run metadata
+
+
+def task_meta(task: Task) -> dict[str, Any]:
+    spec = task.spec
+    template = next(iter(task.prompts.templates.values()))
+    return {"title": spec.title, "column": spec.column, "metric": spec.metric, "turns": spec.turns, "variant": task.variant,
+            "rules": {"metric": spec.metric, "api_error_score": spec.judge.api_error_score,
+                      "primary_criterion": spec.judge.primary_criterion, "criteria": list(template.criteria or ())},
+            "no_answer": spec.generation.no_answer, "greedy_categories": sorted(
+                c for c, t in spec.generation.category_temperature.items() if t == 0),
+            "expected_items": spec.expected_items, "judge_prompts": task.prompts.path, "judge_prompts_sha256": task.prompts.sha256}
+
+
+def model_label(cfg: dict[str, Any]) -> tuple[str, str | None]:
+    model = cfg["model"]
+    name = model["path"].rstrip("/").rsplit("/", 1)[-1].removeprefix("builtin:")
+    effort = (model.get("chat_template_kwargs") or {}).get("reasoning_effort")
+    return name, effort
+
+
+def row_label(name: str, effort: str | None) -> str:
+    return f"{name} (reasoning_effort = {effort})" if effort else name
+
+
+def load_published(path: Path | None = None) -> pd.DataFrame:
+    path = path or DEFAULT_REFERENCE
+    if not path.is_file():
+        raise UserError(f"{path}: published reference table not found")
+    table = pd.read_csv(path, dtype={"reasoning_effort": str}, keep_default_na=False)
+    missing = {"model", "reasoning_effort", *BENCHMARK_ORDER} - set(table.columns)
+    if missing:
+        raise UserError(f"{path}: missing columns {', '.join(sorted(missing))}")
+    return table
+
+
+# ---------------------------------------------------------------- summary
+
+
+def _frames(store: Store) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    plan = pd.DataFrame(store.plan(), columns=["round", "task", "item_id", "turn", "category"])
+    gens = pd.DataFrame([{"round": g.round, "task": g.task, "item_id": g.item_id, "turn": g.turn, "gen_status": g.status,
+                          "final": g.final, "tokens_out": g.tokens_out} for g in store.generations()],
+                        columns=["round", "task", "item_id", "turn", "gen_status", "final", "tokens_out"])
+    judged = pd.DataFrame([{"round": j.round, "task": j.task, "item_id": j.item_id, "turn": j.turn, "status": j.status,
+                            "scores": j.scores, "usage": j.usage, "cost_usd": j.cost_usd, "cached": j.cached}
+                           for j in store.judgments()],
+                          columns=["round", "task", "item_id", "turn", "status", "scores", "usage", "cost_usd", "cached"])
+    keys = ["round", "task", "item_id", "turn"]
+    gens = plan.merge(gens, on=keys, how="inner")
+    judged = plan.merge(judged, on=keys, how="inner")
+    return plan, gens, judged
+
+
+def compute_summary(store: Store) -> dict[str, Any]:
+    cfg = store.meta("config")
+    metas = store.meta("tasks") or {}
+    name, effort = model_label(cfg)
+    plan, gens, judged = _frames(store)
+    published = _published_row(name, effort)
+    tasks: dict[str, Any] = {}
+    for task_name, meta in metas.items():
+        p = plan[plan["task"] == task_name]
+        if p.empty:
+            continue
+        j = judged[judged["task"] == task_name]
+        g = gens[gens["task"] == task_name]
+        rules = TaskRules(**{**meta["rules"], "criteria": tuple(meta["rules"]["criteria"])})
+        obs = observations(rules, j)
+        items = p["item_id"].unique().tolist()
+        stats = {k: v.to_dict() for k, v in summarize(obs).items()}
+        counts = status_counts(j, g.rename(columns={"gen_status": "status"}))
+        counts["items"] = len(items)
+        counts["planned"] = int(len(p))
+        counts["missing"] = int(len(p) - len(j))
+        entry: dict[str, Any] = {"title": meta["title"], "column": meta["column"], "metric": meta["metric"],
+                                 "criteria": meta["rules"]["criteria"],
+                                 "variant": meta["variant"], "rounds": sorted(p["round"].unique().tolist()),
+                                 "metrics": stats, "counts": counts,
+                                 "greedy_identical_items": _identical_across_rounds(g, meta), "published": None}
+        if published is not None and task_name in published and meta["variant"] == "full":
+            value = published[task_name]
+            score = stats.get("score")
+            entry["published"] = {"value": value, "delta": score["mean"] - value if score else None,
+                                  "outside_ci": bool(score and score["ci95"][0] is not None and not score["ci95"][0] <= value <= score["ci95"][1])}
+        tasks[task_name] = entry
+    complete = all(t["counts"]["missing"] == 0 for t in tasks.values())
+    return {"schema": SUMMARY_SCHEMA, "run": cfg["name"], "model": cfg["model"]["path"], "label": row_label(name, effort),
+            "reasoning_effort": effort, "judge_model": cfg["judge"]["model"], "variant": cfg["variant"],
+            "rounds": cfg["rounds"], "complete": complete, "tasks": tasks}
+
+
+def _identical_across_rounds(gens: pd.DataFrame, meta: dict[str, Any]) -> dict[str, int] | None:
+    """How many items in greedy categories produced the same answers in every round (expected: all)."""
+    greedy = set(meta.get("greedy_categories") or ())
+    if not greedy or gens.empty or gens["round"].nunique() < 2:
+        return None
+    subset = gens[gens["category"].isin(greedy)]
+    same = subset.groupby(["item_id", "turn"])["final"].nunique(dropna=False)
+    items = subset["item_id"].nunique()
+    identical_items = int((same.groupby(level="item_id").max() == 1).sum())
+    return {"greedy_items": int(items), "identical": identical_items}
+
+
+def _published_row(name: str, effort: str | None, reference: Path | None = None) -> dict[str, float] | None:
+    table = load_published(reference)
+    match = table[(table["model"] == name) & (table["reasoning_effort"] == (effort or ""))]
+    if match.empty:
+        return None
+    return {k: float(match.iloc[0][k]) for k in BENCHMARK_ORDER}
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _cell(metric: dict[str, Any] | None, counts: dict[str, int] | None = None) -> str:
+    if not metric:
+        return "–"
+    text = _fmt(metric["mean"])
+    if metric["sd"] is not None:
+        text += f" ± {_fmt(metric['sd'])}"
+    lo, hi = metric["ci95"]
+    if lo is not None:
+        text += f" [{_fmt(lo)}, {_fmt(hi)}]"
+    if counts and counts["missing"]:
+        text += " *"
+    return text
+
+
+def _columns(summary: dict[str, Any]) -> list[str]:
+    present = list(summary["tasks"])
+    return [t for t in BENCHMARK_ORDER if t in present] + [t for t in present if t not in BENCHMARK_ORDER]
+
+
+def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: list[str] = (), details: bool = True) -> str:
+    tasks = summary["tasks"]
+    cols = _columns(summary)
+    out = [f"# {summary['run']}: {summary['label']}", ""]
+    if not summary["complete"]:
+        missing = sum(t["counts"]["missing"] for t in tasks.values())
+        planned = sum(t["counts"]["planned"] for t in tasks.values())
+        out += [f"**PARTIAL RESULTS: {missing} of {planned} planned judgments are missing** (cells marked *); "
+                "run the same command again to complete them.", ""]
+    out += [f"Judge: `{summary['judge_model']}` · rounds: {summary['rounds']} · data: {summary['variant']} · "
+            "cells: mean over rounds ± SD over rounds [95 % bootstrap CI over questions]", ""]
+    out.append("| Model | " + " | ".join(tasks[c]["column"] for c in cols) + " | Errors |")
+    out.append("|---|" + "---:|" * len(cols) + "---:|")
+    errors = sum(sum(t["counts"][s] for s in (*FAILURE_STATUSES, "missing")) for t in tasks.values())
+    out.append(f"| **{summary['label']}** (measured) | " +
+               " | ".join(_cell(tasks[c]["metrics"].get("score"), tasks[c]["counts"]) for c in cols) + f" | {errors} |")
+    if any(tasks[c]["published"] for c in cols):
+        out.append("| Δ vs published | " + " | ".join(
+            (f"{tasks[c]['published']['delta']:+.2f}" + (" (outside CI)" if tasks[c]["published"]["outside_ci"] else "")
+             if tasks[c]["published"] and tasks[c]["published"]["delta"] is not None else "–") for c in cols) + " | |")
+    for row in published.itertuples(index=False):
+        label = row_label(row.model, row.reasoning_effort or None)
+        out.append(f"| {label} (published) | " + " | ".join(
+            _fmt(float(getattr(row, c))) if c in BENCHMARK_ORDER else "–" for c in cols) + " | |")
+    out += ["", "Published rows: the llm-jp-4 model card (judge gpt-5.4-2026-03-05, mean of three rounds); "
+            "see results/model_card.csv."]
+    out += ["", "## Counts", "", "| Benchmark | items | planned | valid | parse_failed | length | api_error | timeout | "
+            "content_filtered | excluded | missing | truncated | no_final | gen error |", "|---|" + "---:|" * 13]
+    for c in cols:
+        n = tasks[c]["counts"]
+        out.append(f"| {tasks[c]['column']} | {n['items']} | {n['planned']} | {n['valid']} | {n['parse_failed']} | "
+                   f"{n['length']} | {n['api_error']} | {n['timeout']} | {n['content_filtered']} | {n['excluded']} | "
+                   f"{n['missing']} | {n['gen_truncated']} | {n['gen_no_final']} | {n['gen_error']} |")
+    out += ["", "truncated / no_final: generations that hit max_new_tokens or ended without a final answer; "
+            "the judge saw an empty answer (or they were excluded, per the task's no_answer policy)."]
+    if details:
+        out += _detail_tables(summary, cols)
+    if plots:
+        out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    return "\n".join(out) + "\n"
+
+
+def _metric_row(label: str, metric: dict[str, Any] | None, rounds: list[int]) -> str:
+    per_round = [_fmt((metric or {}).get("per_round", {}).get(str(r))) for r in rounds]
+    return f"| {label} | {_cell(metric)} | " + " | ".join(per_round) + " |"
+
+
+def _detail_tables(summary: dict[str, Any], cols: list[str]) -> list[str]:
+    out: list[str] = []
+    for c in cols:
+        t = summary["tasks"][c]
+        rounds = t["rounds"]
+        header = ["", f"## {t['title']}", "", "| Metric | mean ± SD [CI] | " + " | ".join(f"round {r}" for r in rounds) + " |",
+                  "|---|---:|" + "---:|" * len(rounds)]
+        metrics = t["metrics"]
+        if t["metric"] == "mt_bench":
+            names = [("average", "score"), ("turn 1", "turn1"), ("turn 2", "turn2")] + \
+                    [(m.split(":", 1)[1], m) for m in sorted(metrics) if m.startswith("category:")]
+        elif t["metric"] == "safety":
+            names = [("score", "score"), ("violation rate (%)", "violation_rate"), ("acceptable rate (%)", "acceptable_rate")]
+        else:
+            names = [("score (primary)", "score")] + [(m, m) for m in t["criteria"]]
+        out += header + [_metric_row(label, metrics.get(key), rounds) for label, key in names]
+        if t["published"]:
+            out.append(f"\nPublished: {_fmt(t['published']['value'])} (Δ {t['published']['delta']:+.2f}"
+                       f"{', outside the CI' if t['published']['outside_ci'] else ''}).")
+        if t.get("greedy_identical_items"):
+            g = t["greedy_identical_items"]
+            out.append(f"\nGreedy categories: {g['identical']} of {g['greedy_items']} items gave identical answers in every round.")
+    return out
+
+
+def render_csv(summary: dict[str, Any], published: pd.DataFrame) -> str:
+    cols = _columns(summary)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["kind", "model", "reasoning_effort"] + [summary["tasks"][c]["column"] for c in cols]
+    header += [f"{summary['tasks'][c]['column']} {suffix}" for c in cols for suffix in ("sd", "ci_low", "ci_high", "delta", "missing")]
+    writer.writerow(header)
+    model, effort = summary["label"].split(" (reasoning_effort = ")[0], summary["reasoning_effort"] or ""
+    measured = ["measured", model, effort]
+    for c in cols:
+        score = summary["tasks"][c]["metrics"].get("score")
+        measured.append(_fmt(score["mean"], 4) if score else "")
+    for c in cols:
+        t = summary["tasks"][c]
+        score = t["metrics"].get("score") or {"sd": None, "ci95": [None, None]}
+        delta = t["published"]["delta"] if t["published"] else None
+        measured += [_fmt(score["sd"], 4) if score["sd"] is not None else "", _fmt(score["ci95"][0], 4) if score["ci95"][0] is not None else "",
+                     _fmt(score["ci95"][1], 4) if score["ci95"][1] is not None else "", _fmt(delta, 4) if delta is not None else "",
+                     t["counts"]["missing"]]
+    writer.writerow(measured)
+    for row in published.itertuples(index=False):
+        writer.writerow(["published", row.model, row.reasoning_effort] +
+                        [f"{float(getattr(row, c)):.2f}" if c in BENCHMARK_ORDER else "" for c in cols] + [""] * (5 * len(cols)))
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- writing a run
+
+
+def write_reports(run_dir: Path, store: Store) -> dict[str, Any]:
+    """Every report file from the store alone (used by `run` and by `report RUN_DIR`)."""
+    from .plots import write_plots
+
+    summary = compute_summary(store)
+    published = load_published()
+    plots = write_plots(run_dir, summary, published)
+    write_json(run_dir / "summary.json", summary)
+    write_text(run_dir / "table.md", render_markdown(summary, published, plots))
+    write_text(run_dir / "table.csv", render_csv(summary, published))
+    write_jsonl(run_dir / "generations.jsonl", [g.to_dict() for g in store.generations()])
+    write_jsonl(run_dir / "judgments.jsonl", [j.to_dict() for j in store.judgments()])
+    write_json(run_dir / "errors.json", _errors(store))
+    write_text(run_dir / "config.yaml", yaml.safe_dump(store.meta("config"), allow_unicode=True, sort_keys=False))
+    return summary
+
+
+def _errors(store: Store) -> list[dict[str, Any]]:
+    out = []
+    for g in store.generations():
+        if g.status != "ok":
+            out.append({"stage": "generate", "round": g.round, "task": g.task, "item_id": g.item_id, "turn": g.turn,
+                        "status": g.status, "error": g.error, "tokens_out": g.tokens_out})
+    for j in store.judgments():
+        if j.status != "ok":
+            out.append({"stage": "judge", "round": j.round, "task": j.task, "item_id": j.item_id, "turn": j.turn,
+                        "status": j.status, "error": j.error, "attempts": j.attempts})
+    return out
+
+
+def write_run(run_dir: Path, store: Store, cfg: RunConfig, activity: dict[str, Any]) -> dict[str, Any]:
+    summary = write_reports(run_dir, store)
+    write_json(run_dir / "manifest.json", manifest(store, cfg, activity))
+    print()
+    print(render_console(summary))
+    print(f"\nResults in {run_dir}/ (table.md, summary.json, plots/)")
+    return summary
+
+
+def render_console(summary: dict[str, Any]) -> str:
+    return render_markdown(summary, load_published(), details=False)
+
+
+def manifest(store: Store, cfg: RunConfig, activity: dict[str, Any]) -> dict[str, Any]:
+    judgments = store.judgments()
+    usage = Usage()
+    spent = 0.0
+    for j in judgments:
+        if not j.cached:
+            usage.add(Usage(**{k: j.usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens", "reasoning_tokens")}))
+            spent += j.cost_usd or 0.0
+    gens = store.generations()
+    return {
+        "harness": {"version": __version__, "git_commit": _git_commit()},
+        "command": store.meta("command"),
+        "python": sys.version.split()[0], "platform": platform.platform(),
+        "packages": _versions(["torch", "transformers", "datasets", "openai", "pandas", "vllm"]),
+        "accelerator": _accelerator(),
+        "model": {"path": cfg.model.path, "revision": getattr(cfg.model, "revision", None),
+                  "chat_template_kwargs": getattr(cfg.model, "chat_template_kwargs", None),
+                  "generation_identity": _generation_identity(gens)},
+        "config_sha256": _sha(store.meta("config")),
+        "assets": store.meta("provenance"),
+        "asset_warnings": store.meta("warnings"),
+        "judge": {"model_asked": cfg.judge.model, "models_returned": sorted({j.returned_model for j in judgments if j.returned_model}),
+                  "system_fingerprints": sorted({j.fingerprint for j in judgments if j.fingerprint}),
+                  "learned_parameters": store.meta("judge_learned_params"), "mode": cfg.judge.mode},
+        "tokens": {"generation_out": sum(g.tokens_out or 0 for g in gens), "judge_prompt": usage.prompt_tokens,
+                   "judge_completion": usage.completion_tokens, "judge_reasoning": usage.reasoning_tokens},
+        "cost_usd": round(spent, 6) if price_for(cfg.judge.prices, cfg.judge.model) else None,
+        "stages": store.events(),
+        "batches": store.batches(),
+        "this_invocation": activity,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _generation_identity(gens: list) -> dict[str, Any]:
+    return {"prompt_hashes": len({g.prompt_hash for g in gens if g.prompt_hash})}
+
+
+def _sha(data: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=5, check=False)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions(names: list[str]) -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _accelerator() -> dict[str, Any]:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return {"cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0), "count": torch.cuda.device_count()}
+    except Exception:  # reporting must not fail on a broken driver
+        pass
+    return {"cuda": None, "gpu": None}
+
+
+def regenerate(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "run.sqlite"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no run.sqlite here; give a run directory (results/<name>)")
+    store = Store(path)
+    try:
+        if store.meta("config") is None:
+            raise UserError(f"{path}: the store holds no run (it was never planned)")
+        summary = write_reports(run_dir, store)
+    finally:
+        store.close()
+    print(render_console(summary))
+    return summary
+
+
+# ---------------------------------------------------------------- estimate (dry run)
+
+
+def print_estimate(cfg: RunConfig, tasks: dict[str, Task], store: Store | None) -> dict[str, Any]:
+    from .pipeline import plan_slots
+
+    price = price_for(cfg.judge.prices, cfg.judge.model)
+    rows = []
+    for name, task in tasks.items():
+        gen_pending = judge_pending = 0
+        prompt_tokens = 0
+        for slot, _ in plan_slots({name: task}, cfg.rounds):
+            if store is None or store.generation(slot) is None or store.generation(slot).status != "ok":
+                gen_pending += 1
+            judged = store.judgment(slot) if store is not None else None
+            if judged is not None and judged.status not in ("api_error", "timeout"):
+                continue
+            judge_pending += 1
+            item = task.item(slot.item_id)
+            template_chars = sum(len(t.text) + len(t.system_prompt or "") for t in task.prompts.templates.values()) // len(task.prompts.templates)
+            text = " ".join(item.turns[: slot.turn]) + " ".join((item.references or ())[: slot.turn])
+            prompt_tokens += estimate_tokens(text) + template_chars // 3 + slot.turn * cfg.judge.estimate_answer_tokens
+        completion_tokens = judge_pending * cfg.judge.estimate_output_tokens
+        usage = Usage(prompt_tokens, completion_tokens)
+        cost = cost_usd(price, usage, cfg.judge.batch_discount if cfg.judge.mode == "batch" else None)
+        rows.append({"task": name, "generations": gen_pending, "judge_requests": judge_pending,
+                     "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": cost})
+    frame = pd.DataFrame(rows)
+    total = {"task": "total", "generations": int(frame["generations"].sum()), "judge_requests": int(frame["judge_requests"].sum()),
+             "prompt_tokens": int(frame["prompt_tokens"].sum()), "completion_tokens": int(frame["completion_tokens"].sum()),
+             "cost_usd": None if price is None else float(frame["cost_usd"].sum())}
+    frame = pd.concat([frame, pd.DataFrame([total])], ignore_index=True)
+    print(f"Dry run for {cfg.name}: nothing is sent. Judge {cfg.judge.model} ({cfg.judge.mode} mode); "
+          f"answers estimated at {cfg.judge.estimate_answer_tokens} tokens, judge replies at {cfg.judge.estimate_output_tokens}.")
+    print(frame.to_string(index=False, na_rep="unknown price", formatters={"cost_usd": lambda v: "unknown price" if v is None or pd.isna(v) else f"${v:,.2f}"}))
+    if price is None:
+        print(f"No price for {cfg.judge.model} in judge.prices: add one (USD per million tokens) to get a cost.")
+    return {"estimate": rows, "total": total}
+
+
+# ---------------------------------------------------------------- compare
+
+
+def compare(run_dirs: list[Path], reference: Path | None, out: Path | None) -> dict[str, Any]:
+    from .plots import write_compare_plot
+
+    runs = []
+    for run_dir in run_dirs:
+        path = run_dir / "run.sqlite"
+        if not path.is_file():
+            raise UserError(f"{run_dir}: no run.sqlite here; give run directories (results/<name>)")
+        store = Store(path)
+        try:
+            summary = compute_summary(store)
+            metas = store.meta("tasks") or {}
+            _, _, judged = _frames(store)
+            obs = {t: observations(TaskRules(**{**m["rules"], "criteria": tuple(m["rules"]["criteria"])}),
+                                   judged[judged["task"] == t]) for t, m in metas.items()}
+        finally:
+            store.close()
+        runs.append({"dir": str(run_dir), "summary": summary, "obs": obs})
+    published = load_published(reference)
+    tasks = [t for t in BENCHMARK_ORDER if any(t in r["summary"]["tasks"] for r in runs)]
+    columns = {t: next(r["summary"]["tasks"][t]["column"] for r in runs if t in r["summary"]["tasks"]) for t in tasks}
+    lines = ["| Model | kind | " + " | ".join(columns[t] for t in tasks) + " |", "|---|---|" + "---:|" * len(tasks)]
+    for r in runs:
+        s = r["summary"]
+        lines.append(f"| {s['label']} ({s['run']}) | measured | " +
+                     " | ".join(_cell(s["tasks"][t]["metrics"].get("score"), s["tasks"][t]["counts"]) if t in s["tasks"] else "–" for t in tasks) + " |")
+    for row in published.itertuples(index=False):
+        lines.append(f"| {row_label(row.model, row.reasoning_effort or None)} | published | " +
+                     " | ".join(f"{float(getattr(row, t)):.2f}" for t in tasks) + " |")
+    differences = []
+    for i in range(len(runs)):
+        for k in range(i + 1, len(runs)):
+            for t in tasks:
+                if t in runs[i]["obs"] and t in runs[k]["obs"]:
+                    d = paired_difference(runs[i]["obs"][t], runs[k]["obs"][t], "score")
+                    if d:
+                        differences.append({"a": runs[i]["summary"]["run"], "b": runs[k]["summary"]["run"], "task": t, **d})
+    if differences:
+        lines += ["", "Paired differences (b − a) on the questions both runs judged, 95 % paired bootstrap CI:", "",
+                  "| a | b | benchmark | b − a | 95 % CI | questions |", "|---|---|---|---:|---|---:|"]
+        for d in differences:
+            lo, hi = d["ci95"]
+            ci = f"[{_fmt(lo)}, {_fmt(hi)}]" if lo is not None else "–"
+            lines.append(f"| {d['a']} | {d['b']} | {columns[d['task']]} | {d['difference']:+.2f} | {ci} | {d['items']} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    result = {"runs": [{"dir": r["dir"], "summary": r["summary"]} for r in runs], "differences": differences}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "compare.md", text)
+        write_json(out / "compare.json", result)
+        write_compare_plot(out, [r["summary"] for r in runs], published)
+    return result
+

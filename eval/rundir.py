@@ -1,0 +1,87 @@
+"""The run directory: an exclusive lock held for the life of a run, and atomic file writes.
+
+The lock is an `flock` on `run.lock`: the kernel drops it when the process dies, so a killed run never leaves a
+stale lock behind. Every output file is written to a temporary file in the same folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"{path}: disk full while writing; free space and run `python -m eval report "
+                            f"{path.parent}` — the run store is intact") from None
+        raise UserError(f"{path}: cannot write ({e.strerror})") from None
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+class RunLock:
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.file = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.run_dir / "run.lock", "a+")
+        except OSError as e:
+            raise UserError(f"{self.run_dir}: cannot create the run directory ({e.strerror}); choose another with --out") from None
+        try:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise UserError(f"{self.run_dir}: another run is using this directory (pid {holder}); "
+                            "wait for it to finish or choose another with --out") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        if not os.access(self.run_dir, os.W_OK):
+            raise UserError(f"{self.run_dir}: the run directory is not writable; choose another with --out")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.file is not None:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_UN)
+            self.file.close()

@@ -1,0 +1,170 @@
+"""Assets: pinned files fetched by URL and checked by sha256 into a cache, local files, and HF datasets."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+
+def cache_root() -> Path:
+    """`$LLMJP_EVAL_CACHE`, else `$XDG_CACHE_HOME/llmjp-eval`, else `~/.cache/llmjp-eval`."""
+    if explicit := os.environ.get("LLMJP_EVAL_CACHE"):
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "llmjp-eval"
+
+
+def offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "LLMJP_EVAL_OFFLINE"))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file the harness needs: a pinned URL (with sha256) or a local path (sha256 optional)."""
+
+    label: str
+    url: str | None = None
+    path: Path | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedFile:
+    label: str
+    path: Path
+    sha256: str
+    url: str | None
+
+    def provenance(self) -> dict[str, Any]:
+        return {"label": self.label, "url": self.url, "path": str(self.path), "sha256": self.sha256}
+
+
+def _mirrored(url: str, mirrors: dict[str, str]) -> Path | None:
+    for prefix, folder in mirrors.items():
+        if url.startswith(prefix):
+            return Path(folder).expanduser() / url[len(prefix):]
+    return None
+
+
+def _cache_path(ref: FileRef) -> Path:
+    assert ref.url is not None
+    key = ref.sha256 or hashlib.sha256(ref.url.encode()).hexdigest()
+    return cache_root() / "assets" / key[:16] / Path(ref.url).name
+
+
+def _verify(ref: FileRef, path: Path, where: str) -> str:
+    actual = sha256_file(path)
+    if ref.sha256 and actual != ref.sha256:
+        raise UserError(
+            f"{ref.label}: checksum mismatch for {where}: expected sha256 {ref.sha256}, got {actual}; "
+            "the file is corrupt or a different version (delete it to re-download, or set sha256: null to accept it)"
+        )
+    return actual
+
+
+def resolve_file(ref: FileRef, mirrors: dict[str, str] | None = None, download: bool = True) -> ResolvedFile:
+    """Return a verified local copy of `ref`, downloading into the cache if needed."""
+    if ref.path is not None:
+        if not ref.path.is_file():
+            raise UserError(f"{ref.label}: file not found: {ref.path}")
+        return ResolvedFile(ref.label, ref.path, _verify(ref, ref.path, str(ref.path)), ref.url)
+    if ref.url is None:
+        raise UserError(f"{ref.label}: neither a url nor a path is given")
+    local = _mirrored(ref.url, mirrors or {})
+    if local is not None:
+        if not local.is_file():
+            raise UserError(f"{ref.label}: mirrored file not found: {local} (mirror of {ref.url})")
+        return ResolvedFile(ref.label, local, _verify(ref, local, str(local)), ref.url)
+    cached = _cache_path(ref)
+    if cached.is_file():
+        return ResolvedFile(ref.label, cached, _verify(ref, cached, f"cached copy {cached}"), ref.url)
+    if not download or offline():
+        raise UserError(
+            f"{ref.label}: {ref.url} is not in the cache ({cached.parent}) and downloads are off; "
+            "run `python -m eval fetch CONFIG` where the internet is reachable, or map it with asset_mirrors"
+        )
+    _download(ref, cached)
+    return ResolvedFile(ref.label, cached, _verify(ref, cached, f"download of {ref.url}"), ref.url)
+
+
+def is_cached(ref: FileRef, mirrors: dict[str, str] | None = None) -> bool:
+    if ref.path is not None:
+        return ref.path.is_file()
+    if ref.url is None:
+        return False
+    local = _mirrored(ref.url, mirrors or {})
+    return (local or _cache_path(ref)).is_file()
+
+
+def _download(ref: FileRef, dest: Path) -> None:
+    assert ref.url is not None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    request = urllib.request.Request(ref.url, headers={"User-Agent": "llmjp-eval"})
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response, os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(response, out)
+        actual = sha256_file(Path(tmp))
+        if ref.sha256 and actual != ref.sha256:
+            raise UserError(
+                f"{ref.label}: checksum mismatch for download of {ref.url}: expected sha256 {ref.sha256}, got {actual}"
+            )
+        os.replace(tmp, dest)
+    except urllib.error.HTTPError as e:
+        raise UserError(f"{ref.label}: cannot download {ref.url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        reason = getattr(e, "reason", e)
+        raise UserError(
+            f"{ref.label}: cannot download {ref.url} ({reason}); check the network, "
+            "or give a local copy via asset_mirrors"
+        ) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_hf_rows(label: str, dataset: str, config: str | None, split: str, revision: str | None) -> list[dict[str, Any]]:
+    """Rows of a Hugging Face dataset (hub id or local HF-layout folder) through `datasets.load_dataset`."""
+    import datasets
+    from huggingface_hub import errors as hub_errors
+
+    try:
+        ds = datasets.load_dataset(dataset, name=config, split=split, revision=revision)
+    except (hub_errors.GatedRepoError, datasets.exceptions.DatasetNotFoundError, hub_errors.RepositoryNotFoundError) as e:
+        text = str(e)
+        if "gated" in text.lower() or isinstance(e, hub_errors.GatedRepoError) or "401" in text or "403" in text:
+            raise UserError(
+                f"{label}: the dataset {dataset} is gated: accept its terms on https://huggingface.co/datasets/{dataset} "
+                "and set HF_TOKEN to a token of that account"
+            ) from None
+        raise UserError(f"{label}: dataset {dataset} not found ({text.splitlines()[0]})") from None
+    except ValueError as e:
+        raise UserError(f"{label}: {dataset} config {config!r} split {split!r}: {str(e).splitlines()[0]}") from None
+    except (ConnectionError, OSError) as e:
+        hint = " (offline and not cached: run `python -m eval fetch CONFIG` with internet first)" if offline() else ""
+        raise UserError(f"{label}: cannot load dataset {dataset}{hint}: {str(e).splitlines()[0]}") from None
+    return [dict(row) for row in ds]
+
+
+def hf_is_cached(dataset: str, config: str | None) -> bool:
+    if Path(dataset).is_dir():
+        return True
+    hub_cache = Path(os.environ.get("HF_DATASETS_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache/huggingface")) / "datasets")
+    return any(hub_cache.glob(f"{dataset.replace('/', '___')}/{config or 'default'}*"))

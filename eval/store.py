@@ -1,0 +1,169 @@
+"""The run store: one SQLite file (WAL) per run directory, written through after every record.
+
+Tables hold one record per slot (round, task, item, turn). Writing a record with a new key to a taken slot moves
+the old one to `superseded`, so nothing computed is ever lost. `plan` lists the slots of the latest invocation;
+reports read plan + records only, so `report RUN_DIR` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
+
+from .errors import UserError
+from .records import Generation, Judgment, Slot
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS plan (round INT, task TEXT, item_id TEXT, turn INT, category TEXT,
+    PRIMARY KEY (round, task, item_id, turn));
+CREATE TABLE IF NOT EXISTS generations (round INT, task TEXT, item_id TEXT, turn INT, key TEXT NOT NULL,
+    status TEXT NOT NULL, record TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (round, task, item_id, turn));
+CREATE TABLE IF NOT EXISTS judgments (round INT, task TEXT, item_id TEXT, turn INT, key TEXT NOT NULL,
+    generation_key TEXT NOT NULL, status TEXT NOT NULL, record TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (round, task, item_id, turn));
+CREATE TABLE IF NOT EXISTS superseded (kind TEXT, key TEXT, record TEXT, replaced REAL);
+CREATE TABLE IF NOT EXISTS batches (batch_id TEXT PRIMARY KEY, input_file_id TEXT, keys TEXT NOT NULL,
+    status TEXT NOT NULL, created REAL NOT NULL, finished REAL);
+CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, stage TEXT, kind TEXT, data TEXT, t REAL);
+"""
+
+_TABLES = {"generation": "generations", "judgment": "judgments"}
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"{self.path}: cannot open the run store ({e}); is the file a run.sqlite of this harness?") from None
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                yield self.db
+                self.db.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                if "disk" in str(e).lower() or "full" in str(e).lower():
+                    raise UserError(f"{self.path}: cannot write the run store ({e}); free disk space and run again "
+                                    "— everything stored so far is kept") from None
+                raise
+
+    def _write(self, sql: str, args: Iterable[Any] = ()) -> None:
+        with self._transaction() as db:
+            db.execute(sql, tuple(args))
+
+    # ------------------------------------------------------------ meta and plan
+
+    def meta(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, ensure_ascii=False)))
+
+    def set_plan(self, slots: Iterable[tuple[Slot, str | None]]) -> None:
+        rows = [(s.round, s.task, s.item_id, s.turn, category) for s, category in slots]
+        with self._transaction() as db:
+            db.execute("DELETE FROM plan")
+            db.executemany("INSERT INTO plan VALUES (?, ?, ?, ?, ?)", rows)
+
+    def plan(self) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT round, task, item_id, turn, category FROM plan ORDER BY task, round, item_id, turn")
+        return [dict(zip(("round", "task", "item_id", "turn", "category"), row)) for row in cur]
+
+    # ------------------------------------------------------------ records
+
+    def _get(self, kind: str, slot: Slot) -> dict[str, Any] | None:
+        row = self.db.execute(
+            f"SELECT record FROM {_TABLES[kind]} WHERE round = ? AND task = ? AND item_id = ? AND turn = ?",
+            (slot.round, slot.task, slot.item_id, slot.turn),
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def _put(self, kind: str, record: Generation | Judgment) -> None:
+        data = record.to_dict()
+        s = record.slot
+        extra = (record.generation_key,) if isinstance(record, Judgment) else ()
+        columns = "(round, task, item_id, turn, key, generation_key, status, record, created)" if extra else \
+            "(round, task, item_id, turn, key, status, record, created)"
+        marks = ", ".join("?" * (9 if extra else 8))
+        with self._transaction() as db:
+            old = db.execute(
+                f"SELECT key, record FROM {_TABLES[kind]} WHERE round = ? AND task = ? AND item_id = ? AND turn = ?",
+                (s.round, s.task, s.item_id, s.turn),
+            ).fetchone()
+            if old and old[0] != record.key:
+                db.execute("INSERT INTO superseded VALUES (?, ?, ?, ?)", (kind, old[0], old[1], time.time()))
+            db.execute(
+                f"INSERT OR REPLACE INTO {_TABLES[kind]} {columns} VALUES ({marks})",
+                (s.round, s.task, s.item_id, s.turn, record.key, *extra, record.status,
+                 json.dumps(data, ensure_ascii=False), time.time()),
+            )
+
+    def generation(self, slot: Slot) -> Generation | None:
+        data = self._get("generation", slot)
+        return Generation.from_dict(data) if data else None
+
+    def put_generation(self, gen: Generation) -> None:
+        self._put("generation", gen)
+
+    def judgment(self, slot: Slot) -> Judgment | None:
+        data = self._get("judgment", slot)
+        return Judgment.from_dict(data) if data else None
+
+    def put_judgment(self, judgment: Judgment) -> None:
+        self._put("judgment", judgment)
+
+    def generations(self) -> list[Generation]:
+        cur = self.db.execute("SELECT record FROM generations ORDER BY task, round, item_id, turn")
+        return [Generation.from_dict(json.loads(r[0])) for r in cur]
+
+    def judgments(self) -> list[Judgment]:
+        cur = self.db.execute("SELECT record FROM judgments ORDER BY task, round, item_id, turn")
+        return [Judgment.from_dict(json.loads(r[0])) for r in cur]
+
+    def counts(self) -> dict[str, int]:
+        return {kind: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for kind, table in _TABLES.items()}
+
+    # ------------------------------------------------------------ batches and events
+
+    def add_batch(self, batch_id: str, input_file_id: str, keys: list[str]) -> None:
+        self._write("INSERT INTO batches VALUES (?, ?, ?, ?, ?, NULL)", (batch_id, input_file_id, json.dumps(keys), "created", time.time()))
+
+    def open_batches(self) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT batch_id, input_file_id, keys FROM batches WHERE finished IS NULL ORDER BY created")
+        return [{"batch_id": b, "input_file_id": f, "keys": json.loads(k)} for b, f, k in cur]
+
+    def finish_batch(self, batch_id: str, status: str) -> None:
+        self._write("UPDATE batches SET status = ?, finished = ? WHERE batch_id = ?", (status, time.time(), batch_id))
+
+    def batches(self) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT batch_id, input_file_id, status, created, finished FROM batches ORDER BY created")
+        return [dict(zip(("batch_id", "input_file_id", "status", "created", "finished"), r)) for r in cur]
+
+    def event(self, stage: str, kind: str, data: Any = None) -> None:
+        self._write("INSERT INTO events (stage, kind, data, t) VALUES (?, ?, ?, ?)",
+                    (stage, kind, json.dumps(data, ensure_ascii=False), time.time()))
+
+    def events(self) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT stage, kind, data, t FROM events ORDER BY id")
+        return [{"stage": s, "kind": k, "data": json.loads(d), "t": t} for s, k, d, t in cur]

@@ -1,0 +1,363 @@
+"""Task registry: `tasks/*.yaml` → `TaskSpec`; a spec plus a variant → `Task` with its `Item`s and prompts.
+
+A task file says where the questions come from, how to generate (system prompt, sampling) and how to judge
+(prompt set, sampling, parsing policy). Code exists only per *metric kind* (mt_bench, quality, safety).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from .config import Strict, read_yaml
+from .errors import UserError
+from .judge.prompts import PromptSet, check_fits, read_prompt_set, required_templates
+from .sources import FileRef, ResolvedFile, is_cached, hf_is_cached, load_hf_rows, resolve_file
+
+MetricKind = Literal["mt_bench", "quality", "safety"]
+
+
+def tasks_dir() -> Path:
+    if explicit := os.environ.get("LLMJP_EVAL_TASKS"):
+        return Path(explicit)
+    return Path(__file__).resolve().parent.parent / "tasks"
+
+
+class FileSpec(Strict):
+    """One file: a named pinned asset (tasks/_assets.yaml), a URL with sha256, or a path (relative to tasks/)."""
+
+    asset: str | None = None
+    url: str | None = None
+    path: str | None = None
+    sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "FileSpec":
+        if not (self.asset or self.url or self.path):
+            raise ValueError("give one of asset, url or path")
+        return self
+
+
+class TextSpec(FileSpec):
+    """Literal text, or the value at a dotted `key` inside a YAML file."""
+
+    text: str | None = None
+    key: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TextSpec":
+        if self.text is None and not (self.asset or self.url or self.path):
+            raise ValueError("give text, or one of asset, url or path (with key)")
+        return self
+
+
+class PromptsSpec(FileSpec):
+    format: Literal["llm_jp_judge", "fastchat"] = "llm_jp_judge"
+
+
+class DataSpec(Strict):
+    format: Literal["mt_bench", "hf"]
+    questions: FileSpec | None = None
+    references: FileSpec | None = None
+    dataset: str | None = None
+    config: str | None = None
+    split: str = "test"
+    revision: str | None = None
+    fields: dict[str, str] = Field(default_factory=lambda: {"id": "ID", "question": "text"})
+
+    @model_validator(mode="after")
+    def _complete(self) -> "DataSpec":
+        if self.format == "mt_bench" and self.questions is None:
+            raise ValueError("format mt_bench needs questions")
+        if self.format == "hf" and not self.dataset:
+            raise ValueError("format hf needs dataset")
+        if self.format == "hf" and not {"id", "question"} <= set(self.fields):
+            raise ValueError("fields must map at least id and question")
+        return self
+
+
+class VariantSpec(Strict):
+    data: DataSpec
+    system_prompt: TextSpec | None = None
+    judge_prompts: PromptsSpec
+    judge_system_prompt: TextSpec | None = None
+    expected_items: int | None = Field(None, ge=1)
+
+
+class GenerationSpec(Strict):
+    temperature: float = Field(1.0, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    category_temperature: dict[str, float] = Field(default_factory=dict)
+    use_system_prompt: bool = True
+    no_answer: Literal["judge_empty", "exclude"] = "judge_empty"
+
+
+class JudgeSpec(Strict):
+    temperature: float | None = 0.0
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int = Field(2048, ge=1)
+    seed: int | None = None
+    reference_categories: list[str] = Field(default_factory=list)
+    use_reference: bool = True
+    parse_retries: int = Field(3, ge=0)
+    api_error_score: float | None = None
+    legacy_list_repr: bool = False
+    primary_criterion: str | None = None
+
+
+class TaskSpec(Strict):
+    name: str
+    title: str
+    column: str
+    metric: MetricKind
+    turns: int = Field(1, ge=1, le=2)
+    expected_items: int = Field(ge=1)
+    variants: dict[str, VariantSpec]
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    judge: JudgeSpec = Field(default_factory=JudgeSpec)
+
+    def variant(self, name: str) -> VariantSpec:
+        if name not in self.variants:
+            raise UserError(f"task {self.name}: no variant {name!r} (has {', '.join(self.variants)})")
+        return self.variants[name]
+
+    def temperature_for(self, category: str | None) -> float:
+        return self.generation.category_temperature.get(category or "", self.generation.temperature)
+
+
+@dataclass(frozen=True)
+class Item:
+    task: str
+    item_id: str
+    turns: tuple[str, ...]
+    category: str | None = None
+    references: tuple[str, ...] | None = None
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass
+class Task:
+    """A task ready to run: its spec, the chosen variant's items, system prompts and judge prompt set."""
+
+    spec: TaskSpec
+    variant: str
+    items: list[Item]
+    system_prompt: str | None
+    judge_system_prompt: str | None
+    prompts: PromptSet
+    provenance: list[dict[str, Any]]
+    warnings: list[str]
+
+    def __post_init__(self) -> None:
+        self._by_id = {item.item_id: item for item in self.items}
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def item(self, item_id: str) -> Item:
+        return self._by_id[item_id]
+
+
+# ---------------------------------------------------------------- registry
+
+
+@lru_cache(maxsize=1)
+def _asset_table() -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    path = tasks_dir() / "_assets.yaml"
+    data = read_yaml(path, "asset table") or {}
+    return data.get("bases", {}), data.get("assets", {})
+
+
+def asset_ref(name: str, label: str) -> FileRef:
+    bases, assets = _asset_table()
+    if name not in assets:
+        raise UserError(f"{label}: unknown asset {name!r} (see tasks/_assets.yaml)")
+    entry = assets[name]
+    return FileRef(label=f"{label} [{name}]", url=bases[entry["base"]] + entry["path"], sha256=entry.get("sha256"))
+
+
+def task_names() -> list[str]:
+    return sorted(p.stem for p in tasks_dir().glob("*.yaml") if not p.name.startswith("_"))
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_spec(name: str, options: dict[str, Any] | None = None) -> TaskSpec:
+    path = tasks_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"unknown task {name!r}; registered tasks: {', '.join(task_names())}")
+    data = read_yaml(path, "task")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a task file must be a YAML mapping")
+    if options:
+        data = _deep_merge(data, options)
+    try:
+        spec = TaskSpec.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        src = f"{path} (with task_options.{name})" if options else str(path)
+        kind = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+        raise UserError(f"{src}: '{where}': {kind}") from None
+    if spec.name != name:
+        raise UserError(f"{path}: name {spec.name!r} does not match the file name")
+    return spec
+
+
+# ---------------------------------------------------------------- loading
+
+
+def file_ref(spec: FileSpec, label: str) -> FileRef:
+    if spec.path is not None:
+        p = Path(spec.path).expanduser()
+        return FileRef(label=label, path=p if p.is_absolute() else tasks_dir() / p, sha256=spec.sha256)
+    if spec.url is not None:
+        return FileRef(label=label, url=spec.url, sha256=spec.sha256)
+    ref = asset_ref(spec.asset or "", label)
+    return FileRef(label=ref.label, url=ref.url, sha256=spec.sha256 or ref.sha256)
+
+
+def task_file_refs(spec: TaskSpec, variant: str) -> list[FileRef]:
+    """Every file a task variant needs (for `fetch`, `tasks`, and the manifest)."""
+    v = spec.variant(variant)
+    refs = []
+    for what, f in (("questions", v.data.questions), ("references", v.data.references), ("judge prompts", v.judge_prompts),
+                    ("system prompt", v.system_prompt), ("judge system prompt", v.judge_system_prompt)):
+        if f is not None and (f.asset or f.url or f.path):
+            refs.append(file_ref(f, f"task {spec.name}: {what}"))
+    return refs
+
+
+def cache_status(spec: TaskSpec, variant: str, mirrors: dict[str, str]) -> str:
+    v = spec.variant(variant)
+    files_ok = all(is_cached(r, mirrors) for r in task_file_refs(spec, variant))
+    if v.data.format == "hf":
+        files_ok = files_ok and hf_is_cached(v.data.dataset or "", v.data.config)
+    return "cached" if files_ok else "not cached"
+
+
+def _read_text(spec: TextSpec | None, label: str, mirrors: dict[str, str], provenance: list) -> str | None:
+    if spec is None:
+        return None
+    if spec.text is not None:
+        return spec.text
+    resolved = resolve_file(file_ref(spec, label), mirrors)
+    provenance.append(resolved.provenance())
+    value: Any = yaml.safe_load(resolved.path.read_text(encoding="utf-8")) if spec.key else resolved.path.read_text(encoding="utf-8")
+    for part in (spec.key or "").split(".") if spec.key else ():
+        if not isinstance(value, dict) or part not in value:
+            raise UserError(f"{label}: key {spec.key!r} not found in {resolved.path}")
+        value = value[part]
+    if value is not None and not isinstance(value, str):
+        raise UserError(f"{label}: {spec.key!r} in {resolved.path} is not text")
+    return value
+
+
+def load_task(spec: TaskSpec, variant: str, mirrors: dict[str, str], limit: int | None = None) -> Task:
+    v = spec.variant(variant)
+    provenance: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    items = _load_items(spec, v.data, mirrors, provenance)
+    expected = v.expected_items or (spec.expected_items if variant == "full" else None)
+    if expected is not None and len(items) != expected:
+        warnings.append(f"task {spec.name}: expected {expected} items, found {len(items)} — results are not comparable")
+    if limit is not None:
+        items = items[:limit]
+    prompts_ref = file_ref(v.judge_prompts, f"task {spec.name}: judge prompts")
+    resolved = resolve_file(prompts_ref, mirrors)
+    provenance.append(resolved.provenance())
+    prompts = read_prompt_set(resolved.path, v.judge_prompts.format, label=prompts_ref.label)
+    system_prompt = _read_text(v.system_prompt, f"task {spec.name}: system prompt", mirrors, provenance)
+    judge_system = _read_text(v.judge_system_prompt, f"task {spec.name}: judge system prompt", mirrors, provenance)
+    needs = required_templates(spec.metric, spec.turns, bool(spec.judge.reference_categories), spec.judge.use_reference)
+    check_fits(prompts, needs, criteria_needed=spec.metric == "quality")
+    return Task(spec, variant, items, system_prompt, judge_system, prompts, provenance, warnings)
+
+
+def _jsonl(resolved: ResolvedFile) -> list[dict[str, Any]]:
+    rows = []
+    with open(resolved.path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{resolved.label}: {resolved.path} line {lineno}: invalid JSON ({e.msg})") from None
+    return rows
+
+
+def _field(row: dict[str, Any], name: str, label: str, where: str) -> Any:
+    if name not in row:
+        raise UserError(f"{label}: {where} has no field {name!r} (fields found: {', '.join(sorted(row))})")
+    return row[name]
+
+
+def _load_items(spec: TaskSpec, data: DataSpec, mirrors: dict[str, str], provenance: list) -> list[Item]:
+    label = f"task {spec.name}"
+    items: list[Item] = []
+    if data.format == "mt_bench":
+        assert data.questions is not None
+        q = resolve_file(file_ref(data.questions, f"{label}: questions"), mirrors)
+        provenance.append(q.provenance())
+        refs: dict[str, list[str]] = {}
+        if data.references is not None:
+            r = resolve_file(file_ref(data.references, f"{label}: references"), mirrors)
+            provenance.append(r.provenance())
+            for row in _jsonl(r):
+                qid = str(_field(row, "question_id", r.label, "a reference row"))
+                choices = _field(row, "choices", r.label, f"reference {qid}")
+                refs[qid] = list(choices[0]["turns"])
+        for row in _jsonl(q):
+            qid = str(_field(row, "question_id", q.label, "a question row"))
+            category = _field(row, "category", q.label, f"question {qid}")
+            turns = _field(row, "turns", q.label, f"question {qid}")
+            if not isinstance(turns, list) or len(turns) != spec.turns or not all(isinstance(t, str) for t in turns):
+                raise UserError(f"{q.label}: question {qid}: turns must be a list of {spec.turns} strings")
+            reference = None
+            if category in spec.judge.reference_categories:
+                if qid not in refs:
+                    raise UserError(f"{label}: question {qid} ({category}) needs a reference answer and has none")
+                reference = tuple(refs[qid])
+            items.append(Item(spec.name, qid, tuple(turns), category, reference))
+    else:
+        assert data.dataset is not None
+        dataset = data.dataset
+        local = Path(dataset) if Path(dataset).is_absolute() else tasks_dir() / dataset
+        if local.is_dir():
+            dataset = str(local)
+        rows = load_hf_rows(label, dataset, data.config, data.split, data.revision)
+        provenance.append({"label": f"{label}: dataset", "dataset": data.dataset, "config": data.config,
+                           "split": data.split, "revision": data.revision, "rows": len(rows)})
+        where = f"{data.dataset} ({data.config}/{data.split})"
+        for i, row in enumerate(rows):
+            item_id = str(_field(row, data.fields["id"], label, f"row {i} of {where}"))
+            question = _field(row, data.fields["question"], label, f"item {item_id} of {where}")
+            reference = None
+            if "reference" in data.fields:
+                reference = (str(_field(row, data.fields["reference"], label, f"item {item_id} of {where}")),)
+            if not isinstance(question, str):
+                raise UserError(f"{label}: item {item_id} of {where}: {data.fields['question']!r} is not text")
+            items.append(Item(spec.name, item_id, (question,), row.get("category"), reference))
+    if not items:
+        raise UserError(f"{label}: the dataset is empty")
+    seen: set[str] = set()
+    for it in items:
+        if it.item_id in seen:
+            raise UserError(f"{label}: duplicate item id {it.item_id!r}; ids must be unique")
+        seen.add(it.item_id)
+    return items

@@ -1,0 +1,81 @@
+"""Config errors: one line on stderr naming the file and key, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import run_cli
+
+BASE = """name: t
+model: {backend: hf, path: builtin:tiny-harmony}
+tasks: [mt_bench_ja]
+judge: {model: mock-judge, mock: true}
+"""
+
+
+def _error_line(result) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_unknown_key_names_file_key_and_suggests(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(BASE.replace("mock: true}", "mock: true, concurency: 3}"))
+    line = _error_line(run_cli("run", str(path)))
+    assert str(path) in line and "judge.concurency" in line and "concurrency" in line.split("judge.concurency")[1]
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(BASE + "rounds: three\n")
+    line = _error_line(run_cli("run", str(path)))
+    assert str(path) in line and "'rounds'" in line
+
+
+def test_missing_file_is_named(tmp_path):
+    line = _error_line(run_cli("run", str(tmp_path / "nope.yaml")))
+    assert "nope.yaml" in line and "not found" in line
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("judge: {model: x, api_key_env: sk-abcdefghijklmnop}", "judge.api_key_env"),
+    ("judge: {model: x, cache: sometimes}", "judge.cache"),
+])
+def test_judge_settings_are_validated(tmp_path, text, needle):
+    from eval.config import build_config
+    from eval.errors import UserError
+
+    import yaml
+    data = yaml.safe_load(BASE)
+    data["judge"] = yaml.safe_load(text)["judge"]
+    with pytest.raises(UserError) as err:
+        build_config(data, "c.yaml")
+    assert needle in str(err.value)
+    assert "sk-abcdefghijklmnop" not in str(err.value)
+
+
+def test_yaml_on_off_are_accepted_for_switches():
+    import yaml
+
+    from eval.config import build_config
+
+    data = yaml.safe_load(BASE.replace("path: builtin:tiny-harmony}", "path: builtin:tiny-harmony, compile: off}"))
+    data["judge"]["cache"] = False
+    cfg = build_config(data, "c.yaml")
+    assert cfg.model.compile == "off" and cfg.judge.cache == "off"
+
+
+def test_set_overrides_and_unknown_set_key():
+    import yaml
+
+    from eval.config import build_config
+    from eval.errors import UserError
+
+    data = yaml.safe_load(BASE)
+    cfg = build_config(data, "c.yaml", ["judge.concurrency=4", "rounds=2"])
+    assert cfg.judge.concurrency == 4 and cfg.rounds == 2
+    with pytest.raises(UserError, match=r"unknown key 'judge.bogus' \(from --set\)"):
+        build_config(data, "c.yaml", ["judge.bogus=1"])
