@@ -145,8 +145,13 @@ def load_hf_rows(label: str, dataset: str, config: str | None, split: str, revis
     import datasets
     from huggingface_hub import errors as hub_errors
 
+    kwargs: dict[str, Any] = {}
+    if Path(dataset).is_dir():
+        # datasets keys the cache of a local folder by its name and layout, not its content: two folders with the
+        # same layout would share (and return) one cached copy. A cache per folder content avoids that.
+        kwargs["cache_dir"] = str(cache_root() / "hf-local" / _folder_fingerprint(Path(dataset)))
     try:
-        ds = datasets.load_dataset(dataset, name=config, split=split, revision=revision)
+        ds = datasets.load_dataset(dataset, name=config, split=split, revision=revision, **kwargs)
     except (hub_errors.GatedRepoError, datasets.exceptions.DatasetNotFoundError, hub_errors.RepositoryNotFoundError) as e:
         text = str(e)
         if "gated" in text.lower() or isinstance(e, hub_errors.GatedRepoError) or "401" in text or "403" in text:
@@ -161,6 +166,14 @@ def load_hf_rows(label: str, dataset: str, config: str | None, split: str, revis
         hint = " (offline and not cached: run `python -m eval fetch CONFIG` with internet first)" if offline() else ""
         raise UserError(f"{label}: cannot load dataset {dataset}{hint}: {str(e).splitlines()[0]}") from None
     return [dict(row) for row in ds]
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256(str(folder.resolve()).encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
 
 
 def hf_is_cached(dataset: str, config: str | None) -> bool:

@@ -1,0 +1,126 @@
+"""Pinned downloads through a local HTTP server, the cache, checksums; HF-layout folders through load_dataset."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from eval.errors import UserError
+from eval.sources import FileRef, resolve_file
+
+from conftest import LJJ_BASE, UPSTREAM
+from helpers import run_cli
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    hits: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            hits.append(self.path)
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}/", hits
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_is_verified_cached_and_reused(file_server, tmp_path, monkeypatch):
+    root, base, hits = file_server
+    monkeypatch.setenv("LLMJP_EVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    data = b'{"question_id": 1}\n'
+    (root / "q.jsonl").write_bytes(data)
+    ref = FileRef("questions", url=base + "q.jsonl", sha256=hashlib.sha256(data).hexdigest())
+    first = resolve_file(ref)
+    assert first.path.read_bytes() == data and hits == ["/q.jsonl"]
+    second = resolve_file(ref)
+    assert second.path == first.path and hits == ["/q.jsonl"]  # served from the cache
+
+
+def test_corrupt_download_and_corrupt_cache_fail_the_checksum_with_both_hashes(file_server, tmp_path, monkeypatch):
+    root, base, _ = file_server
+    monkeypatch.setenv("LLMJP_EVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    (root / "q.jsonl").write_bytes(b"tampered\n")
+    pinned = hashlib.sha256(b"original\n").hexdigest()
+    with pytest.raises(UserError) as err:
+        resolve_file(FileRef("task x: questions", url=base + "q.jsonl", sha256=pinned))
+    message = str(err.value)
+    assert "task x: questions" in message and pinned in message and hashlib.sha256(b"tampered\n").hexdigest() in message
+    # a cached copy that went bad is caught too
+    good = FileRef("q", url=base + "good.jsonl", sha256=hashlib.sha256(b"good\n").hexdigest())
+    (root / "good.jsonl").write_bytes(b"good\n")
+    path = resolve_file(good).path
+    path.write_bytes(b"bad\n")
+    with pytest.raises(UserError, match="checksum mismatch for cached copy"):
+        resolve_file(good)
+
+
+def test_offline_or_unreachable_downloads_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMJP_EVAL_CACHE", str(tmp_path / "cache"))
+    ref = FileRef("task y: questions", url="http://127.0.0.1:9/none.jsonl", sha256="0" * 64)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="python -m eval fetch"):
+        resolve_file(ref)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(UserError, match="cannot download http://127.0.0.1:9/none.jsonl"):
+        resolve_file(ref)
+
+
+def test_mirror_maps_a_pinned_address_to_a_local_folder(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "f.jsonl").write_bytes(b"x\n")
+    ref = FileRef("f", url="https://example.invalid/repo/data/f.jsonl", sha256=hashlib.sha256(b"x\n").hexdigest())
+    resolved = resolve_file(ref, {"https://example.invalid/repo/": str(tmp_path) + "/"})
+    assert resolved.path == tmp_path / "data" / "f.jsonl" and resolved.url == ref.url
+
+
+def _standin(folder: Path, config: str, rows: list[dict]) -> Path:
+    (folder / config).mkdir(parents=True)
+    (folder / "README.md").write_text(f"---\nconfigs:\n- config_name: {config}\n  data_files:\n  - split: test\n    path: {config}/test.jsonl\n---\n")
+    (folder / config / "test.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return folder
+
+
+def test_hf_layout_folder_loads_through_load_dataset_and_missing_fields_are_named(tmp_path):
+    from eval.tasks import load_spec, load_task
+
+    good = _standin(tmp_path / "good", "v2.0", [{"ID": "1", "text": "質問", "output": "参考"}])
+    spec = load_spec("answer_carefully", {"variants": {"full": {"data": {"dataset": str(good)}}}})
+    if (UPSTREAM / "llm-jp-judge").is_dir():  # the judge prompt files come from the upstream copies
+        task = load_task(spec, "full", {LJJ_BASE: str(UPSTREAM / "llm-jp-judge")})
+        assert [(i.item_id, i.turns, i.references) for i in task.items] == [("1", ("質問",), ("参考",))]
+        assert any("expected 336 items, found 1" in w for w in task.warnings)
+    bad = _standin(tmp_path / "bad", "v2.0", [{"ID": "1", "question": "質問", "output": "参考"}])
+    from eval.tasks import _load_items
+
+    spec = load_spec("answer_carefully", {"variants": {"full": {"data": {"dataset": str(bad)}}}})
+    with pytest.raises(UserError) as err:
+        _load_items(spec, spec.variant("full").data, {}, [])
+    assert "no field 'text'" in str(err.value) and "ID, output, question" in str(err.value)
+
+
+def test_tasks_command_lists_the_four_benchmarks_with_their_sources():
+    result = run_cli("tasks")
+    assert result.returncode == 0, result.stderr
+    for needle in ("mt_bench_ja", "question_full-v3.jsonl", "mt_bench_en", "question-v0.jsonl",
+                   "llm-jp/AnswerCarefully (v2.0/test)", "llm-jp/llm-jp-instructions (v1.0/test)", "336", "400"):
+        assert needle in result.stdout
+    sample = run_cli("tasks", "--variant", "sample")
+    assert sample.returncode == 0 and sample.stdout.count(" cached") == 4
+
