@@ -60,6 +60,7 @@ class HFBackend:
         self.model = None
         self.device = "cpu"
         self.engine = "static" if cfg.engine == "auto" else cfg.engine
+        self.max_batch: int | None = None  # lowered after an out-of-memory error, so it is not hit again
 
     # ---------------------------------------------------------------- protocol
 
@@ -102,8 +103,11 @@ class HFBackend:
     def generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
         if not requests:
             return
+        self.generate_encoded([(request, *self.chat.encode(request.messages)) for request in requests], on_result)
+
+    def generate_encoded(self, encoded: list, on_result: OnResult) -> None:
+        """Generate from already rendered prompts: (request, token ids, prompt hash) triples."""
         self._load()
-        encoded = [(request, *self.chat.encode(request.messages)) for request in requests]
         encoded.sort(key=lambda e: -len(e[1]))  # longest first: similar lengths batch together, OOM shows early
         if self.engine == "paged":
             self._generate_paged(encoded, on_result)
@@ -116,13 +120,15 @@ class HFBackend:
 
     def _batch_size(self, remaining: list) -> int:
         if self.generation.batch_size != "auto":
-            return int(self.generation.batch_size)
-        max_new = max(r.sampling.max_new_tokens for r, _, _ in remaining)
-        longest = _bucket(len(remaining[0][1])) + max_new
-        cap = 256 if self.device.startswith("cuda") else 32
-        return auto_batch_size(free_memory_bytes(self.device), self.cfg.memory_fraction,
-                               kv_bytes_per_token(self.model.config, self.dtype_bytes), longest,
-                               self.model.config.get_text_config().vocab_size, cap)
+            size = int(self.generation.batch_size)
+        else:
+            max_new = max(r.sampling.max_new_tokens for r, _, _ in remaining)
+            longest = _bucket(len(remaining[0][1])) + max_new
+            cap = 256 if self.device.startswith("cuda") else 32
+            size = auto_batch_size(free_memory_bytes(self.device), self.cfg.memory_fraction,
+                                   kv_bytes_per_token(self.model.config, self.dtype_bytes), longest,
+                                   self.model.config.get_text_config().vocab_size, cap)
+        return min(size, self.max_batch or size)
 
     def _run_with_fallback(self, batch: list, on_result: OnResult) -> None:
         import torch
@@ -138,6 +144,7 @@ class HFBackend:
                                                 f"+ {request.sampling.max_new_tokens} new; lower generation.max_new_tokens"))
                 return
             half = len(batch) // 2
+            self.max_batch = min(self.max_batch or half, half)
             self._run_with_fallback(batch[:half], on_result)
             self._run_with_fallback(batch[half:], on_result)
             return
@@ -146,9 +153,7 @@ class HFBackend:
 
     def _run_batch(self, batch: list) -> list[GenerationResult]:
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
-
-        from .hf_decode import FinalMessageStop, RowSampler
+        from transformers import GenerationConfig
 
         started = time.perf_counter()
         requests = [r for r, _, _ in batch]
@@ -165,15 +170,8 @@ class HFBackend:
             config.cache_implementation = "static"
         if self.cfg.compile == "off" or (self.cfg.compile == "auto" and not self.device.startswith("cuda")):
             config.disable_compile = True
-        processors = LogitsProcessorList([RowSampler([r.sampling.temperature for r in requests],
-                                                     [r.sampling.top_p for r in requests],
-                                                     [r.seed for r in requests], width, self.device)])
-        stops = StoppingCriteriaList()
-        special = self.chat.special
-        if self.cfg.reasoning.format == "harmony" and {"<|channel|>", "<|message|>", "<|end|>"} <= set(special):
-            final_ids = self.tokenizer("final", add_special_tokens=False)["input_ids"]
-            stops.append(FinalMessageStop(special["<|channel|>"], special["<|message|>"], special["<|end|>"],
-                                          final_ids, len(batch), self.device))
+        processors = self._processors(requests, width)
+        stops = self._stops(len(batch))
         with torch.inference_mode():
             output = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
                                          generation_config=config, logits_processor=processors, stopping_criteria=stops)
@@ -181,6 +179,27 @@ class HFBackend:
         seconds = (time.perf_counter() - started) / len(batch)
         return [self._result(request, ids, tokens, prompt_hash, seconds)
                 for (request, ids, prompt_hash), tokens in zip(batch, generated)]
+
+    def _processors(self, requests: list[GenerationRequest], prompt_width: int):
+        from transformers import LogitsProcessorList
+
+        from .hf_decode import RowSampler
+
+        return LogitsProcessorList([RowSampler([r.sampling.temperature for r in requests], [r.sampling.top_p for r in requests],
+                                               [r.seed for r in requests], prompt_width, self.device)])
+
+    def _stops(self, rows: int):
+        from transformers import StoppingCriteriaList
+
+        from .hf_decode import FinalMessageStop
+
+        stops = StoppingCriteriaList()
+        special = self.chat.special
+        if self.cfg.reasoning.format == "harmony" and {"<|channel|>", "<|message|>", "<|end|>"} <= set(special):
+            final_ids = self.tokenizer("final", add_special_tokens=False)["input_ids"]
+            stops.append(FinalMessageStop(special["<|channel|>"], special["<|message|>"], special["<|end|>"],
+                                          final_ids, rows, self.device))
+        return stops
 
     def _result(self, request: GenerationRequest, prompt_ids: list[int], tokens: list[int], prompt_hash: str,
                 seconds: float) -> GenerationResult:
@@ -197,27 +216,42 @@ class HFBackend:
         return GenerationResult(request, raw, parsed, finish, len(prompt_ids), len(tokens), seconds, prompt_hash)
 
     def _generate_paged(self, encoded: list, on_result: OnResult) -> None:
+        """Continuous batching: one manager per (temperature, top_p); each request keeps its own token budget and is
+        handed to `on_result` (stored) the moment it finishes."""
         import torch
         from transformers import GenerationConfig
 
         groups: dict[tuple, list] = {}
         for entry in encoded:
             s = entry[0].sampling
-            groups.setdefault((s.temperature, s.top_p, s.max_new_tokens), []).append(entry)
-        for (temperature, top_p, max_new), group in groups.items():
+            groups.setdefault((s.temperature, s.top_p), []).append(entry)
+        for (temperature, top_p), group in groups.items():
             torch.manual_seed(min(r.seed for r, _, _ in group))
             config = GenerationConfig(do_sample=temperature > 0, temperature=temperature or None, top_p=top_p,
-                                      max_new_tokens=max_new, eos_token_id=self.eos_ids,
-                                      pad_token_id=self.tokenizer.pad_token_id)
+                                      max_new_tokens=max(r.sampling.max_new_tokens for r, _, _ in group),
+                                      eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id)
+            manager = self.model.init_continuous_batching(generation_config=config)
+            manager.start()
             started = time.perf_counter()
-            outputs = self.model.generate_batch([ids for _, ids, _ in group], generation_config=config, progress_bar=False)
-            seconds = (time.perf_counter() - started) / len(group)
-            for index, (request, ids, prompt_hash) in enumerate(group):
-                out = outputs.get(f"req_{index}")
-                if out is None:
-                    on_result(error_result(request, "continuous batching returned no output for this request"))
-                    continue
-                on_result(self._result(request, ids, list(out.generated_tokens), prompt_hash, seconds))
+            try:
+                waiting = {manager.add_request(ids, max_new_tokens=request.sampling.max_new_tokens): (request, ids, prompt_hash)
+                           for request, ids, prompt_hash in group}
+                while waiting:
+                    out = manager.get_result(timeout=1)
+                    if out is None:
+                        if not manager.is_running():
+                            raise RuntimeError("transformers continuous batching stopped before finishing")
+                        continue
+                    if out.request_id not in waiting or not out.is_finished():
+                        continue
+                    request, ids, prompt_hash = waiting.pop(out.request_id)
+                    elapsed = (time.perf_counter() - started) / max(1, len(group) - len(waiting))
+                    if out.error:
+                        on_result(error_result(request, f"continuous batching: {out.error}"))
+                    else:
+                        on_result(self._result(request, ids, list(out.generated_tokens), prompt_hash, elapsed))
+            finally:
+                manager.stop(block=True)
 
 
 def _bucket(length: int) -> int:

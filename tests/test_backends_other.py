@@ -1,0 +1,154 @@
+"""The openai (any compatible server), replay and vllm backends."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from types import SimpleNamespace
+
+import pytest
+
+from eval.backends.base import GenerationRequest, Sampling
+from eval.config import MockSettings, OpenAIModel, ReplayModel
+from eval.errors import UserError
+from eval.records import Slot
+
+from helpers import counters
+
+
+def _requests(n: int, max_new: int = 256) -> list[GenerationRequest]:
+    return [GenerationRequest(Slot(1, "t", str(i), 1), [{"role": "user", "content": f"question {i}"}],
+                              Sampling(0.7, 0.95, max_new), 100 + i) for i in range(n)]
+
+
+def _collect(backend, reqs):
+    results = {}
+    backend.generate(reqs, lambda r: results.__setitem__(r.request.slot.item_id, r))
+    return results
+
+
+def test_openai_backend_bounds_concurrency_round_robins_and_splits_reasoning(mock_server):
+    from eval.backends.openai_server import OpenAIServerBackend
+
+    single = mock_server(settings=MockSettings(latency_s=0.2))
+    cfg = OpenAIModel(backend="openai", path="mock-gen", base_urls=[single.url], concurrency=3)
+    assert len(_collect(OpenAIServerBackend(cfg), _requests(12))) == 12
+    assert counters(single)["max_in_flight"] == 3  # the bound is reached and never exceeded
+
+    servers = [mock_server(settings=MockSettings(latency_s=0.05)) for _ in range(2)]
+    cfg = OpenAIModel(backend="openai", path="mock-gen", base_urls=[s.url for s in servers], concurrency=4,
+                      chat_template_kwargs={"reasoning_effort": "high"})
+    results = _collect(OpenAIServerBackend(cfg), _requests(12))
+    assert len(results) == 12
+    assert [counters(s)["requests"] for s in servers] == [6, 6]
+    r = results["0"]
+    assert r.parsed.status == "ok" and r.parsed.final.startswith("Mock answer") and "Reasoning (high)" in r.parsed.reasoning
+    assert r.parsed.final not in r.parsed.reasoning
+
+
+def test_openai_backend_sends_effort_both_ways_and_marks_truncation(mock_server, monkeypatch):
+    from eval.backends import openai_server
+    from eval.backends.openai_server import OpenAIServerBackend
+
+    server = mock_server()
+    cfg = OpenAIModel(backend="openai", path="mock-gen", base_urls=[server.url], chat_template_kwargs={"reasoning_effort": "low"})
+    sent = []
+    real = openai_server.openai.resources.chat.AsyncCompletions.create
+
+    async def spy(self, **kwargs):
+        sent.append(kwargs)
+        return await real(self, **kwargs)
+
+    monkeypatch.setattr(openai_server.openai.resources.chat.AsyncCompletions, "create", spy)
+    results = _collect(OpenAIServerBackend(cfg), _requests(2, max_new=3))
+    assert sent[0]["reasoning_effort"] == "low"
+    assert sent[0]["extra_body"] == {"chat_template_kwargs": {"reasoning_effort": "low"}}
+    assert sent[0]["seed"] in (100, 101) and sent[0]["max_tokens"] == 3
+    assert {r.parsed.status for r in results.values()} == {"truncated"}
+    assert all(r.parsed.final is None for r in results.values())
+
+
+def test_reasoning_content_field_and_empty_content():
+    from eval.backends.openai_server import parse_message
+
+    message = SimpleNamespace(content="Final.", model_extra={"reasoning_content": "thoughts"})
+    assert parse_message(message, "stop") == parse_message(SimpleNamespace(content="Final.", reasoning="thoughts"), "stop")
+    assert parse_message(message, "stop").reasoning == "thoughts"
+    assert parse_message(SimpleNamespace(content=None, reasoning="only"), "stop").status == "no_final"
+
+
+def test_replay_reads_harness_generations_and_fastchat_answers(tmp_path):
+    from eval.backends.replay import ReplayBackend
+
+    harness = tmp_path / "generations.jsonl"
+    harness.write_text(json.dumps({"task": "t", "item_id": "0", "turn": 1, "round": 1, "final": "kept", "status": "ok",
+                                   "reasoning": "r", "raw": "raw"}) + "\n")
+    results = _collect(ReplayBackend(ReplayModel(backend="replay", path=str(harness))), _requests(2))
+    assert results["0"].parsed.final == "kept" and results["0"].parsed.reasoning == "r"
+    assert results["1"].parsed.status == "error" and "no answer" in results["1"].error
+
+    fastchat = tmp_path / "model_answer.jsonl"
+    fastchat.write_text(json.dumps({"question_id": 0, "answer_id": "x", "model_id": "m",
+                                    "choices": [{"index": 0, "turns": ["first", "second"]}], "tstamp": 0}) + "\n")
+    reqs = _requests(1) + [GenerationRequest(Slot(2, "t", "0", 2), [], Sampling(0, None, 10), 1)]
+    results = {(r.request.slot.round, r.request.slot.turn): r for r in []}
+    backend = ReplayBackend(ReplayModel(backend="replay", path=str(fastchat)))
+    backend.generate(reqs, lambda r: results.__setitem__((r.request.slot.round, r.request.slot.turn), r))
+    assert results[(1, 1)].parsed.final == "first" and results[(2, 2)].parsed.final == "second"
+    with pytest.raises(UserError, match="not found"):
+        ReplayBackend(ReplayModel(backend="replay", path=str(tmp_path / "missing.jsonl")))
+
+
+class _FakeLLM:
+    calls: list = []
+
+    def __init__(self, **engine):
+        self.engine = engine
+        _FakeLLM.calls.append(("init", engine))
+
+    def generate(self, prompts, params, use_tqdm=True):
+        _FakeLLM.calls.append(("generate", prompts, params))
+        from eval.smoke_model import build_tokenizer
+
+        tok = build_tokenizer()
+        outs = []
+        for i, p in enumerate(params):
+            text = "<|channel|>analysis<|message|>t<|end|><|start|>assistant<|channel|>final<|message|>ans<|return|>" if i == 0 \
+                else "<|channel|>analysis<|message|>cut"
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            outs.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=ids, finish_reason="stop" if i == 0 else "length")]))
+        return outs
+
+
+def test_vllm_backend_renders_token_ids_with_per_request_params_and_parses_harmony(smoke_model_dir, monkeypatch):
+    vllm = types.ModuleType("vllm")
+    vllm.LLM = _FakeLLM
+    vllm.SamplingParams = lambda **kw: SimpleNamespace(**kw)
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+    from eval.backends.vllm import VLLMBackend
+    from eval.config import GenerationConfig, VLLMModel
+
+    cfg = VLLMModel(backend="vllm", path="builtin:tiny-harmony", tensor_parallel_size=2, data_parallel_size=2,
+                    chat_template_kwargs={"reasoning_effort": "high", "conversation_start_date": "2026-07-15"})
+    backend = VLLMBackend(cfg, GenerationConfig())
+    _FakeLLM.calls = []
+    results = _collect(backend, _requests(2))
+    init, (_, prompts, params) = _FakeLLM.calls
+    assert init[1]["tensor_parallel_size"] == 2 and init[1]["data_parallel_size"] == 2
+    rendered = backend.chat.tokenizer.decode(prompts[0]["prompt_token_ids"])
+    assert "Reasoning: high" in rendered and rendered.endswith("<|start|>assistant")
+    assert [p.seed for p in params] == [100, 101] and params[0].temperature == 0.7 and params[0].skip_special_tokens is False
+    assert results["0"].parsed.final == "ans" and results["1"].parsed.status == "truncated"
+
+
+def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    from eval.backends.vllm import VLLMBackend
+    from eval.config import GenerationConfig, VLLMModel
+
+    with pytest.raises(UserError, match=r"pip install -e \"\.\[vllm\]\""):
+        VLLMBackend(VLLMModel(backend="vllm", path="x"), GenerationConfig())
