@@ -22,6 +22,7 @@ from .backends.base import Backend, GenerationRequest, GenerationResult, Samplin
 from .chat import turn_messages
 from .config import RunConfig
 from .errors import UserError
+from .judge.batch import BatchJudge
 from .judge.cache import JudgeCache
 from .judge.client import JudgeClient
 from .judge.ledger import Ledger
@@ -163,19 +164,31 @@ class Runner:
             await client.close()
 
     async def _generate_and_judge(self, client: JudgeClient, cache: JudgeCache, pending_generations: int) -> None:
+        """Generation runs in a worker thread; each stored answer releases the judgments it completes. In sync mode
+        they are sent at once (bounded by the client); in batch mode they are collected and sent as one batch."""
         loop = asyncio.get_running_loop()
         arrivals: asyncio.Queue[Slot | None] = asyncio.Queue()
         judge_bar = tqdm(total=0, desc="judge", unit="req", position=1, leave=True, dynamic_ncols=True)
         in_flight: set[asyncio.Task] = set()
         scheduled: set[Slot] = set()
+        batched: list[JudgeRequest] = []
 
         def schedule_ready(slot: Slot) -> None:
             for request in self._ready_judgments(slot, scheduled, cache):
                 judge_bar.total += 1
                 judge_bar.refresh()
-                task = asyncio.ensure_future(self._judge_one(client, cache, request, judge_bar))
+                if self.cfg.judge.mode == "batch":
+                    batched.append(request)
+                    continue
+                task = asyncio.ensure_future(self._judge_one(client, request, store))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
+
+        async def store(judgment: Judgment) -> None:
+            self.judge_calls += 1
+            self.store.put_judgment(judgment)
+            cache.put(judgment)
+            judge_bar.update(1)
 
         try:
             for slot, _ in self._plan():
@@ -190,6 +203,9 @@ class Runner:
                     self._raise_first_failure(in_flight)
                 await generator  # re-raises a generation failure
                 self.store.event("generate", "end")
+            if batched or self.store.open_batches():
+                await BatchJudge(client, self.store, self.cfg.judge.batch_poll_s).run(
+                    batched, {r.key: r.slot.task for r in batched}, store)
             while in_flight:
                 done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_EXCEPTION)
                 self._raise_first_failure(done)
@@ -201,6 +217,7 @@ class Runner:
         finally:
             judge_bar.close()
         self.store.event("judge", "end")
+        self.budget_reached = client.ledger.exhausted() and self._pending_judgment_count() > 0
         if self.budget_reached:
             print(f"judge.budget_usd reached (${client.ledger.spent_usd:.2f}); stopped judging — "
                   "everything judged so far is stored; raise the budget and run again to finish", file=sys.stderr)
@@ -331,15 +348,10 @@ class Runner:
                         prompt_name="", prompt_hash="", params={}, messages=[], raw=None, scores={}, status="excluded",
                         attempts=0, error=request.reason)
 
-    async def _judge_one(self, client: JudgeClient, cache: JudgeCache, request: JudgeRequest, bar: tqdm) -> None:
-        if client.ledger.exhausted():
-            self.budget_reached = True
-            return
+    async def _judge_one(self, client: JudgeClient, request: JudgeRequest, store) -> None:
         judgment = await client.judge(request, request.slot.task)
-        self.judge_calls += 1
-        self.store.put_judgment(judgment)
-        cache.put(judgment)
-        bar.update(1)
+        if judgment is not None:  # None: the budget is spent; the slot stays unjudged and the run incomplete
+            await store(judgment)
 
 
 def _moved(cached: Judgment, slot: Slot, request: JudgeRequest) -> Judgment:

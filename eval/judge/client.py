@@ -11,6 +11,7 @@ import os
 import random
 import re
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
@@ -29,6 +30,23 @@ REASONING_FAMILIES = ("gpt-5", "o1", "o3", "o4")
 DROPPED_BY_FAMILY = {"gpt-5": {"top_p"}, "o1": {"temperature", "top_p"}, "o3": {"temperature", "top_p"}, "o4": {"temperature", "top_p"}}
 _UNSUPPORTED = re.compile(r"Unsupported (?:parameter|value): '([A-Za-z_]+)'")
 _CONTENT_FILTER = ("content_filter", "content_policy", "content management policy", "responsibleaipolicyviolation")
+
+
+@dataclass
+class Progress:
+    """A judgment in the making: what was asked and received so far (kept across re-asks and batch → sync)."""
+
+    request: JudgeRequest
+    task: str
+    started: float = field(default_factory=time.perf_counter)
+    attempts: int = 0
+    asks: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = None
+    raw: str | None = None
+    returned_model: str | None = None
+    fingerprint: str | None = None
+    sent: dict[str, Any] = field(default_factory=dict)
 
 
 class JudgeFatal(UserError):
@@ -101,8 +119,11 @@ def make_openai_client(cfg: JudgeConfig, base_url: str | None, api_key: str):
 
 def is_content_filter(error: Exception) -> bool:
     body = getattr(error, "body", None)
-    code = body.get("code") if isinstance(body, dict) else None
-    text = f"{code} {error}".lower()
+    return mentions_content_filter(body.get("code") if isinstance(body, dict) else None, str(error))
+
+
+def mentions_content_filter(code: Any, message: str) -> bool:
+    text = f"{code} {message}".lower()
     return any(marker in text for marker in _CONTENT_FILTER)
 
 
@@ -144,45 +165,65 @@ class JudgeClient:
 
     # ---------------------------------------------------------------- judging
 
-    async def judge(self, request: JudgeRequest, task: str) -> Judgment:
+    async def judge(self, request: JudgeRequest, task: str) -> Judgment | None:
+        """The judgment, or None when the budget was spent before this request's turn came (nothing is sent)."""
         async with self.semaphore:
+            if self.ledger.exhausted():
+                return None
             await self.limiter.acquire(sum(estimate_tokens(m["content"]) for m in request.messages) + request.params["max_tokens"])
-            return await self._judge(request, task)
+            return await self.continue_judging(Progress(request, task))
 
-    async def _judge(self, request: JudgeRequest, task: str) -> Judgment:
-        started = time.perf_counter()
-        attempts, asks = 0, 0
-        usage = Usage()
-        raw: str | None = None
-        returned_model = fingerprint = None
-        sent: dict[str, Any] = {}
+    async def continue_judging(self, progress: Progress) -> Judgment:
+        """Ask (again) until the judgment is final: a score, a final failure, or parse re-asks used up."""
         while True:
-            asks += 1
+            progress.asks += 1
             try:
-                completion, tries, sent = await self._create(request.messages, request.params)
-                attempts += tries
+                completion, tries, progress.sent = await self._create(progress.request.messages, progress.request.params)
+                progress.attempts += tries
             except _Failed as failure:
-                attempts += failure.attempts
-                return self._record(request, task, raw, {}, failure.status, attempts, usage, returned_model, fingerprint,
-                                    sent, started, failure.message)
-            choice = completion.choices[0] if completion.choices else None
-            raw = choice.message.content if choice and choice.message else None
-            returned_model, fingerprint = completion.model, completion.system_fingerprint
-            self._track(returned_model, fingerprint)
-            usage.add(_usage(completion))
-            finish = choice.finish_reason if choice else None
-            if finish == "content_filter":
-                return self._record(request, task, raw, {}, "content_filtered", attempts, usage, returned_model,
-                                    fingerprint, sent, started, "the judge's output was filtered")
-            scores = request.parser(raw)
-            if isinstance(scores, dict):
-                return self._record(request, task, raw, scores, "ok", attempts, usage, returned_model, fingerprint, sent, started)
-            if finish == "length":
-                return self._record(request, task, raw, {}, "length", attempts, usage, returned_model, fingerprint, sent,
-                                    started, f"judge output cut off at max tokens ({scores})")
-            if asks > request.parse_retries:
-                return self._record(request, task, raw, {}, "parse_failed", attempts, usage, returned_model,
-                                    fingerprint, sent, started, scores)
+                progress.attempts += failure.attempts
+                return self.finish(progress, failure.status, {}, failure.message)
+            judgment = self.interpret(progress, completion)
+            if judgment is not None:
+                return judgment
+
+    def interpret(self, progress: Progress, completion: Any, batch: bool = False) -> Judgment | None:
+        """The judgment a completion settles, or None when it holds no score and may be asked again."""
+        choice = completion.choices[0] if completion.choices else None
+        progress.raw = choice.message.content if choice and choice.message else None
+        progress.returned_model, progress.fingerprint = completion.model, completion.system_fingerprint
+        self._track(progress.returned_model, progress.fingerprint)
+        usage = _usage(completion)
+        progress.usage.add(usage)
+        cost = self.ledger.charge(progress.task, usage, batch)
+        if cost is not None:
+            progress.cost = (progress.cost or 0.0) + cost
+        finish = choice.finish_reason if choice else None
+        if finish == "content_filter":
+            return self.finish(progress, "content_filtered", {}, "the judge's output was filtered")
+        scores = progress.request.parser(progress.raw)
+        if isinstance(scores, dict):
+            return self.finish(progress, "ok", scores)
+        if finish == "length":
+            return self.finish(progress, "length", {}, f"judge output cut off at max tokens ({scores})")
+        if progress.asks > progress.request.parse_retries:
+            return self.finish(progress, "parse_failed", {}, scores)
+        return None
+
+    def finish(self, progress: Progress, status: str, scores: dict[str, float], error: str | None = None) -> Judgment:
+        request = progress.request
+        usage = progress.usage
+        return Judgment(
+            key=request.key, generation_key=request.generation_key, round=request.slot.round, task=request.slot.task,
+            item_id=request.slot.item_id, turn=request.slot.turn, judge_model=self.cfg.model,
+            prompt_name=request.prompt_name, prompt_hash=request.prompt_hash,
+            params=progress.sent or self.policy.kwargs(request.params), messages=request.messages, raw=progress.raw,
+            scores=scores, status=status, attempts=progress.attempts,
+            usage={"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                   "reasoning_tokens": usage.reasoning_tokens},
+            returned_model=progress.returned_model, fingerprint=progress.fingerprint,
+            seconds=round(time.perf_counter() - progress.started, 3), error=error, cost_usd=progress.cost,
+        )
 
     async def _create(self, messages: list[dict[str, str]], params: dict[str, Any], preflight: bool = False):
         """One chat completion through the SDK's retries; returns (completion, HTTP attempts, fields sent).
@@ -237,21 +278,6 @@ class JudgeClient:
                     self.warnings.append(f"judge {what} changed within the run: {sorted(seen)} -> {value}")
                     log.warning(self.warnings[-1])
                 seen.add(value)
-
-    def _record(self, request: JudgeRequest, task: str, raw: str | None, scores: dict[str, float], status: str,
-                attempts: int, usage: Usage, returned_model: str | None, fingerprint: str | None, sent: dict[str, Any],
-                started: float, error: str | None = None) -> Judgment:
-        cost = self.ledger.charge(task, usage) if attempts else None
-        return Judgment(
-            key=request.key, generation_key=request.generation_key, round=request.slot.round, task=request.slot.task,
-            item_id=request.slot.item_id, turn=request.slot.turn, judge_model=self.cfg.model,
-            prompt_name=request.prompt_name, prompt_hash=request.prompt_hash, params=sent or self.policy.kwargs(request.params),
-            messages=request.messages, raw=raw, scores=scores, status=status, attempts=attempts,
-            usage={"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                   "reasoning_tokens": usage.reasoning_tokens},
-            returned_model=returned_model, fingerprint=fingerprint, seconds=round(time.perf_counter() - started, 3),
-            error=error, cost_usd=cost,
-        )
 
 
 def _usage(completion: Any) -> Usage:

@@ -32,6 +32,11 @@ def _digest(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(json.dumps(parts, ensure_ascii=False, sort_keys=True).encode()).digest()[:8], "little")
 
 
+def request_hash(body: dict[str, Any]) -> str:
+    """Identifies a request by its whole body (model, messages, parameters), as counted in `bodies`."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
 def verdict(messages: list[dict[str, Any]]) -> str:
     """A judge reply in the format the prompt asks for; the score is a function of the prompt."""
     prompt = "\n".join(str(m.get("content") or "") for m in messages)
@@ -220,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw)
             except json.JSONDecodeError:
                 return self._send(*_error(400, "Invalid JSON body"))
-            fault, latency = state.draw(hashlib.sha256(json.dumps(body.get("messages"), sort_keys=True).encode()).hexdigest())
+            fault, latency = state.draw(request_hash(body))
             with state.lock:
                 state.counters[fault or "ok"] += 1
             time.sleep(latency)
@@ -295,7 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not line.strip():
                 continue
             entry = json.loads(line)
-            fault, _ = state.draw(hashlib.sha256(json.dumps(entry["body"].get("messages"), sort_keys=True).encode()).hexdigest())
+            fault, _ = state.draw(request_hash(entry["body"]))
             fault = fault if fault in ("500", "content_filter", "empty", "length") else None
             with state.lock:
                 state.counters["batch_requests"] += 1

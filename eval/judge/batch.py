@@ -1,0 +1,115 @@
+"""Batch API mode (`judge: {mode: batch}`): one JSONL of requests, uploaded, run as a batch, polled, mapped back by
+`custom_id` (the judgment key). The batch id is stored before polling, so a killed run resumes polling the same batch
+instead of paying again. Lines that failed or hold no score are retried synchronously (parse re-asks included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Awaitable, Callable
+
+from openai.types.chat import ChatCompletion
+from tqdm import tqdm
+
+from ..records import Judgment
+from ..store import Store
+from .client import JudgeClient, Progress, mentions_content_filter
+from .requests import JudgeRequest
+
+log = logging.getLogger("eval.judge")
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+OnJudgment = Callable[[Judgment], Awaitable[None]]
+
+
+class BatchJudge:
+    def __init__(self, client: JudgeClient, store: Store, poll_s: float):
+        self.client = client
+        self.api = client.client
+        self.store = store
+        self.poll_s = poll_s
+
+    async def run(self, requests: list[JudgeRequest], tasks: dict[str, str], on_judgment: OnJudgment) -> None:
+        """Judge `requests` (key → request); `tasks` maps a key to its task name for the cost ledger."""
+        by_key = {r.key: r for r in requests}
+        for batch in self.store.open_batches():  # a killed run left these: finish them before paying again
+            covered = [k for k in batch["keys"] if k in by_key]
+            log.warning("resuming batch %s (%d requests)", batch["batch_id"], len(covered))
+            await self._finish(batch["batch_id"], {k: by_key.pop(k) for k in covered}, tasks, on_judgment)
+        if by_key:
+            if self.client.ledger.exhausted():
+                return
+            batch_id = await self._submit(list(by_key.values()))
+            await self._finish(batch_id, by_key, tasks, on_judgment)
+
+    async def _submit(self, requests: list[JudgeRequest]) -> str:
+        lines = []
+        for r in requests:
+            body = {"model": self.client.cfg.model, "messages": r.messages, **self.client.policy.kwargs(r.params)}
+            lines.append(json.dumps({"custom_id": r.key, "method": "POST", "url": "/v1/chat/completions", "body": body},
+                                    ensure_ascii=False))
+        upload = await self.api.files.create(file=("judge-requests.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
+        batch = await self.api.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                              metadata={"harness": "llmjp-eval"})
+        self.store.add_batch(batch.id, upload.id, [r.key for r in requests])
+        return batch.id
+
+    async def _finish(self, batch_id: str, requests: dict[str, JudgeRequest], tasks: dict[str, str], on_judgment: OnJudgment) -> None:
+        batch = await self._poll(batch_id, len(requests))
+        outputs: dict[str, dict[str, Any]] = {}
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if file_id:
+                content = await self.api.files.content(file_id)
+                for line in content.text.splitlines():
+                    if line.strip():
+                        row = json.loads(line)
+                        outputs[row["custom_id"]] = row
+        retry = []
+        for key, request in requests.items():
+            progress = Progress(request, tasks[key], attempts=1, asks=1, sent=self.client.policy.kwargs(request.params))
+            judgment = self._settle(progress, outputs.get(key))
+            if judgment is None:
+                retry.append(progress)
+            else:
+                await on_judgment(judgment)
+        self.store.finish_batch(batch_id, batch.status)
+        if retry:
+            log.warning("batch %s: %d requests failed or held no score; asking them synchronously", batch_id, len(retry))
+
+            async def again(progress: Progress) -> None:
+                async with self.client.semaphore:
+                    await on_judgment(await self.client.continue_judging(progress))
+
+            await asyncio.gather(*(again(p) for p in retry))
+
+    def _settle(self, progress: Progress, row: dict[str, Any] | None) -> Judgment | None:
+        """The judgment a batch output line settles, or None to ask synchronously."""
+        if row is None:
+            progress.asks = 0  # nothing came back for it: a full set of asks remains
+            return None
+        response = row.get("response") or {}
+        body = response.get("body") or {}
+        if response.get("status_code") == 200:
+            return self.client.interpret(progress, ChatCompletion.model_validate(body), batch=True)
+        error = body.get("error") or {}
+        if response.get("status_code") == 400 and mentions_content_filter(error.get("code"), str(error.get("message"))):
+            return self.client.finish(progress, "content_filtered", {}, "the judge refused the prompt (content filter)")
+        progress.asks = 0
+        return None
+
+    async def _poll(self, batch_id: str, size: int) -> Any:
+        bar = tqdm(total=size, desc=f"batch {batch_id[:18]}", unit="req", dynamic_ncols=True)
+        try:
+            while True:
+                batch = await self.api.batches.retrieve(batch_id)
+                counts = batch.request_counts
+                if counts is not None:
+                    bar.n = counts.completed + counts.failed
+                    bar.refresh()
+                if batch.status in TERMINAL:
+                    return batch
+                await asyncio.sleep(self.poll_s)
+        finally:
+            bar.close()
+

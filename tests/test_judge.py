@@ -1,0 +1,185 @@
+"""The judge client through real HTTP to the mock server: every fault, retries and their attempt counts,
+Retry-After, parameter adaptation for reasoning judges, rate limits, preflight, the shared cache."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from eval.config import JudgeConfig, MockSettings
+from eval.errors import UserError
+from eval.judge.client import JudgeClient, JudgeFatal, ParamPolicy
+from eval.judge.ledger import Ledger
+from eval.judge.parsing import Parser
+from eval.judge.requests import JudgeRequest
+from eval.records import Slot
+
+from helpers import counters
+
+
+def request(i: int = 0, retries: int = 2, max_tokens: int = 64) -> JudgeRequest:
+    return JudgeRequest(Slot(1, "t", str(i), 1), f"key-{i}", "gen", "single-v1", "sha",
+                        [{"role": "system", "content": "sys"}, {"role": "user", "content": f"answer {i}; grade on a scale of 1 to 10"}],
+                        {"temperature": 0.0, "top_p": None, "max_tokens": max_tokens, "seed": 1, "reasoning_effort": None},
+                        Parser("single", r"\[\[(10|[1-9])\]\]", 1, 10), retries, None)
+
+
+def judge(server, req=None, **cfg):
+    settings = {"model": "mock-judge", "base_url": server.url, "mock": True, "max_retries": 2, "timeout_s": 1.0, **cfg}
+    config = JudgeConfig(**settings)
+
+    async def go():
+        client = JudgeClient(config, server.url, Ledger(config))
+        try:
+            return await client.judge(req or request(), "t"), client
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("fault,status,attempts,requests", [
+    (None, "ok", 1, 1),
+    ("429", "api_error", 3, 3),            # the SDK's retries (max_retries=2), then a failure status
+    ("500", "api_error", 3, 3),
+    ("503", "api_error", 3, 3),
+    ("hang", "timeout", 3, 3),
+    ("drop", "api_error", 3, 3),
+    ("malformed", "api_error", 3, 3),       # a 200 that is not JSON: retried by the client, bounded
+    ("empty", "parse_failed", 3, 3),        # an empty answer is re-asked parse_retries (2) times
+    ("content_filter", "content_filtered", 1, 1),
+    ("length", "length", 1, 1),
+])
+def test_every_fault_ends_in_its_status_with_counted_attempts(mock_server, fault, status, attempts, requests):
+    server = mock_server(settings=MockSettings(retry_after_s=0.05, hang_s=1.5, **({f"rate_{fault}": 1.0} if fault else {})))
+    judgment, _ = judge(server)
+    assert (judgment.status, judgment.attempts) == (status, attempts)
+    assert counters(server)["requests"] == requests
+    if status == "ok":
+        assert judgment.scores["score"] in range(1, 11) and judgment.returned_model == "mock-judge"
+        assert judgment.fingerprint == "fp_mock" and judgment.usage["prompt_tokens"] > 0
+    else:
+        assert judgment.error and not judgment.scores
+
+
+def test_retry_after_is_waited_for(mock_server):
+    server = mock_server(settings=MockSettings(rate_429=1.0, retry_after_s=0.4))
+    started = time.perf_counter()
+    judgment, _ = judge(server, max_retries=2)
+    assert judgment.attempts == 3 and time.perf_counter() - started >= 0.8
+
+
+def test_transient_faults_recover_with_a_seeded_fault_rate(mock_server):
+    server = mock_server(settings=MockSettings(rate_500=0.3, rate_429=0.2, retry_after_s=0.01, seed=7))
+    outcomes = [judge(server, request(i), max_retries=6)[0] for i in range(20)]
+    assert all(j.status == "ok" for j in outcomes)
+    assert sum(j.attempts for j in outcomes) == counters(server)["requests"] > 20
+
+
+def test_reasoning_judges_use_max_completion_tokens_and_learn_rejected_parameters(mock_server):
+    from eval.judge.mock_server import MockServer
+
+    policy = ParamPolicy("gpt-5.4-2026-03-05")
+    assert policy.kwargs({"max_tokens": 10, "top_p": 0.9, "temperature": 1.0, "seed": None}) == \
+           {"max_completion_tokens": 10, "temperature": 1.0}
+    assert "temperature" in ParamPolicy("o3-mini").dropped
+    server = mock_server(reject_params=("temperature",))
+    judgment, client = judge(server, model="gpt-5.4-2026-03-05")
+    assert judgment.status == "ok"
+    assert "temperature" not in judgment.params and "max_completion_tokens" in judgment.params
+    assert any("'temperature'" in w for w in client.warnings)
+    assert client.policy.state()["dropped"] == ["temperature", "top_p"]
+    before = counters(server)["requests"]
+    again, _ = judge(server, request(1), model="gpt-5.4-2026-03-05")  # a new client with learned state would skip the 400
+    assert counters(server)["requests"] - before == 2  # fresh client: one 400, then the adapted request
+
+
+def test_reasoning_effort_is_sent_when_configured(mock_server):
+    judgment, _ = judge(mock_server(), reasoning_effort="low", req=_with_effort(request()))
+    assert judgment.params["reasoning_effort"] == "low"
+
+
+def _with_effort(r: JudgeRequest) -> JudgeRequest:
+    return JudgeRequest(r.slot, r.key, r.generation_key, r.prompt_name, r.prompt_hash, r.messages,
+                        {**r.params, "reasoning_effort": "low"}, r.parser, r.parse_retries, r.api_error_score)
+
+
+def test_model_and_fingerprint_changes_are_warned(mock_server):
+    server = mock_server()
+    config = JudgeConfig(model="mock-judge", mock=True)
+    client = JudgeClient(config, server.url, Ledger(config))
+    client._track("m", "fp1")
+    client._track("m", "fp2")
+    assert any("system_fingerprint changed" in w for w in client.warnings)
+
+
+def test_requests_per_minute_limit_paces_requests(mock_server):
+    server = mock_server()
+    config = JudgeConfig(model="mock-judge", mock=True, requests_per_minute=120, concurrency=8)
+
+    async def go():
+        client = JudgeClient(config, server.url, Ledger(config))
+        client.limiter.requests.level = 1  # start with one token in the bucket: 2 per second afterwards
+        started = time.perf_counter()
+        await asyncio.gather(*(client.judge(request(i), "t") for i in range(5)))
+        await client.close()
+        return time.perf_counter() - started
+
+    assert asyncio.run(go()) >= 1.9  # 1 immediately, 4 more at 2 per second
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("401", "rejected the API key in MOCK_KEY (401)"),
+    ("unreachable", "cannot reach"),
+    ("unset", "environment variable MOCK_KEY is not set"),
+])
+def test_preflight_fails_early_with_a_clear_message(mock_server, monkeypatch, case, needle):
+    server = mock_server(api_key="right-key")
+    url = "http://127.0.0.1:9/v1" if case == "unreachable" else server.url
+    if case == "unset":
+        monkeypatch.delenv("MOCK_KEY", raising=False)
+    else:
+        monkeypatch.setenv("MOCK_KEY", "wrong-key")
+    config = JudgeConfig(model="mock-judge", base_url=url, api_key_env="MOCK_KEY", max_retries=0, timeout_s=2)
+
+    async def go():
+        client = JudgeClient(config, url, Ledger(config))
+        try:
+            await client.preflight()
+        finally:
+            await client.close()
+
+    with pytest.raises(UserError) as err:
+        asyncio.run(go())
+    assert needle in str(err.value)
+    assert "wrong-key" not in str(err.value)
+
+
+def test_auth_failure_during_judging_is_fatal_not_a_status(mock_server, monkeypatch):
+    server = mock_server(api_key="right-key")
+    monkeypatch.setenv("MOCK_KEY", "wrong-key")
+    config = JudgeConfig(model="mock-judge", base_url=server.url, api_key_env="MOCK_KEY")
+
+    async def go():
+        client = JudgeClient(config, server.url, Ledger(config))
+        try:
+            await client.judge(request(), "t")
+        finally:
+            await client.close()
+
+    with pytest.raises(JudgeFatal, match="HTTP 401"):
+        asyncio.run(go())
+
+
+def test_ledger_prices_by_model_prefix_and_batch_discount():
+    from eval.config import Price
+    from eval.judge.ledger import cost_usd, price_for
+    from eval.records import Usage
+
+    prices = {"gpt-5.4": Price(input=2.0, output=10.0)}
+    price = price_for(prices, "gpt-5.4-2026-03-05")
+    assert cost_usd(price, Usage(1_000_000, 100_000)) == pytest.approx(3.0)
+    assert cost_usd(price, Usage(1_000_000, 100_000), batch_discount=0.5) == pytest.approx(1.5)
+    assert price_for(prices, "gpt-4o") is None

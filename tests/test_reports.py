@@ -1,0 +1,160 @@
+"""Statistics over rounds and questions, the reports written from the store alone, plots, compare, added rounds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from eval.metrics import TaskRules, observations, paired_difference, summarize
+
+from helpers import read_jsonl, run_cli
+
+
+def mt_rows(values: dict[tuple[int, str, int], float | None]) -> pd.DataFrame:
+    return pd.DataFrame([{"round": r, "item_id": i, "turn": t, "category": "writing",
+                          "status": "ok" if v is not None else "parse_failed", "scores": {"score": v} if v is not None else {}}
+                         for (r, i, t), v in values.items()])
+
+
+def test_means_sd_and_exclusions_by_hand():
+    values = {(1, "a", 1): 8, (1, "a", 2): 6, (1, "b", 1): 4, (1, "b", 2): None,   # round 1: (8+6+4)/3 = 6
+              (2, "a", 1): 9, (2, "a", 2): 7, (2, "b", 1): 5, (2, "b", 2): 3}      # round 2: 24/4 = 6
+    values[(2, "a", 1)] = 10                                                        # round 2: 25/4 = 6.25
+    stats = summarize(observations(TaskRules("mt_bench"), mt_rows(values)))
+    score = stats["score"]
+    assert score.per_round == {1: pytest.approx(6.0), 2: pytest.approx(6.25)}
+    assert score.mean == pytest.approx(6.125)
+    assert score.sd == pytest.approx(np.std([6.0, 6.25], ddof=1))
+    assert score.n == 7  # the parse failure is excluded, not counted as a zero
+    assert stats["turn2"].per_round == {1: pytest.approx(6.0), 2: pytest.approx(5.0)}
+
+
+def test_bootstrap_resamples_questions_so_turns_move_together():
+    # Question a: turns 1 and 10; question b: 5 and 5. Resampling questions gives means 5.5, 5.25 or 5.0 only;
+    # resampling single judgments would reach 1.0 or 10.0.
+    stats = summarize(observations(TaskRules("mt_bench"), mt_rows({(1, "a", 1): 1, (1, "a", 2): 10, (1, "b", 1): 5, (1, "b", 2): 5})))
+    assert (stats["score"].ci_low, stats["score"].ci_high) == (pytest.approx(5.0), pytest.approx(5.5))
+    again = summarize(observations(TaskRules("mt_bench"), mt_rows({(1, "a", 1): 1, (1, "a", 2): 10, (1, "b", 1): 5, (1, "b", 2): 5})))
+    assert again["score"].ci_low == stats["score"].ci_low  # fixed seed: the same interval every time
+
+
+def test_bootstrap_interval_covers_the_mean_and_rounds_move_with_their_question():
+    rng = np.random.default_rng(0)
+    values = {(r, str(i), 1): float(rng.integers(1, 11)) for r in (1, 2, 3) for i in range(40)}
+    stats = summarize(observations(TaskRules("mt_bench"), mt_rows(values)))["score"]
+    assert stats.ci_low < stats.mean < stats.ci_high
+    assert stats.ci_high - stats.ci_low < 2.5
+
+
+def test_paired_difference_uses_the_common_questions():
+    a = observations(TaskRules("mt_bench"), mt_rows({(1, "x", 1): 5, (1, "y", 1): 7, (1, "z", 1): 9}))
+    b = observations(TaskRules("mt_bench"), mt_rows({(1, "x", 1): 6, (1, "y", 1): 8}))
+    d = paired_difference(a, b, "score")
+    assert d["items"] == 2 and d["difference"] == pytest.approx(1.0)
+    assert d["ci95"] == [pytest.approx(1.0), pytest.approx(1.0)]  # every pair differs by exactly 1
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for effort in ("low", "high"):
+        out = root / effort
+        result = run_cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "2", "--limit", "3",
+                         "--set", f"model.chat_template_kwargs.reasoning_effort={effort}", "--set", f"name=smoke-{effort}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        runs[effort] = out
+    return runs
+
+
+def test_report_rebuilds_byte_identical_tables_from_the_store_and_plots_exist(two_runs, tmp_path):
+    out = two_runs["low"]
+    before = {name: (out / name).read_bytes() for name in ("table.md", "table.csv", "summary.json", "errors.json")}
+    for name in ("table.md", "table.csv", "summary.json", "generations.jsonl", "judgments.jsonl"):
+        (out / name).unlink()
+    result = run_cli("report", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name, data in before.items():
+        assert (out / name).read_bytes() == data, name
+    for plot in ("plots/mt_bench_categories.png", "plots/benchmarks.png"):
+        data = (out / plot).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000
+        assert f"]({plot})" in before["table.md"].decode()
+
+
+def test_summary_has_rounds_statistics_counts_and_published_rows(two_runs):
+    summary = json.loads((two_runs["low"] / "summary.json").read_text())
+    task = summary["tasks"]["mt_bench_ja"]
+    score = task["metrics"]["score"]
+    assert set(score["per_round"]) == {"1", "2"} and score["sd"] is not None and len(score["ci95"]) == 2
+    assert {"turn1", "turn2"} <= set(task["metrics"]) and any(m.startswith("category:") for m in task["metrics"])
+    assert set(summary["tasks"]["answer_carefully"]["metrics"]) >= {"score", "violation_rate", "acceptable_rate"}
+    assert set(summary["tasks"]["llm_jp_instructions"]["metrics"]) >= {"正確性", "流暢性", "詳細性", "関連性", "総合評価", "score"}
+    assert task["counts"]["items"] == 3 and task["counts"]["planned"] == 12
+    table = (two_runs["low"] / "table.md").read_text()
+    assert "llm-jp-4-8b-thinking (reasoning_effort = medium) (published) | 7.54 | 7.79 | 3.69 | 3.54" in table
+    assert "## AnswerCarefully v2.0" in table and "violation rate (%)" in table
+    csv = (two_runs["low"] / "table.csv").read_text().splitlines()
+    assert csv[1].startswith("measured,tiny-harmony,low,") and sum(line.startswith("published,") for line in csv) == 10
+
+
+def test_published_value_delta_and_ci_flag_for_a_matching_row(two_runs, tmp_path):
+    import shutil
+
+    from eval.report import compute_summary
+    from eval.store import Store
+
+    shutil.copy(two_runs["high"] / "run.sqlite", tmp_path / "run.sqlite")
+    store = Store(tmp_path / "run.sqlite")
+    config = store.meta("config")
+    config["model"]["path"] = "llm-jp/llm-jp-4-8b-thinking"  # relabel the run as the 8B at medium effort
+    config["model"]["chat_template_kwargs"]["reasoning_effort"] = "medium"
+    config["variant"] = "full"
+    tasks = store.meta("tasks")
+    for meta in tasks.values():
+        meta["variant"] = "full"
+    store.set_meta("config", config)
+    store.set_meta("tasks", tasks)
+    summary = compute_summary(store)
+    store.close()
+    ja = summary["tasks"]["mt_bench_ja"]
+    assert summary["label"] == "llm-jp-4-8b-thinking (reasoning_effort = medium)"
+    assert ja["published"]["value"] == 7.54
+    assert ja["published"]["delta"] == pytest.approx(ja["metrics"]["score"]["mean"] - 7.54)
+    lo, hi = ja["metrics"]["score"]["ci95"]
+    assert ja["published"]["outside_ci"] == (not lo <= 7.54 <= hi)
+
+
+def test_compare_prints_measured_and_published_rows_with_paired_differences(two_runs, tmp_path):
+    result = run_cli("compare", str(two_runs["low"]), str(two_runs["high"]), "--out", str(tmp_path / "cmp"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert any("tiny-harmony (reasoning_effort = low) (smoke-low) | measured" in line for line in lines)
+    assert any("tiny-harmony (reasoning_effort = high) (smoke-high) | measured" in line for line in lines)
+    assert sum("| published |" in line for line in lines) == 10
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert {d["task"] for d in data["differences"]} == {"mt_bench_ja", "mt_bench_en", "answer_carefully", "llm_jp_instructions"}
+    low = data["runs"][0]["summary"]["tasks"]["mt_bench_ja"]["metrics"]["score"]["mean"]
+    high = data["runs"][1]["summary"]["tasks"]["mt_bench_ja"]["metrics"]["score"]["mean"]
+    diff = next(d for d in data["differences"] if d["task"] == "mt_bench_ja")
+    assert diff["difference"] == pytest.approx(high - low)
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 10_000
+
+
+def test_adding_rounds_computes_only_the_new_rounds(tmp_path):
+    out = tmp_path / "run"
+    first = run_cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "1", "--limit", "2")
+    assert first.returncode == 0, first.stderr[-2000:]
+    gens_before = {(g["round"], g["task"], g["item_id"], g["turn"]): g["key"] for g in read_jsonl(out / "generations.jsonl")}
+    second = run_cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "3", "--limit", "2")
+    assert second.returncode == 0, second.stderr[-2000:]
+    activity = json.loads((out / "manifest.json").read_text())["this_invocation"]
+    assert activity["generation_calls"] == 2 * 12 and activity["judge_calls"] == 2 * 12
+    gens_after = {(g["round"], g["task"], g["item_id"], g["turn"]): g for g in read_jsonl(out / "generations.jsonl")}
+    assert all(gens_after[slot]["key"] == key for slot, key in gens_before.items())
+    assert {g["round"] for g in gens_after.values()} == {1, 2, 3}
+    seeds = {r: {g["seed"] for s, g in gens_after.items() if s[0] == r} for r in (1, 2, 3)}
+    assert seeds[1].isdisjoint(seeds[2]) and seeds[2].isdisjoint(seeds[3])  # each round samples with its own seed
