@@ -306,11 +306,20 @@ def _union_members(annotation: Any) -> list[type[BaseModel]]:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    from .tasks import task_names
+
     path = Path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: the config must be a YAML mapping (key: value), not {type(data).__name__}")
-    return build_config(data, str(path), overrides)
+    cfg = build_config(data, str(path), overrides)
+    known = task_names()
+    for name in cfg.tasks:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (registered: {', '.join(known)})"
+            raise UserError(f"{path}: 'tasks': unknown task '{name}'{hint}")
+    return cfg
 
 
 def build_config(data: dict[str, Any], source: str, overrides: list[str] = ()) -> RunConfig:

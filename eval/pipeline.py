@@ -17,6 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from . import report
+from .failpoints import checkpoint
 from .backends import make_backend
 from .backends.base import Backend, GenerationRequest, GenerationResult, Sampling, request_seed
 from .chat import turn_messages
@@ -91,6 +92,7 @@ def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
         store = Store(store_path) if store_path.exists() else None
         return report.print_estimate(cfg, tasks, store)
     with RunLock(run_dir):
+        checkpoint("start")
         store = Store(run_dir / "run.sqlite")
         try:
             check_compatible(store, cfg, run_dir, options.force)
@@ -187,6 +189,7 @@ class Runner:
         async def store(judgment: Judgment) -> None:
             self.judge_calls += 1
             self.store.put_judgment(judgment)
+            checkpoint("judgment_stored")
             cache.put(judgment)
             judge_bar.update(1)
 
@@ -282,11 +285,13 @@ class Runner:
                     self.generation_calls += 1
                     gen = self._record(result)
                     self.store.put_generation(gen)
+                    checkpoint("generation_stored")
                     bar.update(1)
                     on_stored(gen.slot)
 
                 assert self.backend is not None
                 self.backend.generate(requests, store_result)
+                checkpoint("turn_done")
         finally:
             bar.close()
 

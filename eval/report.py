@@ -123,7 +123,7 @@ def compute_summary(store: Store) -> dict[str, Any]:
             entry["published"] = {"value": value, "delta": score["mean"] - value if score else None,
                                   "outside_ci": bool(score and score["ci95"][0] is not None and not score["ci95"][0] <= value <= score["ci95"][1])}
         tasks[task_name] = entry
-    complete = all(t["counts"]["missing"] == 0 for t in tasks.values())
+    complete = all(t["counts"]["missing"] == 0 and t["counts"]["api_error"] + t["counts"]["timeout"] == 0 for t in tasks.values())
     return {"schema": SUMMARY_SCHEMA, "run": cfg["name"], "model": cfg["model"]["path"], "label": row_label(name, effort),
             "reasoning_effort": effort, "judge_model": cfg["judge"]["model"], "variant": cfg["variant"],
             "rounds": cfg["rounds"], "complete": complete, "tasks": tasks}
@@ -165,7 +165,7 @@ def _cell(metric: dict[str, Any] | None, counts: dict[str, int] | None = None) -
     lo, hi = metric["ci95"]
     if lo is not None:
         text += f" [{_fmt(lo)}, {_fmt(hi)}]"
-    if counts and counts["missing"]:
+    if counts and counts["missing"] + counts["api_error"] + counts["timeout"]:
         text += " *"
     return text
 
@@ -181,9 +181,10 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
     out = [f"# {summary['run']}: {summary['label']}", ""]
     if not summary["complete"]:
         missing = sum(t["counts"]["missing"] for t in tasks.values())
+        transient = sum(t["counts"]["api_error"] + t["counts"]["timeout"] for t in tasks.values())
         planned = sum(t["counts"]["planned"] for t in tasks.values())
-        out += [f"**PARTIAL RESULTS: {missing} of {planned} planned judgments are missing** (cells marked *); "
-                "run the same command again to complete them.", ""]
+        out += [f"**PARTIAL RESULTS: of {planned} planned judgments, {missing} are missing and {transient} failed on the "
+                "API (api_error/timeout)** (cells marked *; counts below); run the same command again to complete them.", ""]
     out += [f"Judge: `{summary['judge_model']}` · rounds: {summary['rounds']} · data: {summary['variant']} · "
             "cells: mean over rounds ± SD over rounds [95 % bootstrap CI over questions]", ""]
     out.append("| Model | " + " | ".join(tasks[c]["column"] for c in cols) + " | Errors |")

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .failpoints import checkpoint
+
+TEMP_SUFFIX = ".partial"
 
 
 def _umask() -> int:
@@ -25,13 +28,14 @@ def _umask() -> int:
 
 def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        checkpoint("report_file")
         os.replace(tmp, path)
     except OSError as e:
         if os.path.exists(tmp):
@@ -77,6 +81,8 @@ class RunLock:
         self.file.truncate()
         self.file.write(str(os.getpid()))
         self.file.flush()
+        for leftover in self.run_dir.rglob(f".*{TEMP_SUFFIX}"):  # half-written files of a killed run
+            leftover.unlink(missing_ok=True)
         if not os.access(self.run_dir, os.W_OK):
             raise UserError(f"{self.run_dir}: the run directory is not writable; choose another with --out")
         return self

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
 from .errors import UserError
+from .failpoints import checkpoint
 from .records import Generation, Judgment, Slot
 
 SCHEMA = """
@@ -58,6 +59,7 @@ class Store:
             try:
                 self.db.execute("BEGIN IMMEDIATE")
                 yield self.db
+                checkpoint("store_commit")
                 self.db.execute("COMMIT")
             except sqlite3.OperationalError as e:
                 if self.db.in_transaction:

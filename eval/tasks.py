@@ -189,8 +189,14 @@ def task_names() -> list[str]:
     return sorted(p.stem for p in tasks_dir().glob("*.yaml") if not p.name.startswith("_"))
 
 
+SOURCE_KEYS = {"asset", "url", "path", "text"}
+
+
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` over `base`; an override that names a file's source (asset/url/path/text) replaces the old source."""
     out = copy.deepcopy(base)
+    if SOURCE_KEYS & set(extra):
+        out = {k: v for k, v in out.items() if k not in SOURCE_KEYS}
     for k, v in extra.items():
         out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out

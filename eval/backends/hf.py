@@ -19,6 +19,7 @@ from ..chat import parse_output
 from ..config import GenerationConfig as RunGenerationConfig
 from ..config import HFModel
 from ..errors import UserError
+from ..failpoints import checkpoint
 from .base import GenerationRequest, GenerationResult, OnResult, error_result
 from .template import ChatRenderer
 
@@ -95,6 +96,7 @@ class HFBackend:
         except (OSError, ValueError) as e:
             raise UserError(f"model.path: cannot load model weights from {self.chat.path!r} ({str(e).splitlines()[0]})") from None
         self.model = model.to(self.device).eval()
+        checkpoint("model_loaded")
         self.dtype_bytes = next(self.model.parameters()).element_size()
         self.eos_ids = self.chat.eos_ids(getattr(self.model.generation_config, "eos_token_id", None))
 

@@ -160,8 +160,12 @@ class JudgeClient:
         except openai.APIStatusError as e:
             if e.status_code >= 500 or e.status_code == 429:
                 self.warnings.append(f"judge preflight got HTTP {e.status_code}; continuing (the judge retries)")
+                log.warning(self.warnings[-1])
                 return
             raise JudgeFatal(f"judge: the test request failed (HTTP {e.status_code}: {_short(e)})") from None
+        except _Failed as failure:  # a malformed answer: the server is up and the key works
+            self.warnings.append(f"judge preflight: {failure.message}; continuing")
+            log.warning(self.warnings[-1])
 
     # ---------------------------------------------------------------- judging
 
@@ -228,7 +232,7 @@ class JudgeClient:
     async def _create(self, messages: list[dict[str, str]], params: dict[str, Any], preflight: bool = False):
         """One chat completion through the SDK's retries; returns (completion, HTTP attempts, fields sent).
 
-        With `preflight`, auth, not-found and connection errors propagate as the SDK raises them.
+        With `preflight`, every SDK error propagates as raised (after parameter adaptation).
         """
         client = self.client.with_options(max_retries=1) if preflight else self.client
         attempts = 0
@@ -239,28 +243,20 @@ class JudgeClient:
                 raw = await client.chat.completions.with_raw_response.create(model=self.cfg.model, messages=messages, **kwargs)
             except openai.BadRequestError as e:
                 attempts += 1
-                if is_content_filter(e):
-                    raise _Failed("content_filtered", f"the judge refused the prompt (content filter): {_short(e)}", attempts) from None
-                learned = self.policy.learn(e)
+                learned = None if is_content_filter(e) else self.policy.learn(e)
                 if learned:
                     self.warnings.append(f"judge {self.cfg.model}: the API rejected '{learned}'; adapted and retrying")
                     log.warning(self.warnings[-1])
                     continue
+                if preflight:
+                    raise
+                if is_content_filter(e):
+                    raise _Failed("content_filtered", f"the judge refused the prompt (content filter): {_short(e)}", attempts) from None
                 raise _Failed("api_error", f"HTTP 400: {_short(e)}", attempts) from None
-            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
+            except openai.APIError as e:
                 if preflight:
                     raise
-                raise JudgeFatal(f"judge: HTTP {e.status_code} from the judge API ({_short(e)}); fix the key or "
-                                 "model and run again — judgments stored so far are kept") from None
-            except openai.APITimeoutError:
-                raise _Failed("timeout", f"no answer within {self.cfg.timeout_s:g} s ({self.cfg.max_retries + 1} attempts)",
-                              attempts + self.cfg.max_retries + 1) from None
-            except openai.APIStatusError as e:
-                raise _Failed("api_error", f"HTTP {e.status_code}: {_short(e)}", attempts + _sdk_attempts(e, self.cfg)) from None
-            except openai.APIConnectionError as e:
-                if preflight:
-                    raise
-                raise _Failed("api_error", f"connection failed: {_short(e)}", attempts + self.cfg.max_retries + 1) from None
+                raise self._failure(e, attempts) from None
             attempts += raw.retries_taken + 1
             try:
                 return raw.parse(), attempts, kwargs
@@ -270,6 +266,18 @@ class JudgeClient:
                 if malformed > self.cfg.max_retries:
                     raise _Failed("api_error", f"malformed response: {_short(e)}", attempts) from None
                 await asyncio.sleep(min(8.0, 0.5 * 2 ** malformed) * (1 - 0.25 * random.random()))
+
+    def _failure(self, error: openai.APIError, attempts: int) -> Exception:
+        """What a failed call (after the SDK's retries) means for the judgment, or for the whole run."""
+        retried = attempts + self.cfg.max_retries + 1
+        if isinstance(error, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)):
+            return JudgeFatal(f"judge: HTTP {error.status_code} from the judge API ({_short(error)}); fix the key or "
+                              "model and run again — judgments stored so far are kept")
+        if isinstance(error, openai.APITimeoutError):
+            return _Failed("timeout", f"no answer within {self.cfg.timeout_s:g} s ({self.cfg.max_retries + 1} attempts)", retried)
+        if isinstance(error, openai.APIStatusError):
+            return _Failed("api_error", f"HTTP {error.status_code}: {_short(error)}", attempts + _sdk_attempts(error, self.cfg))
+        return _Failed("api_error", f"connection failed: {_short(error)}", retried)
 
     def _track(self, model: str | None, fingerprint: str | None) -> None:
         for value, seen, what in ((model, self.models_seen, "model"), (fingerprint, self.fingerprints_seen, "system_fingerprint")):

@@ -327,6 +327,13 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.state = state
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (killed, timed out) is normal here; anything else is reported."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
 
 class MockServer:
     """Start with `start()` (a background thread) or `serve_forever()`; `url` is the OpenAI base URL."""

@@ -1,0 +1,201 @@
+"""Kill anywhere and resume to the same table; the run-directory lock; atomic outputs; partial results labelled;
+memory and store size over a realistic-size run.
+
+Kill points are crash checkpoints in the harness (eval/failpoints.py): the n-th pass through a named point sends
+SIGKILL to the run, as a preemption would. The default set covers every stage; `--run-slow` runs the full set.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from eval.config import MockSettings
+
+from helpers import SECRET, counters, popen_cli, read_jsonl, run_cli, smoke_args, stored, wait_until
+
+ENV = {"MOCK_JUDGE_KEY": SECRET}
+PLANNED = 72  # smoke: 3 rounds × (2 × 4 × 2 MT-Bench turns + 4 + 4)
+DEFAULT_POINTS = [("start", 1), ("generation_stored", 5), ("turn_done", 1), ("judgment_stored", 10),
+                  ("store_commit", 60), ("report_file", 2)]
+FULL_POINTS = DEFAULT_POINTS + [
+    ("model_loaded", 1), ("generation_stored", 1), ("generation_stored", 20), ("generation_stored", 47),
+    ("generation_stored", 71), ("turn_done", 2), ("judgment_stored", 1), ("judgment_stored", 30),
+    ("judgment_stored", 55), ("judgment_stored", 71), ("store_commit", 5), ("store_commit", 100),
+    ("store_commit", 140), ("report_file", 1), ("report_file", 5), ("report_file", 8), ("report_file", 9),
+]
+FIGURES: list[dict] = []
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of the same configuration."""
+    from eval.judge.mock_server import MockServer
+
+    server = MockServer(MockSettings(), api_key=SECRET).start()
+    out = tmp_path_factory.mktemp("reference") / "run"
+    result = run_cli(*smoke_args(out, server), env=ENV)
+    server.stop()
+    assert result.returncode == 0, result.stderr[-2000:]
+    return {name: (out / name).read_text() for name in ("summary.json", "table.md", "table.csv")}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_figures():
+    yield
+    if FIGURES:
+        points = len(FIGURES)
+        identical = sum(f["identical"] for f in FIGURES)
+        print(f"\nkill points: {points} tried, {identical} resumed to identical results; "
+              f"duplicates: {sum(f['duplicates'] for f in FIGURES)}; wasted judge calls: {sum(f['wasted_judge'] for f in FIGURES)}; "
+              f"calls beyond unstored work: {sum(f['excess'] for f in FIGURES)}")
+        for f in FIGURES:
+            print(f"  {f}")
+
+
+def _kill_and_resume(point: tuple[str, int], tmp_path: Path, mock_server, reference: dict) -> None:
+    server = mock_server(settings=MockSettings(latency_s=0.05), api_key=SECRET)
+    out = tmp_path / "run"
+    name, n = point
+    crashed = run_cli(*smoke_args(out, server, "--set", "judge.concurrency=4"), env={**ENV, "LLMJP_EVAL_CRASH_AT": f"{name}:{n}"})
+    assert crashed.returncode == -signal.SIGKILL, (point, crashed.returncode, crashed.stderr[-1500:])
+    gens_at_kill, judgments_at_kill = len(stored(out, "generations")), len(stored(out, "judgments"))
+    requests_at_kill = counters(server).get("requests", 0)
+    resumed = run_cli(*smoke_args(out, server, "--set", "judge.concurrency=4"), env=ENV)
+    assert resumed.returncode == 0, (point, resumed.stderr[-2000:])
+    activity = json.loads((out / "manifest.json").read_text())["this_invocation"]
+    judge_requests_after = counters(server)["requests"] - requests_at_kill - (1 if activity["judge_calls"] else 0)
+    gens = read_jsonl(out / "generations.jsonl")
+    judgments = read_jsonl(out / "judgments.jsonl")
+    slots = lambda records: [(r["round"], r["task"], r["item_id"], r["turn"]) for r in records]  # noqa: E731
+    duplicates = (len(slots(gens)) - len(set(slots(gens)))) + (len(slots(judgments)) - len(set(slots(judgments))))
+    identical = all((out / name).read_text() == text for name, text in reference.items())
+    excess = max(0, activity["generation_calls"] - (PLANNED - gens_at_kill)) + max(0, judge_requests_after - (PLANNED - judgments_at_kill))
+    wasted = max(0, requests_at_kill - (1 if requests_at_kill else 0) - judgments_at_kill)
+    FIGURES.append({"point": f"{name}:{n}", "gens_at_kill": gens_at_kill, "judgments_at_kill": judgments_at_kill,
+                    "generation_calls_after": activity["generation_calls"], "judge_requests_after": judge_requests_after,
+                    "wasted_judge": wasted, "duplicates": duplicates, "excess": excess, "identical": identical})
+    assert len(gens) == len(judgments) == PLANNED and duplicates == 0
+    assert identical, point
+    assert excess == 0, FIGURES[-1]
+    assert not list(out.rglob("*.partial"))
+
+
+@pytest.mark.parametrize("point", DEFAULT_POINTS, ids=lambda p: f"{p[0]}-{p[1]}")
+def test_kill_anywhere_resumes_to_the_same_results(point, tmp_path, mock_server, reference):
+    _kill_and_resume(point, tmp_path, mock_server, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", FULL_POINTS[len(DEFAULT_POINTS):], ids=lambda p: f"{p[0]}-{p[1]}")
+def test_kill_anywhere_full_set(point, tmp_path, mock_server, reference):
+    _kill_and_resume(point, tmp_path, mock_server, reference)
+
+
+def test_a_kill_while_writing_reports_leaves_no_half_written_file(tmp_path, mock_server):
+    server = mock_server(api_key=SECRET)
+    out = tmp_path / "run"
+    assert run_cli(*smoke_args(out, server, "--rounds", "1"), env=ENV).returncode == 0
+    for n in (1, 4, 7):
+        crashed = run_cli("report", str(out), env={"LLMJP_EVAL_CRASH_AT": f"report_file:{n}"})
+        assert crashed.returncode == -signal.SIGKILL
+        json.loads((out / "summary.json").read_text())  # complete JSON, the old or the new file, never a mix
+        assert all(line.strip() for line in (out / "judgments.jsonl").read_text().splitlines())
+        assert (out / "table.md").read_text().endswith("\n")
+
+
+def test_a_second_run_on_a_busy_directory_fails_at_once_and_a_killed_runs_lock_is_not_stale(tmp_path, mock_server):
+    server = mock_server(settings=MockSettings(latency_s=0.5), api_key=SECRET)
+    out = tmp_path / "run"
+    first = popen_cli(*smoke_args(out, server), env=ENV)
+    assert wait_until(lambda: counters(server).get("requests", 0) >= 2)
+    started = time.perf_counter()
+    second = run_cli(*smoke_args(out, server), env=ENV)
+    assert second.returncode == 2 and time.perf_counter() - started < 30
+    assert "another run is using this directory" in second.stderr and str(out) in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    server.state.settings = MockSettings()
+    third = run_cli(*smoke_args(out, server), env=ENV)
+    assert third.returncode == 0, third.stderr[-2000:]
+
+
+def test_judge_outage_is_labelled_partial_and_a_later_run_completes(tmp_path, mock_server):
+    server = mock_server(settings=MockSettings(rate_500=1.0), api_key=SECRET)
+    out = tmp_path / "run"
+    down = run_cli(*smoke_args(out, server, "--rounds", "1", "--set", "judge.max_retries=0"), env=ENV)
+    assert down.returncode == 0, down.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False
+    assert all(t["counts"]["api_error"] > 0 for t in summary["tasks"].values())
+    table = (out / "table.md").read_text()
+    assert "PARTIAL RESULTS" in table and "failed on the API" in table and " *" in table
+    server.state.settings = MockSettings()
+    up = run_cli(*smoke_args(out, server, "--rounds", "1"), env=ENV)
+    assert up.returncode == 0 and json.loads((out / "summary.json").read_text())["complete"] is True
+
+
+@pytest.mark.slow
+def test_soak_realistic_size_memory_stays_flat_and_the_store_grows_linearly(tmp_path, mock_server, upstream):
+    """3 168 generations and 3 168 judgments through the openai backend and judge against mock servers."""
+    import psutil
+    import yaml
+
+    from conftest import LJJ_BASE
+
+    def standin(name, config, rows):
+        folder = tmp_path / name
+        (folder / config).mkdir(parents=True)
+        (folder / "README.md").write_text(f"---\nconfigs:\n- config_name: {config}\n  data_files:\n  - split: test\n    path: {config}/test.jsonl\n---\n")
+        (folder / config / "test.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return str(folder)
+
+    generator = mock_server(settings=MockSettings())
+    judge = mock_server(api_key=SECRET)
+    config = {
+        "name": "soak", "variant": "full", "rounds": 3, "tasks": ["mt_bench_ja", "mt_bench_en", "answer_carefully", "llm_jp_instructions"],
+        "model": {"backend": "openai", "path": "mock-gen", "base_urls": [generator.url], "concurrency": 32,
+                  "chat_template_kwargs": {"reasoning_effort": "medium"}},
+        "generation": {"max_new_tokens": 4096},
+        "asset_mirrors": {LJJ_BASE: str(upstream / "llm-jp-judge") + "/"},
+        "task_options": {
+            "answer_carefully": {"variants": {"full": {"data": {"dataset": standin("ac", "v2.0", [
+                {"ID": f"AC-{i}", "text": f"質問 {i}", "output": f"参考 {i}"} for i in range(336)])}}}},
+            "llm_jp_instructions": {"variants": {"full": {"data": {"dataset": standin("inst", "v1.0", [
+                {"ID": f"Q-{i}", "text": f"指示 {i}"} for i in range(400)])}}}}},
+        "judge": {"model": "mock-judge", "base_url": judge.url, "api_key_env": "MOCK_JUDGE_KEY", "concurrency": 64, "cache": "off"},
+    }
+    path = tmp_path / "soak.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    out = tmp_path / "run"
+    proc = popen_cli("run", str(path), "--out", str(out), env=ENV)
+    child = psutil.Process(proc.pid)
+    samples = []  # (judgments stored, rss bytes, store bytes)
+    started = time.perf_counter()
+    while proc.poll() is None:
+        try:
+            rss = child.memory_info().rss
+        except psutil.NoSuchProcess:
+            break
+        size = sum(p.stat().st_size for p in out.glob("run.sqlite*")) if out.exists() else 0
+        samples.append((len(stored(out, "judgments")), rss, size))
+        time.sleep(1.0)
+    stdout, stderr = proc.communicate()
+    elapsed = time.perf_counter() - started
+    assert proc.returncode == 0, stderr[-3000:]
+    assert len(read_jsonl(out / "judgments.jsonl")) == 3168
+    after_first_third = next(s for s in samples if s[0] >= 1056)
+    last = max(samples, key=lambda s: s[0])
+    growth = last[1] / after_first_third[1] - 1
+    per_judgment_first = after_first_third[2] / after_first_third[0]
+    per_judgment_last = last[2] / last[0]
+    print(f"\nsoak: 3168 generations + 3168 judgments in {elapsed:.0f} s; RSS after 1/3 of the judgments "
+          f"{after_first_third[1] / 2**20:.0f} MiB, at the end {last[1] / 2**20:.0f} MiB ({growth:+.1%}); store "
+          f"{per_judgment_first / 1024:.1f} KiB per judgment at 1/3, {per_judgment_last / 1024:.1f} KiB at the end")
+    assert growth < 0.15
+    assert 0.5 < per_judgment_last / per_judgment_first < 1.5
