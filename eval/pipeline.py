@@ -6,23 +6,19 @@ exists, so a run killed anywhere resumes where it stopped and a second run of a 
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from . import report
-from .failpoints import checkpoint
+from . import progress, report
 from .backends import make_backend
 from .backends.base import Backend, GenerationRequest, GenerationResult, Sampling, request_seed
 from .chat import turn_messages
 from .config import RunConfig
 from .errors import UserError
+from .failpoints import checkpoint
 from .judge.batch import BatchJudge
 from .judge.cache import JudgeCache
 from .judge.client import JudgeClient
@@ -34,7 +30,6 @@ from .rundir import RunLock
 from .store import Store
 from .tasks import Task, load_spec, load_task
 
-log = logging.getLogger("eval")
 RETRY_ON_RESUME = {"api_error", "timeout", "error"}  # outcomes a later run asks again
 
 
@@ -88,9 +83,13 @@ def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
     run_dir = run_dir_for(cfg, options)
     tasks = load_tasks(cfg, options.limit)
     if options.dry_run:
-        store_path = run_dir / "run.sqlite"
-        store = Store(store_path) if store_path.exists() else None
-        return report.print_estimate(cfg, tasks, store)
+        if not (run_dir / "run.sqlite").exists():
+            return report.print_estimate(cfg, tasks, None)
+        store = Store(run_dir / "run.sqlite")
+        try:
+            return report.print_estimate(cfg, tasks, store)
+        finally:
+            store.close()
     with RunLock(run_dir):
         checkpoint("start")
         store = Store(run_dir / "run.sqlite")
@@ -134,6 +133,7 @@ class Runner:
 
     def execute(self) -> None:
         self.backend = make_backend(self.cfg)  # tokenizer only: the weights load with the first batch
+        self.store.set_meta("backend_identity", self.backend.identity())
         try:
             pending_generations = self._pending_generation_count()
             pending_judgments = self._pending_judgment_count()
@@ -151,7 +151,7 @@ class Runner:
 
     async def _execute(self, base_url: str | None, pending_generations: int) -> None:
         ledger = Ledger(self.cfg.judge)
-        ledger.spent_usd = sum(j.cost_usd or 0.0 for j in self.store.judgments())
+        ledger.spent_usd = sum(r["cost_usd"] or 0.0 for r in self.store.fields("judgment", ["cost_usd"]))
         client = JudgeClient(self.cfg.judge, base_url, ledger, self.store.meta("judge_learned_params"))
         cache = JudgeCache(self.cfg.judge.cache, self.cfg.judge.cache_path)
         try:
@@ -167,11 +167,12 @@ class Runner:
 
     async def _generate_and_judge(self, client: JudgeClient, cache: JudgeCache, pending_generations: int) -> None:
         """Generation runs in a worker thread; each stored answer releases the judgments it completes. In sync mode
-        they are sent at once (bounded by the client); in batch mode they are collected and sent as one batch."""
+        they go to a queue drained by `judge.concurrency` workers (memory stays bounded by the workers); in batch
+        mode they are collected and sent as one batch once generation is done."""
         loop = asyncio.get_running_loop()
         arrivals: asyncio.Queue[Slot | None] = asyncio.Queue()
-        judge_bar = tqdm(total=0, desc="judge", unit="req", position=1, leave=True, dynamic_ncols=True)
-        in_flight: set[asyncio.Task] = set()
+        pending: asyncio.Queue[JudgeRequest] = asyncio.Queue()
+        judge_bar = progress.bar("judge", "req", position=1)
         scheduled: set[Slot] = set()
         batched: list[JudgeRequest] = []
 
@@ -179,12 +180,7 @@ class Runner:
             for request in self._ready_judgments(slot, scheduled, cache):
                 judge_bar.total += 1
                 judge_bar.refresh()
-                if self.cfg.judge.mode == "batch":
-                    batched.append(request)
-                    continue
-                task = asyncio.ensure_future(self._judge_one(client, request, store))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+                (batched.append if self.cfg.judge.mode == "batch" else pending.put_nowait)(request)
 
         async def store(judgment: Judgment) -> None:
             self.judge_calls += 1
@@ -193,6 +189,17 @@ class Runner:
             cache.put(judgment)
             judge_bar.update(1)
 
+        async def judge_worker() -> None:
+            while True:
+                request = await pending.get()
+                try:
+                    judgment = await client.judge(request, request.slot.task)
+                    if judgment is not None:  # None: the budget is spent; the slot stays unjudged, the run incomplete
+                        await store(judgment)
+                finally:
+                    pending.task_done()
+
+        workers = {asyncio.ensure_future(judge_worker()) for _ in range(self.cfg.judge.concurrency)}
         try:
             for slot, _ in self._plan():
                 schedule_ready(slot)
@@ -203,21 +210,24 @@ class Runner:
                 generator.add_done_callback(lambda _: arrivals.put_nowait(None))
                 while (slot := await arrivals.get()) is not None:
                     schedule_ready(slot)
-                    self._raise_first_failure(in_flight)
+                    self._raise_first_failure(workers)
                 await generator  # re-raises a generation failure
                 self.store.event("generate", "end")
             if batched or self.store.open_batches():
                 await BatchJudge(client, self.store, self.cfg.judge.batch_poll_s).run(
                     batched, {r.key: r.slot.task for r in batched}, store)
-            while in_flight:
-                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_EXCEPTION)
+            drained = asyncio.ensure_future(pending.join())
+            try:
+                done, _ = await asyncio.wait({drained, *workers}, return_when=asyncio.FIRST_COMPLETED)
                 self._raise_first_failure(done)
+            finally:
+                drained.cancel()
         except BaseException:
             self.stop.set()  # the generation thread stops after its current batch
-            for task in in_flight:
-                task.cancel()
             raise
         finally:
+            for worker in workers:
+                worker.cancel()
             judge_bar.close()
         self.store.event("judge", "end")
         self.budget_reached = client.ledger.exhausted() and self._pending_judgment_count() > 0
@@ -270,7 +280,7 @@ class Runner:
         return sum(1 for slot, _ in self._plan() if not self._is_stored(slot))
 
     def _generate_all(self, total: int, on_stored) -> None:
-        bar = tqdm(total=total, desc="generate", unit="ans", position=0, leave=True, dynamic_ncols=True)
+        bar = progress.bar("generate", "ans", total)
         try:
             max_turns = max(t.spec.turns for t in self.tasks.values())
             for turn in range(1, max_turns + 1):
@@ -307,40 +317,57 @@ class Runner:
 
     # ---------------------------------------------------------------- judging (event loop)
 
-    def _judgment_is_final(self, judgment: Judgment | None, key: str | None = None) -> bool:
-        return judgment is not None and judgment.status not in RETRY_ON_RESUME and (key is None or judgment.key == key)
+    def _judge_request(self, slot: Slot) -> JudgeRequest | Excluded | None:
+        """What judging this slot takes now, or None while an answer it needs is not (currently) stored."""
+        task = self.tasks[slot.task]
+        gens = []
+        for turn in range(1, slot.turn + 1):
+            earlier = Slot(slot.round, slot.task, slot.item_id, turn)
+            if not self._is_stored(earlier):
+                return None
+            gens.append(self.store.generation(earlier))
+        return build_request(task, task.item(slot.item_id), slot.turn, gens, self.cfg)
+
+    def _is_judged(self, slot: Slot, request: JudgeRequest | Excluded) -> bool:
+        """The slot holds a final judgment of exactly this request (same answers, prompt and judge settings).
+
+        A regenerated answer that came out identical leaves the judge's input unchanged: the judgment stands and is
+        linked to the new generation instead of being paid for again."""
+        stored = self.store.judgment(slot)
+        if stored is None:
+            return False
+        if isinstance(request, Excluded):
+            return stored.status == "excluded" and stored.generation_key == request.generation_key
+        if stored.status in RETRY_ON_RESUME or stored.key != request.key:
+            return False
+        if stored.generation_key != request.generation_key:
+            stored.generation_key = request.generation_key
+            self.store.put_judgment(stored)
+        return True
 
     def _pending_judgment_count(self) -> int:
-        return sum(1 for slot, _ in self._plan() if not self._judgment_is_final(self.store.judgment(slot)))
+        return sum(1 for slot, _ in self._plan()
+                   if (request := self._judge_request(slot)) is None or not self._is_judged(slot, request))
 
     def _ready_judgments(self, slot: Slot, scheduled: set[Slot], cache: JudgeCache) -> list[JudgeRequest]:
-        """Judge requests that became possible now that `slot`'s generation is stored (MT-Bench turn 2 needs both)."""
-        task = self.tasks[slot.task]
-        item = task.item(slot.item_id)
-        gens: list[Generation] = []
+        """Judge requests that became possible now that `slot`'s answer is stored (MT-Bench turn 2 needs both)."""
         ready = []
-        for turn in range(1, len(item.turns) + 1):
-            gen = self.store.generation(Slot(slot.round, slot.task, slot.item_id, turn))
-            if gen is None or gen.status in RETRY_ON_RESUME:
-                break
-            gens.append(gen)
+        for turn in range(slot.turn, len(self.tasks[slot.task].item(slot.item_id).turns) + 1):
             target = Slot(slot.round, slot.task, slot.item_id, turn)
             if target in scheduled:
                 continue
-            request = build_request(task, item, turn, gens, self.cfg)
-            stored = self.store.judgment(target)
-            if isinstance(request, Excluded):
-                scheduled.add(target)
-                if stored is None or stored.status != "excluded" or stored.generation_key != request.generation_key:
-                    self.store.put_judgment(self._excluded(request))
-                continue
+            request = self._judge_request(target)
+            if request is None:
+                break
             scheduled.add(target)
-            if self._judgment_is_final(stored, request.key):
+            if self._is_judged(target, request):
+                continue
+            if isinstance(request, Excluded):
+                self.store.put_judgment(self._excluded(request))
                 continue
             cached = cache.get(request.key)
             if cached is not None:
                 self.judgments_reused += 1
-                cached.cached = True
                 self.store.put_judgment(_moved(cached, target, request))
                 continue
             ready.append(request)
@@ -352,11 +379,6 @@ class Runner:
                         round=s.round, task=s.task, item_id=s.item_id, turn=s.turn, judge_model=self.cfg.judge.model,
                         prompt_name="", prompt_hash="", params={}, messages=[], raw=None, scores={}, status="excluded",
                         attempts=0, error=request.reason)
-
-    async def _judge_one(self, client: JudgeClient, request: JudgeRequest, store) -> None:
-        judgment = await client.judge(request, request.slot.task)
-        if judgment is not None:  # None: the budget is spent; the slot stays unjudged and the run incomplete
-            await store(judgment)
 
 
 def _moved(cached: Judgment, slot: Slot, request: JudgeRequest) -> Judgment:

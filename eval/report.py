@@ -78,13 +78,10 @@ def load_published(path: Path | None = None) -> pd.DataFrame:
 
 def _frames(store: Store) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     plan = pd.DataFrame(store.plan(), columns=["round", "task", "item_id", "turn", "category"])
-    gens = pd.DataFrame([{"round": g.round, "task": g.task, "item_id": g.item_id, "turn": g.turn, "gen_status": g.status,
-                          "final": g.final, "tokens_out": g.tokens_out} for g in store.generations()],
-                        columns=["round", "task", "item_id", "turn", "gen_status", "final", "tokens_out"])
-    judged = pd.DataFrame([{"round": j.round, "task": j.task, "item_id": j.item_id, "turn": j.turn, "status": j.status,
-                            "scores": j.scores, "usage": j.usage, "cost_usd": j.cost_usd, "cached": j.cached}
-                           for j in store.judgments()],
-                          columns=["round", "task", "item_id", "turn", "status", "scores", "usage", "cost_usd", "cached"])
+    gens = pd.DataFrame(store.fields("generation", ["round", "task", "item_id", "turn", "status", "final"]),
+                        columns=["round", "task", "item_id", "turn", "status", "final"]).rename(columns={"status": "gen_status"})
+    judged = pd.DataFrame(store.fields("judgment", ["round", "task", "item_id", "turn", "status", "scores"]),
+                          columns=["round", "task", "item_id", "turn", "status", "scores"])
     keys = ["round", "task", "item_id", "turn"]
     gens = plan.merge(gens, on=keys, how="inner")
     judged = plan.merge(judged, on=keys, how="inner")
@@ -287,24 +284,18 @@ def write_reports(run_dir: Path, store: Store) -> dict[str, Any]:
     write_json(run_dir / "summary.json", summary)
     write_text(run_dir / "table.md", render_markdown(summary, published, plots))
     write_text(run_dir / "table.csv", render_csv(summary, published))
-    write_jsonl(run_dir / "generations.jsonl", [g.to_dict() for g in store.generations()])
-    write_jsonl(run_dir / "judgments.jsonl", [j.to_dict() for j in store.judgments()])
+    write_jsonl(run_dir / "generations.jsonl", store.records("generation"))
+    write_jsonl(run_dir / "judgments.jsonl", store.records("judgment"))
     write_json(run_dir / "errors.json", _errors(store))
     write_text(run_dir / "config.yaml", yaml.safe_dump(store.meta("config"), allow_unicode=True, sort_keys=False))
     return summary
 
 
 def _errors(store: Store) -> list[dict[str, Any]]:
-    out = []
-    for g in store.generations():
-        if g.status != "ok":
-            out.append({"stage": "generate", "round": g.round, "task": g.task, "item_id": g.item_id, "turn": g.turn,
-                        "status": g.status, "error": g.error, "tokens_out": g.tokens_out})
-    for j in store.judgments():
-        if j.status != "ok":
-            out.append({"stage": "judge", "round": j.round, "task": j.task, "item_id": j.item_id, "turn": j.turn,
-                        "status": j.status, "error": j.error, "attempts": j.attempts})
-    return out
+    where = "WHERE status != 'ok'"
+    generations = store.fields("generation", ["round", "task", "item_id", "turn", "status", "error", "tokens_out"], where)
+    judgments = store.fields("judgment", ["round", "task", "item_id", "turn", "status", "error", "attempts"], where)
+    return [{"stage": "generate", **g} for g in generations] + [{"stage": "judge", **j} for j in judgments]
 
 
 def write_run(run_dir: Path, store: Store, cfg: RunConfig, activity: dict[str, Any]) -> dict[str, Any]:
@@ -321,14 +312,14 @@ def render_console(summary: dict[str, Any]) -> str:
 
 
 def manifest(store: Store, cfg: RunConfig, activity: dict[str, Any]) -> dict[str, Any]:
-    judgments = store.judgments()
+    judgments = store.fields("judgment", ["usage", "cost_usd", "cached", "returned_model", "fingerprint"])
     usage = Usage()
     spent = 0.0
     for j in judgments:
-        if not j.cached:
-            usage.add(Usage(**{k: j.usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens", "reasoning_tokens")}))
-            spent += j.cost_usd or 0.0
-    gens = store.generations()
+        if not j["cached"]:
+            usage.add(Usage(**{k: (j["usage"] or {}).get(k, 0) for k in ("prompt_tokens", "completion_tokens", "reasoning_tokens")}))
+            spent += j["cost_usd"] or 0.0
+    gens = store.fields("generation", ["tokens_out", "prompt_hash"])
     return {
         "harness": {"version": __version__, "git_commit": _git_commit()},
         "command": store.meta("command"),
@@ -337,14 +328,15 @@ def manifest(store: Store, cfg: RunConfig, activity: dict[str, Any]) -> dict[str
         "accelerator": _accelerator(),
         "model": {"path": cfg.model.path, "revision": getattr(cfg.model, "revision", None),
                   "chat_template_kwargs": getattr(cfg.model, "chat_template_kwargs", None),
-                  "generation_identity": _generation_identity(gens)},
+                  "backend_identity": store.meta("backend_identity"),
+                  "distinct_rendered_prompts": len({g["prompt_hash"] for g in gens if g["prompt_hash"]})},
         "config_sha256": _sha(store.meta("config")),
         "assets": store.meta("provenance"),
         "asset_warnings": store.meta("warnings"),
-        "judge": {"model_asked": cfg.judge.model, "models_returned": sorted({j.returned_model for j in judgments if j.returned_model}),
-                  "system_fingerprints": sorted({j.fingerprint for j in judgments if j.fingerprint}),
+        "judge": {"model_asked": cfg.judge.model, "models_returned": sorted({j["returned_model"] for j in judgments if j["returned_model"]}),
+                  "system_fingerprints": sorted({j["fingerprint"] for j in judgments if j["fingerprint"]}),
                   "learned_parameters": store.meta("judge_learned_params"), "mode": cfg.judge.mode},
-        "tokens": {"generation_out": sum(g.tokens_out or 0 for g in gens), "judge_prompt": usage.prompt_tokens,
+        "tokens": {"generation_out": sum(g["tokens_out"] or 0 for g in gens), "judge_prompt": usage.prompt_tokens,
                    "judge_completion": usage.completion_tokens, "judge_reasoning": usage.reasoning_tokens},
         "cost_usd": round(spent, 6) if price_for(cfg.judge.prices, cfg.judge.model) else None,
         "stages": store.events(),
@@ -352,10 +344,6 @@ def manifest(store: Store, cfg: RunConfig, activity: dict[str, Any]) -> dict[str
         "this_invocation": activity,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def _generation_identity(gens: list) -> dict[str, Any]:
-    return {"prompt_hashes": len({g.prompt_hash for g in gens if g.prompt_hash})}
 
 
 def _sha(data: Any) -> str:
@@ -386,10 +374,9 @@ def _versions(names: list[str]) -> dict[str, str | None]:
 
 
 def _accelerator() -> dict[str, Any]:
+    torch = sys.modules.get("torch")  # only a local engine loads torch; a remote backend's GPU is not ours to report
     try:
-        import torch
-
-        if torch.cuda.is_available():
+        if torch is not None and torch.cuda.is_available():
             return {"cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0), "count": torch.cuda.device_count()}
     except Exception:  # reporting must not fail on a broken driver
         pass

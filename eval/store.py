@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, stage T
 """
 
 _TABLES = {"generation": "generations", "judgment": "judgments"}
+_OBJECT_FIELDS = {"scores", "usage", "params", "messages"}
 
 
 class Store:
@@ -135,13 +136,19 @@ class Store:
     def put_judgment(self, judgment: Judgment) -> None:
         self._put("judgment", judgment)
 
-    def generations(self) -> list[Generation]:
-        cur = self.db.execute("SELECT record FROM generations ORDER BY task, round, item_id, turn")
-        return [Generation.from_dict(json.loads(r[0])) for r in cur]
+    def records(self, kind: str) -> Iterator[dict[str, Any]]:
+        """Every current record of a kind, one at a time (reports stream them instead of holding them all)."""
+        cursor = self.db.execute(f"SELECT record FROM {_TABLES[kind]} ORDER BY task, round, item_id, turn")
+        for (record,) in cursor:
+            yield json.loads(record)
 
-    def judgments(self) -> list[Judgment]:
-        cur = self.db.execute("SELECT record FROM judgments ORDER BY task, round, item_id, turn")
-        return [Judgment.from_dict(json.loads(r[0])) for r in cur]
+    def fields(self, kind: str, names: Iterable[str], where: str = "") -> list[dict[str, Any]]:
+        """Selected fields of every current record (JSON objects among them decoded), without loading the rest."""
+        names = list(names)
+        columns = ", ".join(f"json_extract(record, '$.{n}')" for n in names)
+        rows = self.db.execute(f"SELECT {columns} FROM {_TABLES[kind]} {where} ORDER BY task, round, item_id, turn")
+        return [{n: json.loads(v) if isinstance(v, str) and v[:1] in "{[" and n in _OBJECT_FIELDS else v
+                 for n, v in zip(names, row)} for row in rows]
 
     def counts(self) -> dict[str, int]:
         return {kind: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for kind, table in _TABLES.items()}

@@ -39,12 +39,13 @@ def smoke_args(out: Path, server, *extra: str) -> list[str]:
             "--set", "judge.api_key_env=MOCK_JUDGE_KEY", *extra]
 
 
-def popen_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def popen_cli(*args: str, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+    """A background `python -m eval` (network blocked); its output goes to `log` (never to an unread pipe)."""
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "netblock"), str(ROOT)])
     full_env.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "eval", *args], cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    out = open(log, "w") if log else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, "-m", "eval", *args], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def body_hash(judgment: dict) -> str:

@@ -113,7 +113,7 @@ class _FakeLLM:
 
         tok = build_tokenizer()
         outs = []
-        for i, p in enumerate(params):
+        for i in range(len(params)):
             text = "<|channel|>analysis<|message|>t<|end|><|start|>assistant<|channel|>final<|message|>ans<|return|>" if i == 0 \
                 else "<|channel|>analysis<|message|>cut"
             ids = tok(text, add_special_tokens=False)["input_ids"]

@@ -79,7 +79,6 @@ def test_transient_faults_recover_with_a_seeded_fault_rate(mock_server):
 
 
 def test_reasoning_judges_use_max_completion_tokens_and_learn_rejected_parameters(mock_server):
-    from eval.judge.mock_server import MockServer
 
     policy = ParamPolicy("gpt-5.4-2026-03-05")
     assert policy.kwargs({"max_tokens": 10, "top_p": 0.9, "temperature": 1.0, "seed": None}) == \
@@ -92,8 +91,17 @@ def test_reasoning_judges_use_max_completion_tokens_and_learn_rejected_parameter
     assert any("'temperature'" in w for w in client.warnings)
     assert client.policy.state()["dropped"] == ["temperature", "top_p"]
     before = counters(server)["requests"]
-    again, _ = judge(server, request(1), model="gpt-5.4-2026-03-05")  # a new client with learned state would skip the 400
-    assert counters(server)["requests"] - before == 2  # fresh client: one 400, then the adapted request
+    config = JudgeConfig(model="gpt-5.4-2026-03-05", base_url=server.url, mock=True)
+
+    async def resumed():  # a later run starts from what the store remembers: no second 400
+        fresh = JudgeClient(config, server.url, Ledger(config), learned=client.policy.state())
+        try:
+            return await fresh.judge(request(1), "t")
+        finally:
+            await fresh.close()
+
+    assert asyncio.run(resumed()).status == "ok"
+    assert counters(server)["requests"] - before == 1
 
 
 def test_reasoning_effort_is_sent_when_configured(mock_server):

@@ -4,10 +4,8 @@ cap, dry runs, the shared cache across runs, and the API key never written anywh
 from __future__ import annotations
 
 import json
-import os
 import signal
 
-import pytest
 
 from eval.config import MockSettings
 

@@ -62,16 +62,20 @@ class OpenAIServerBackend:
             asyncio.run(self._generate(requests, on_result))  # runs in the pipeline's generation thread
 
     async def _generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
+        """`concurrency` workers share one queue: memory stays bounded by the workers, not by the request count."""
         clients = [openai.AsyncOpenAI(base_url=url, api_key=self.key, max_retries=self.cfg.max_retries,
                                       timeout=self.cfg.timeout_s) for url in self.cfg.base_urls]
-        semaphore = asyncio.Semaphore(self.cfg.concurrency)
+        queue: asyncio.Queue[tuple[int, GenerationRequest]] = asyncio.Queue()
+        for index, request in enumerate(requests):
+            queue.put_nowait((index, request))
 
-        async def one(index: int, request: GenerationRequest) -> None:
-            async with semaphore:
+        async def worker() -> None:
+            while not queue.empty():
+                index, request = queue.get_nowait()
                 on_result(await self._complete(clients[index % len(clients)], request))
 
         try:
-            await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
+            await asyncio.gather(*(worker() for _ in range(min(self.cfg.concurrency, len(requests)))))
         finally:
             for client in clients:
                 await client.close()

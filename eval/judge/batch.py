@@ -11,8 +11,7 @@ import logging
 from typing import Any, Awaitable, Callable
 
 from openai.types.chat import ChatCompletion
-from tqdm import tqdm
-
+from .. import progress
 from ..records import Judgment
 from ..store import Store
 from .client import JudgeClient, Progress, mentions_content_filter
@@ -99,7 +98,7 @@ class BatchJudge:
         return None
 
     async def _poll(self, batch_id: str, size: int) -> Any:
-        bar = tqdm(total=size, desc=f"batch {batch_id[:18]}", unit="req", dynamic_ncols=True)
+        bar = progress.bar(f"batch {batch_id[:18]}", "req", size)
         try:
             while True:
                 batch = await self.api.batches.retrieve(batch_id)

@@ -1,0 +1,72 @@
+"""Keys decide what is recomputed: a changed setting recomputes exactly the records it affects, older records are kept
+as superseded; the no-answer policy; the judge stage overlapping generation."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from helpers import read_jsonl, run_cli
+
+BASE = ["run", "configs/smoke.yaml", "--rounds", "1", "--limit", "1"]
+
+
+def activity(out):
+    return json.loads((out / "manifest.json").read_text())["this_invocation"]
+
+
+def test_a_changed_generation_setting_regenerates_and_rejudges_only_changed_answers(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(*BASE, "--out", str(out)).returncode == 0
+    before = {(j["task"], j["item_id"], j["turn"]): j for j in read_jsonl(out / "judgments.jsonl")}
+    again = run_cli(*BASE, "--out", str(out), "--set", "generation.max_new_tokens=40")
+    assert again.returncode == 0, again.stderr[-2000:]
+    after = {(j["task"], j["item_id"], j["turn"]): j for j in read_jsonl(out / "judgments.jsonl")}
+    changed = sum(after[k]["messages"] != before[k]["messages"] for k in before)
+    assert 0 < changed < 6  # a shorter budget cuts some answers; the judge's input for the others is unchanged
+    assert activity(out)["generation_calls"] == 6 and activity(out)["judge_calls"] == changed
+    db = sqlite3.connect(out / "run.sqlite")
+    assert db.execute("SELECT kind, COUNT(*) FROM superseded GROUP BY kind").fetchall() == [("generation", 6), ("judgment", changed)]
+    gens = {(g["task"], g["item_id"], g["turn"]): g["key"] for g in read_jsonl(out / "generations.jsonl")}
+    assert all(after[k]["generation_key"] == gens[k] for k in after)  # every judgment links to its current answer
+
+
+def test_a_changed_judge_setting_rejudges_without_regenerating(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(*BASE, "--out", str(out)).returncode == 0
+    again = run_cli(*BASE, "--out", str(out), "--set", "task_options.llm_jp_instructions.judge.max_tokens=512")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert activity(out)["generation_calls"] == 0 and activity(out)["judge_calls"] == 1
+    judged = [j for j in read_jsonl(out / "judgments.jsonl") if j["task"] == "llm_jp_instructions"]
+    assert judged[0]["params"]["max_tokens"] == 512
+
+
+def test_exclude_policy_records_unanswered_items_as_excluded_and_leaves_them_out(tmp_path):
+    out = tmp_path / "run"
+    options = [f"--set=task_options.{t}.generation.no_answer=exclude" for t in ("mt_bench_ja", "answer_carefully")]
+    result = run_cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "1", "--set", "generation.max_new_tokens=24", *options)
+    assert result.returncode == 0, result.stderr[-2000:]
+    gens = {(g["task"], g["item_id"], g["turn"]): g for g in read_jsonl(out / "generations.jsonl")}
+    judgments = read_jsonl(out / "judgments.jsonl")
+    excluded = [j for j in judgments if j["status"] == "excluded"]
+    assert excluded, "24 new tokens cannot finish the tiny model's analysis + final"
+    for j in judgments:
+        gen = gens[(j["task"], j["item_id"], j["turn"])]
+        if j["task"] in ("mt_bench_ja", "answer_carefully"):
+            assert (j["status"] == "excluded") == (gen["status"] != "ok")
+        else:
+            assert j["status"] != "excluded"  # judge_empty: the judge saw an empty answer
+    summary = json.loads((out / "summary.json").read_text())
+    ja = summary["tasks"]["mt_bench_ja"]
+    assert ja["counts"]["excluded"] == sum(j["task"] == "mt_bench_ja" for j in excluded)
+    assert ja["metrics"].get("score", {"n": 0})["n"] == ja["counts"]["valid"]
+    assert summary["complete"] is True
+
+
+def test_judging_starts_while_generation_is_still_running(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "2").returncode == 0
+    db = sqlite3.connect(out / "run.sqlite")
+    last_generation = db.execute("SELECT MAX(created) FROM generations").fetchone()[0]
+    first_judgment = db.execute("SELECT MIN(created) FROM judgments").fetchone()[0]
+    assert first_judgment < last_generation
