@@ -305,3 +305,20 @@ def test_a_full_variant_run_with_local_upstream_files_sends_byte_identical_judge
                 user = upstream_yaml(upstream, "quality_ja.yaml")["prompt_template"].format(
                     question=row["text"], response=answer(j["task"], j["item_id"], 1))
             assert j["messages"][1] == {"role": "user", "content": user}
+
+
+def test_fastchat_judge_prompts_are_read_and_rendered_as_fastchat_does(upstream, mirrors):
+    from eval.judge.requests import build_request
+
+    options = {"variants": {"full": {"judge_prompts": {"asset": "fastchat/judge_prompts", "format": "fastchat"}}}}
+    cfg = build_config({**CONFIG, "tasks": ["mt_bench_en"], "task_options": {"mt_bench_en": options}}, "test")
+    t = load_task(load_spec("mt_bench_en", options), "full", mirrors)
+    fastchat = {d["name"]: d for d in map(json.loads, (upstream / "fastchat/judge_prompts.jsonl").read_text().splitlines())}
+    item = next(i for i in t.items if i.category == "writing")
+    gens = [fake_generation(Slot(1, "mt_bench_en", item.item_id, turn), f"answer {turn}") for turn in (1, 2)]
+    request = build_request(t, item, 2, gens, cfg)
+    template = fastchat["single-v1-multi-turn"]
+    assert request.messages == [{"role": "system", "content": template["system_prompt"]},
+                                {"role": "user", "content": template["prompt_template"].format(
+                                    question_1=item.turns[0], question_2=item.turns[1], answer_1="answer 1", answer_2="answer 2")}]
+    assert request.parser("Rating: [[8.5]]") == {"score": 8.5}  # FastChat's pattern accepts decimals

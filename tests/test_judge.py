@@ -191,3 +191,67 @@ def test_ledger_prices_by_model_prefix_and_batch_discount():
     assert cost_usd(price, Usage(1_000_000, 100_000)) == pytest.approx(3.0)
     assert cost_usd(price, Usage(1_000_000, 100_000), batch_discount=0.5) == pytest.approx(1.5)
     assert price_for(prices, "gpt-4o") is None
+
+
+def test_azure_provider_talks_to_the_deployment_path(mock_server, monkeypatch):
+    server = mock_server(api_key="azure-key")
+    monkeypatch.setenv("AZURE_KEY", "azure-key")
+    endpoint = server.url.removesuffix("/v1")
+    config = JudgeConfig(model="my-deployment", provider="azure", api_key_env="AZURE_KEY",
+                         azure={"endpoint": endpoint, "api_version": "2024-10-21", "deployment": "my-deployment"})
+
+    async def go():
+        client = JudgeClient(config, None, Ledger(config))
+        try:
+            await client.preflight()
+            return await client.judge(request(), "t")
+        finally:
+            await client.close()
+
+    judgment = asyncio.run(go())
+    assert judgment.status == "ok" and counters(server)["requests"] == 2
+
+
+def test_tokens_per_minute_bucket_waits_for_large_requests():
+    from eval.judge.limits import RateLimiter, estimate_tokens
+
+    limiter = RateLimiter(None, tokens_per_minute=600)  # 10 tokens per second
+
+    async def go():
+        await limiter.acquire(600)   # the full bucket
+        started = time.perf_counter()
+        await limiter.acquire(10)    # must wait ~1 s for 10 tokens
+        return time.perf_counter() - started
+
+    assert 0.8 <= asyncio.run(go()) < 3
+    assert estimate_tokens("abcdefgh") == 3 and estimate_tokens("日本語") == 4
+
+
+def test_cache_modes(tmp_path):
+    from eval.judge.cache import JudgeCache
+    from eval.records import Judgment
+
+    def judgment(status):
+        return Judgment(key=f"k-{status}", generation_key="g", round=1, task="t", item_id="1", turn=1, judge_model="m",
+                        prompt_name="p", prompt_hash="h", params={}, messages=[], raw="r", scores={}, status=status, attempts=1)
+
+    path = str(tmp_path / "cache.sqlite")
+    writer = JudgeCache("read_write", path)
+    writer.put(judgment("ok"))
+    writer.put(judgment("api_error"))  # transient: asked again next time, never cached
+    assert writer.get("k-ok").status == "ok" and writer.get("k-api_error") is None
+    reader = JudgeCache("read", path)
+    reader.put(judgment("parse_failed"))
+    assert reader.get("k-ok") is not None and writer.get("k-parse_failed") is None
+    assert JudgeCache("off", path).get("k-ok") is None
+
+
+def test_mock_counters_are_served_over_http(mock_server):
+    import json
+    import urllib.request
+
+    server = mock_server()
+    judge(server)
+    with urllib.request.urlopen(f"http://{server.host}:{server.port}/mock/counters") as response:
+        data = json.loads(response.read())
+    assert data["counters"]["requests"] == 1 and data["counters"]["ok"] == 1 and len(data["bodies"]) == 1

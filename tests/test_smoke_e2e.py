@@ -104,3 +104,16 @@ def test_the_network_block_used_by_these_tests_works(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "tests" / "netblock"))
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "blocked"
+
+
+def test_check_validates_the_config_and_probes_the_judge():
+    result = run_cli("check", "configs/smoke.yaml")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ok  config configs/smoke.yaml: 4 tasks, 16 items, 3 rounds" in result.stdout
+    assert "ok  judge mock-judge: reachable, key accepted, parameters accepted" in result.stdout
+
+
+def test_every_command_has_help():
+    for command in ("run", "report", "compare", "tasks", "fetch", "check", "mock-judge"):
+        result = run_cli(command, "--help")
+        assert result.returncode == 0 and "usage: python -m eval" in result.stdout, command

@@ -14,7 +14,7 @@ import pytest
 from eval.errors import UserError
 from eval.sources import FileRef, resolve_file
 
-from conftest import LJJ_BASE, UPSTREAM
+from conftest import LJJ_BASE, ROOT, UPSTREAM
 from helpers import run_cli
 
 
@@ -124,3 +124,33 @@ def test_tasks_command_lists_the_four_benchmarks_with_their_sources():
     sample = run_cli("tasks", "--variant", "sample")
     assert sample.returncode == 0 and sample.stdout.count(" cached") == 4
 
+
+
+def test_fetch_downloads_and_verifies_everything_a_config_needs(tmp_path, file_server):
+    import shutil
+
+    import yaml
+
+    root, base, hits = file_server
+    if not (UPSTREAM / "llm-jp-judge").is_dir():
+        pytest.skip("../shared/upstream is absent")
+    shutil.copytree(UPSTREAM / "llm-jp-judge", root / "ljj")
+    standin = _standin(tmp_path / "ac", "v2.0", [{"ID": "1", "text": "q", "output": "r"}])
+    config = {"name": "f", "variant": "full", "tasks": ["mt_bench_en", "answer_carefully"],
+              "model": {"backend": "hf", "path": "builtin:tiny-harmony"}, "judge": {"model": "m", "mock": True},
+              "asset_mirrors": {}, "task_options": {"answer_carefully": {"variants": {"full": {"data": {"dataset": str(standin)}}}}}}
+    # Point the pinned llm-jp-judge addresses at the local server by mirroring the base URL onto it.
+    tasks_dir = tmp_path / "tasks"
+    shutil.copytree(ROOT / "tasks", tasks_dir)
+    assets = yaml.safe_load((tasks_dir / "_assets.yaml").read_text())
+    assets["bases"]["llm_jp_judge"] = base + "ljj/"
+    (tasks_dir / "_assets.yaml").write_text(yaml.safe_dump(assets))
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {"LLMJP_EVAL_TASKS": str(tasks_dir), "LLMJP_EVAL_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "0"}
+    result = run_cli("fetch", str(path), "--no-model", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ok  task mt_bench_en: 80 items" in result.stdout and "ok  task answer_carefully: 1 items" in result.stdout
+    assert any(h.endswith("question-v0.jsonl") for h in hits)
+    offline = run_cli("run", str(path), "--dry-run", env={**env, "HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 0, offline.stderr[-2000:]  # everything needed is now in the cache

@@ -175,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorized(self) -> bool:
         key = self.server.state.api_key
-        if key and self.headers.get("Authorization") != f"Bearer {key}":
+        if key and key not in (self.headers.get("Authorization", "").removeprefix("Bearer "), self.headers.get("api-key")):
             self._send(*_error(401, "Incorrect API key provided (mock).", code="invalid_api_key"))
             return False
         return True
@@ -206,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"ok": True})
         if not self._authorized():
             return
-        if self.path.rstrip("/") == "/v1/chat/completions":
+        if self.path.split("?")[0].rstrip("/").endswith("/chat/completions"):  # OpenAI, and Azure's deployment paths
             return self._chat(raw)
         if self.path.rstrip("/") == "/v1/files":
             return self._upload(raw)
