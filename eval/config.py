@@ -263,7 +263,7 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
 def format_validation_error(source: str, err: ValidationError, overrides: list[str] = ()) -> str:
     first = err.errors()[0]
     # Drop the discriminated-union tag (e.g. 'hf') that pydantic inserts into the location.
-    loc = [str(p) for p in first["loc"] if p not in ("hf", "vllm", "openai", "replay", "function-after[_check_env_name(), str]")]
+    loc = [str(p) for p in first["loc"] if p not in ("hf", "vllm", "openai", "replay")]
     key = ".".join(loc) or "(top level)"
     origin = " (from --set)" if key in overrides else ""
     if first["type"] == "extra_forbidden":

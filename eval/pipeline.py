@@ -25,7 +25,7 @@ from .judge.client import JudgeClient
 from .judge.ledger import Ledger
 from .judge.mock_server import MockServer
 from .judge.requests import Excluded, JudgeRequest, build_request
-from .records import Generation, Judgment, Slot, content_key, text_hash
+from .records import Generation, Judgment, Slot, content_key
 from .rundir import RunLock
 from .store import Store
 from .tasks import Task, load_spec, load_task
@@ -309,7 +309,7 @@ class Runner:
         r = result.request
         return Generation(
             key=self.generation_key(r), round=r.slot.round, seed=r.seed, task=r.slot.task, item_id=r.slot.item_id,
-            turn=r.slot.turn, messages=r.messages, messages_hash=text_hash(repr(r.messages)), prompt_hash=result.prompt_hash,
+            turn=r.slot.turn, messages=r.messages, messages_hash=content_key(r.messages), prompt_hash=result.prompt_hash,
             raw=result.raw, final=result.parsed.final, reasoning=result.parsed.reasoning, status=result.parsed.status,
             finish_reason=result.finish_reason, tokens_in=result.tokens_in, tokens_out=result.tokens_out,
             seconds=round(result.seconds, 4), error=result.error,

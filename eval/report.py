@@ -410,7 +410,8 @@ def print_estimate(cfg: RunConfig, tasks: dict[str, Task], store: Store | None) 
         gen_pending = judge_pending = 0
         prompt_tokens = 0
         for slot, _ in plan_slots({name: task}, cfg.rounds):
-            if store is None or store.generation(slot) is None or store.generation(slot).status != "ok":
+            generated = store.generation(slot) if store is not None else None
+            if generated is None or generated.status != "ok":
                 gen_pending += 1
             judged = store.judgment(slot) if store is not None else None
             if judged is not None and judged.status not in ("api_error", "timeout"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -139,8 +139,7 @@ class Item:
     item_id: str
     turns: tuple[str, ...]
     category: str | None = None
-    references: tuple[str, ...] | None = None
-    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    references: tuple[str, ...] | None = None  # per turn; MT-Bench reference categories only
 
 
 @dataclass

@@ -47,9 +47,6 @@ class Backend(Protocol):
     def identity(self) -> dict[str, Any]:
         """Everything about the model and its prompt format that determines an output (part of each key)."""
 
-    def prompt_hash(self, messages: list[dict[str, str]]) -> str | None:
-        """Hash of the rendered prompt, where the backend renders it (None for remote servers)."""
-
     def generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
         """Generate every request and call `on_result` once per request, as soon as each is done."""
 

@@ -3,8 +3,8 @@
 Engines (`model.engine`):
 - `static` (default): static KV cache, decode step compiled on CUDA, batches of similar prompt length sized from
   free memory and the model's KV bytes per token; a CUDA OOM halves the batch and retries.
-- `paged`: transformers' continuous batching (`generate_batch`, paged cache); finished rows are replaced at once.
-  Sampling there uses the global RNG, so sampled outputs depend on the batch composition.
+- `paged`: transformers' continuous batching (paged KV cache): a finished row is replaced at once and its answer
+  stored at once. Sampling there uses the global RNG, so sampled outputs depend on the batch composition.
 - `dynamic`: plain `generate` with a dynamic cache — the naive baseline of the benchmark.
 Sampling in `static`/`dynamic` goes through `RowSampler`, so each output depends only on its request's seed.
 """
@@ -69,9 +69,6 @@ class HFBackend:
         return {"backend": self.name, "model": self.cfg.path, "revision": self.cfg.revision, "dtype": self.cfg.dtype,
                 "template": self.chat.template_hash, "chat_template_kwargs": self.cfg.chat_template_kwargs,
                 "reasoning": self.cfg.reasoning.model_dump()}
-
-    def prompt_hash(self, messages: list[dict[str, str]]) -> str:
-        return self.chat.encode(messages)[1]
 
     def close(self) -> None:
         self.model = None

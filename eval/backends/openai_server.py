@@ -51,9 +51,6 @@ class OpenAIServerBackend:
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.cfg.path, "chat_template_kwargs": self.cfg.chat_template_kwargs}
 
-    def prompt_hash(self, messages: list[dict[str, str]]) -> None:
-        return None  # the server renders the template
-
     def close(self) -> None:
         pass
 

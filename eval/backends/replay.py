@@ -48,9 +48,6 @@ class ReplayBackend:
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "file": str(self.path), "sha256": self.sha256}
 
-    def prompt_hash(self, messages: list[dict[str, str]]) -> None:
-        return None
-
     def close(self) -> None:
         pass
 

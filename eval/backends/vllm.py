@@ -35,9 +35,6 @@ class VLLMBackend:
                 "template": self.chat.template_hash, "chat_template_kwargs": self.cfg.chat_template_kwargs,
                 "reasoning": self.cfg.reasoning.model_dump()}
 
-    def prompt_hash(self, messages: list[dict[str, str]]) -> str:
-        return self.chat.encode(messages)[1]
-
     def close(self) -> None:
         self.llm = None
 
