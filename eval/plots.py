@@ -49,7 +49,8 @@ def write_compare_plot(out: Path, summaries: list[dict[str, Any]], published: pd
 
 
 def _radar(summaries: list[dict[str, Any]], tasks: list[str]) -> plt.Figure:
-    fig, axes = plt.subplots(1, len(tasks), subplot_kw={"projection": "polar"}, figsize=(5.5 * len(tasks), 5))
+    fig, axes = plt.subplots(1, len(tasks), subplot_kw={"projection": "polar"}, figsize=(6.5 * len(tasks), 6.5))
+    fig.subplots_adjust(wspace=0.5)
     axes = [axes] if len(tasks) == 1 else list(axes)
     for ax, task in zip(axes, tasks):
         categories = sorted({m.split(":", 1)[1] for s in summaries if task in s["tasks"]
@@ -67,9 +68,10 @@ def _radar(summaries: list[dict[str, Any]], tasks: list[str]) -> plt.Figure:
             ax.fill(angles, values + values[:1], alpha=0.1)
         ax.set_xticks(angles[:-1], categories)
         ax.set_ylim(0, 10)
-        ax.set_title(summaries[0]["tasks"].get(task, {}).get("title", task), pad=18)
-        ax.legend(loc="upper right", bbox_to_anchor=(1.35, 1.12), fontsize=8)
-    fig.suptitle("MT-Bench per category (mean over rounds; the model card publishes no category scores)", fontsize=10)
+        ax.tick_params(axis="x", pad=10)
+        ax.set_title(summaries[0]["tasks"].get(task, {}).get("title", task), pad=24)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), fontsize=8)
+    fig.suptitle("MT-Bench per category (mean over rounds; the model card publishes no category scores)", fontsize=10, y=1.02)
     return fig
 
 
