@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -138,6 +139,21 @@ def _download(ref: FileRef, dest: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def read_jsonl(path: Path, label: str) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-empty line; a bad line is a UserError naming the file and line."""
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    rows.append((lineno, json.loads(line)))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{label}: {path} line {lineno}: invalid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{label}: {path} is not UTF-8 text") from None
+    return rows
 
 
 def load_hf_rows(label: str, dataset: str, config: str | None, split: str, revision: str | None) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ A task file says where the questions come from, how to generate (system prompt, 
 from __future__ import annotations
 
 import copy
-import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,7 +19,7 @@ from pydantic import Field, ValidationError, model_validator
 from .config import Strict, read_yaml
 from .errors import UserError
 from .judge.prompts import PromptSet, check_fits, read_prompt_set, required_templates
-from .sources import FileRef, ResolvedFile, is_cached, hf_is_cached, load_hf_rows, resolve_file
+from .sources import FileRef, ResolvedFile, hf_is_cached, is_cached, load_hf_rows, read_jsonl, resolve_file
 
 MetricKind = Literal["mt_bench", "quality", "safety"]
 
@@ -294,16 +293,7 @@ def load_task(spec: TaskSpec, variant: str, mirrors: dict[str, str], limit: int 
 
 
 def _jsonl(resolved: ResolvedFile) -> list[dict[str, Any]]:
-    rows = []
-    with open(resolved.path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise UserError(f"{resolved.label}: {resolved.path} line {lineno}: invalid JSON ({e.msg})") from None
-    return rows
+    return [row for _, row in read_jsonl(resolved.path, resolved.label)]
 
 
 def _field(row: dict[str, Any], name: str, label: str, where: str) -> Any:

@@ -6,14 +6,13 @@ answers carry no task or round, so they are matched by question id and turn and 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..chat import ParsedOutput
 from ..config import ReplayModel
 from ..errors import UserError
-from ..sources import sha256_file
+from ..sources import read_jsonl, sha256_file
 from .base import GenerationRequest, GenerationResult, OnResult, error_result
 
 
@@ -27,23 +26,17 @@ class ReplayBackend:
         self.sha256 = sha256_file(self.path)
         self.harness: dict[tuple[str, str, int, int], dict[str, Any]] = {}
         self.fastchat: dict[tuple[str, int], str] = {}
-        with open(self.path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{self.path} line {lineno}: invalid JSON ({e.msg})") from None
-                fmt = cfg.format if cfg.format != "auto" else ("fastchat" if "choices" in row else "harness")
-                if fmt == "fastchat":
-                    for turn, text in enumerate(row["choices"][0]["turns"], 1):
-                        self.fastchat[(str(row["question_id"]), turn)] = text
-                else:
-                    missing = {"task", "item_id", "turn", "round", "final", "status"} - set(row)
-                    if missing:
-                        raise UserError(f"{self.path} line {lineno}: not a generations.jsonl record (no {', '.join(sorted(missing))})")
-                    self.harness[(row["task"], str(row["item_id"]), int(row["turn"]), int(row["round"]))] = row
+        for lineno, row in read_jsonl(self.path, "model.path"):
+            fmt = cfg.format if cfg.format != "auto" else ("fastchat" if "choices" in row else "harness")
+            if fmt == "fastchat":
+                for turn, text in enumerate(row["choices"][0]["turns"], 1):
+                    self.fastchat[(str(row["question_id"]), turn)] = text
+            else:
+                missing = {"task", "item_id", "turn", "round", "final", "status"} - set(row)
+                if missing:
+                    raise UserError(f"model.path: {self.path} line {lineno}: not a generations.jsonl record "
+                                    f"(no {', '.join(sorted(missing))})")
+                self.harness[(row["task"], str(row["item_id"]), int(row["turn"]), int(row["round"]))] = row
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "file": str(self.path), "sha256": self.sha256}

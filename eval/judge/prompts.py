@@ -12,7 +12,6 @@ Templates are filled with `str.format`, exactly as upstream does.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import string
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
+from ..sources import read_jsonl
 
 # FastChat llm_judge's rating pattern for single-answer grading (a fact of its format).
 FASTCHAT_RATING_REGEX = r"\[\[(\d+\.?\d*)\]\]"
@@ -111,13 +111,7 @@ def read_prompt_set(path: Path, fmt: str, label: str) -> PromptSet:
                     raise UserError(f"{label}: {path}: entry {name!r} is not a mapping")
                 templates[name] = _template(label, path, name, entry.get("prompt_template"), entry.get("system_prompt"), entry.get("regex"))
     elif fmt == "fastchat":
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{label}: {path} line {lineno}: invalid JSON ({e.msg})") from None
+        for _, entry in read_jsonl(path, label):
             if entry.get("type") != "single":
                 continue
             templates[entry["name"]] = _template(
