@@ -45,7 +45,7 @@ async def harness_pass(url: str, reqs: list[JudgeRequest], concurrency: int, sto
     puts = Counter()
 
     async def one(request: JudgeRequest):
-        judgment = await client.judge(request, "bench")
+        judgment = await client.judge(request)
         store.put_judgment(judgment)
         puts[request.key] += 1
         return judgment
@@ -65,7 +65,7 @@ async def staggered_pass(url: str, reqs: list[JudgeRequest], interval: float) ->
 
     async def one(i: int, request: JudgeRequest):
         await asyncio.sleep(i * interval)
-        return await client.judge(request, "bench")
+        return await client.judge(request)
 
     started = time.perf_counter()
     await asyncio.gather(*(one(i, r) for i, r in enumerate(reqs)))

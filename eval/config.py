@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -210,10 +208,6 @@ def _check_env_name(v: str | None) -> str | None:
         # Never echo the value: a user may have pasted a key here.
         raise ValueError("must name an environment variable (e.g. OPENAI_API_KEY), not hold a key or URL")
     return v
-
-
-def config_hash(snapshot: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def read_yaml(path: Path, what: str = "config") -> Any:

@@ -193,7 +193,7 @@ class Runner:
             while True:
                 request = await pending.get()
                 try:
-                    judgment = await client.judge(request, request.slot.task)
+                    judgment = await client.judge(request)
                     if judgment is not None:  # None: the budget is spent; the slot stays unjudged, the run incomplete
                         await store(judgment)
                 finally:
@@ -214,8 +214,7 @@ class Runner:
                 await generator  # re-raises a generation failure
                 self.store.event("generate", "end")
             if batched or self.store.open_batches():
-                await BatchJudge(client, self.store, self.cfg.judge.batch_poll_s).run(
-                    batched, {r.key: r.slot.task for r in batched}, store)
+                await BatchJudge(client, self.store, self.cfg.judge.batch_poll_s).run(batched, store)
             drained = asyncio.ensure_future(pending.join())
             try:
                 done, _ = await asyncio.wait({drained, *workers}, return_when=asyncio.FIRST_COMPLETED)

@@ -312,13 +312,19 @@ def render_console(summary: dict[str, Any]) -> str:
 
 
 def manifest(store: Store, cfg: RunConfig, activity: dict[str, Any]) -> dict[str, Any]:
-    judgments = store.fields("judgment", ["usage", "cost_usd", "cached", "returned_model", "fingerprint"])
+    judgments = store.fields("judgment", ["task", "usage", "cost_usd", "cached", "returned_model", "fingerprint"])
     usage = Usage()
     spent = 0.0
+    per_task: dict[str, dict[str, Any]] = {}
     for j in judgments:
         if not j["cached"]:
-            usage.add(Usage(**{k: (j["usage"] or {}).get(k, 0) for k in ("prompt_tokens", "completion_tokens", "reasoning_tokens")}))
+            call = Usage(**{k: (j["usage"] or {}).get(k, 0) for k in ("prompt_tokens", "completion_tokens", "reasoning_tokens")})
+            usage.add(call)
             spent += j["cost_usd"] or 0.0
+            task = per_task.setdefault(j["task"], {"prompt_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0, "cost_usd": 0.0})
+            for k in ("prompt_tokens", "completion_tokens", "reasoning_tokens"):
+                task[k] += getattr(call, k)
+            task["cost_usd"] += j["cost_usd"] or 0.0
     gens = store.fields("generation", ["tokens_out", "prompt_hash"])
     return {
         "harness": {"version": __version__, "git_commit": _git_commit()},
@@ -339,6 +345,7 @@ def manifest(store: Store, cfg: RunConfig, activity: dict[str, Any]) -> dict[str
         "tokens": {"generation_out": sum(g["tokens_out"] or 0 for g in gens), "judge_prompt": usage.prompt_tokens,
                    "judge_completion": usage.completion_tokens, "judge_reasoning": usage.reasoning_tokens},
         "cost_usd": round(spent, 6) if price_for(cfg.judge.prices, cfg.judge.model) else None,
+        "judge_per_task": per_task,
         "stages": store.events(),
         "batches": store.batches(),
         "this_invocation": activity,
@@ -409,6 +416,8 @@ def print_estimate(cfg: RunConfig, tasks: dict[str, Task], store: Store | None) 
     for name, task in tasks.items():
         gen_pending = judge_pending = 0
         prompt_tokens = 0
+        templates = task.prompts.templates.values()
+        template_tokens = sum(len(t.text) + len(t.system_prompt or "") for t in templates) // len(templates) // 3
         for slot, _ in plan_slots({name: task}, cfg.rounds):
             generated = store.generation(slot) if store is not None else None
             if generated is None or generated.status != "ok":
@@ -418,9 +427,8 @@ def print_estimate(cfg: RunConfig, tasks: dict[str, Task], store: Store | None) 
                 continue
             judge_pending += 1
             item = task.item(slot.item_id)
-            template_chars = sum(len(t.text) + len(t.system_prompt or "") for t in task.prompts.templates.values()) // len(task.prompts.templates)
             text = " ".join(item.turns[: slot.turn]) + " ".join((item.references or ())[: slot.turn])
-            prompt_tokens += estimate_tokens(text) + template_chars // 3 + slot.turn * cfg.judge.estimate_answer_tokens
+            prompt_tokens += estimate_tokens(text) + template_tokens + slot.turn * cfg.judge.estimate_answer_tokens
         completion_tokens = judge_pending * cfg.judge.estimate_output_tokens
         usage = Usage(prompt_tokens, completion_tokens)
         cost = cost_usd(price, usage, cfg.judge.batch_discount if cfg.judge.mode == "batch" else None)

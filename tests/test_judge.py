@@ -33,7 +33,7 @@ def judge(server, req=None, **cfg):
     async def go():
         client = JudgeClient(config, server.url, Ledger(config))
         try:
-            return await client.judge(req or request(), "t"), client
+            return await client.judge(req or request()), client
         finally:
             await client.close()
 
@@ -96,7 +96,7 @@ def test_reasoning_judges_use_max_completion_tokens_and_learn_rejected_parameter
     async def resumed():  # a later run starts from what the store remembers: no second 400
         fresh = JudgeClient(config, server.url, Ledger(config), learned=client.policy.state())
         try:
-            return await fresh.judge(request(1), "t")
+            return await fresh.judge(request(1))
         finally:
             await fresh.close()
 
@@ -131,7 +131,7 @@ def test_requests_per_minute_limit_paces_requests(mock_server):
         client = JudgeClient(config, server.url, Ledger(config))
         client.limiter.requests.level = 1  # start with one token in the bucket: 2 per second afterwards
         started = time.perf_counter()
-        await asyncio.gather(*(client.judge(request(i), "t") for i in range(5)))
+        await asyncio.gather(*(client.judge(request(i)) for i in range(5)))
         await client.close()
         return time.perf_counter() - started
 
@@ -173,7 +173,7 @@ def test_auth_failure_during_judging_is_fatal_not_a_status(mock_server, monkeypa
     async def go():
         client = JudgeClient(config, server.url, Ledger(config))
         try:
-            await client.judge(request(), "t")
+            await client.judge(request())
         finally:
             await client.close()
 
@@ -204,7 +204,7 @@ def test_azure_provider_talks_to_the_deployment_path(mock_server, monkeypatch):
         client = JudgeClient(config, None, Ledger(config))
         try:
             await client.preflight()
-            return await client.judge(request(), "t")
+            return await client.judge(request())
         finally:
             await client.close()
 

@@ -29,18 +29,18 @@ class BatchJudge:
         self.store = store
         self.poll_s = poll_s
 
-    async def run(self, requests: list[JudgeRequest], tasks: dict[str, str], on_judgment: OnJudgment) -> None:
-        """Judge `requests` (key → request); `tasks` maps a key to its task name for the cost ledger."""
+    async def run(self, requests: list[JudgeRequest], on_judgment: OnJudgment) -> None:
+        """Judge `requests`, each judgment handed to `on_judgment` (which stores it)."""
         by_key = {r.key: r for r in requests}
         for batch in self.store.open_batches():  # a killed run left these: finish them before paying again
             covered = [k for k in batch["keys"] if k in by_key]
             log.warning("resuming batch %s (%d requests)", batch["batch_id"], len(covered))
-            await self._finish(batch["batch_id"], {k: by_key.pop(k) for k in covered}, tasks, on_judgment)
+            await self._finish(batch["batch_id"], {k: by_key.pop(k) for k in covered}, on_judgment)
         if by_key:
             if self.client.ledger.exhausted():
                 return
             batch_id = await self._submit(list(by_key.values()))
-            await self._finish(batch_id, by_key, tasks, on_judgment)
+            await self._finish(batch_id, by_key, on_judgment)
 
     async def _submit(self, requests: list[JudgeRequest]) -> str:
         lines = []
@@ -54,7 +54,7 @@ class BatchJudge:
         self.store.add_batch(batch.id, upload.id, [r.key for r in requests])
         return batch.id
 
-    async def _finish(self, batch_id: str, requests: dict[str, JudgeRequest], tasks: dict[str, str], on_judgment: OnJudgment) -> None:
+    async def _finish(self, batch_id: str, requests: dict[str, JudgeRequest], on_judgment: OnJudgment) -> None:
         batch = await self._poll(batch_id, len(requests))
         outputs: dict[str, dict[str, Any]] = {}
         for file_id in (batch.output_file_id, batch.error_file_id):
@@ -66,7 +66,7 @@ class BatchJudge:
                         outputs[row["custom_id"]] = row
         retry = []
         for key, request in requests.items():
-            progress = Progress(request, tasks[key], attempts=1, asks=1, sent=self.client.policy.kwargs(request.params))
+            progress = Progress(request, attempts=1, asks=1, sent=self.client.policy.kwargs(request.params))
             judgment = self._settle(progress, outputs.get(key))
             if judgment is None:
                 retry.append(progress)

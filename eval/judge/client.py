@@ -37,7 +37,6 @@ class Progress:
     """A judgment in the making: what was asked and received so far (kept across re-asks and batch → sync)."""
 
     request: JudgeRequest
-    task: str
     started: float = field(default_factory=time.perf_counter)
     attempts: int = 0
     asks: int = 0
@@ -169,13 +168,13 @@ class JudgeClient:
 
     # ---------------------------------------------------------------- judging
 
-    async def judge(self, request: JudgeRequest, task: str) -> Judgment | None:
+    async def judge(self, request: JudgeRequest) -> Judgment | None:
         """The judgment, or None when the budget was spent before this request's turn came (nothing is sent)."""
         async with self.semaphore:
             if self.ledger.exhausted():
                 return None
             await self.limiter.acquire(sum(estimate_tokens(m["content"]) for m in request.messages) + request.params["max_tokens"])
-            return await self.continue_judging(Progress(request, task))
+            return await self.continue_judging(Progress(request))
 
     async def continue_judging(self, progress: Progress) -> Judgment:
         """Ask (again) until the judgment is final: a score, a final failure, or parse re-asks used up."""
@@ -199,7 +198,7 @@ class JudgeClient:
         self._track(progress.returned_model, progress.fingerprint)
         usage = _usage(completion)
         progress.usage.add(usage)
-        cost = self.ledger.charge(progress.task, usage, batch)
+        cost = self.ledger.charge(usage, batch)
         if cost is not None:
             progress.cost = (progress.cost or 0.0) + cost
         finish = choice.finish_reason if choice else None

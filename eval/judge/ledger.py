@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..config import JudgeConfig, Price
 from ..records import Usage
@@ -27,16 +27,13 @@ def cost_usd(price: Price | None, usage: Usage, batch_discount: float | None = N
 class Ledger:
     cfg: JudgeConfig
     spent_usd: float = 0.0
-    calls: int = 0
-    per_task: dict[str, Usage] = field(default_factory=dict)
 
     @property
     def price(self) -> Price | None:
         return price_for(self.cfg.prices, self.cfg.model)
 
-    def charge(self, task: str, usage: Usage, batch: bool = False) -> float | None:
-        self.calls += 1
-        self.per_task.setdefault(task, Usage()).add(usage)
+    def charge(self, usage: Usage, batch: bool = False) -> float | None:
+        """The cost of one call (None without a price), added to what this run has spent."""
         cost = cost_usd(self.price, usage, self.cfg.batch_discount if batch else None)
         self.spent_usd += cost or 0.0
         return cost
