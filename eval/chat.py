@@ -3,6 +3,8 @@
 Harmony (llm-jp-4 thinking, gpt-oss): the prompt ends with `<|start|>assistant`; the model writes
 `<|channel|>analysis<|message|>…<|end|><|start|>assistant<|channel|>final<|message|>…<|return|>`.
 Output without a final channel is not an answer: it gets a status, never the analysis text as the answer.
+The final text is kept exactly as written (whitespace included), and kept when the output was cut off inside the
+final channel (status `truncated`): the compat profile decides what the judge sees of it (`eval/compat.py`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ _TERMINATORS = ("<|end|>", "<|return|>", "<|call|>")
 _SPLIT = re.compile("(" + "|".join(re.escape(m) for m in HARMONY_MARKERS) + ")")
 
 
-def turn_messages(system_prompt: str | None, questions: Sequence[str], previous_finals: Sequence[str]) -> list[dict[str, str]]:
+def turn_messages(system_prompt: str | None, questions: Sequence[str],
+                  previous_finals: Sequence[str | None]) -> list[dict[str, str | None]]:
     """Messages for the turn after `previous_finals`: [system, user₁, assistant(final₁), user₂, …].
 
-    Earlier assistant turns carry the final answer only; reasoning never goes back to the model.
+    Earlier assistant turns carry the final answer only; reasoning never goes back to the model. A None answer
+    (none came back, under the upstream profile) is sent as `content: null`, as upstream does.
     """
     assert len(previous_finals) == len(questions) - 1
     messages = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
@@ -36,7 +40,7 @@ def turn_messages(system_prompt: str | None, questions: Sequence[str], previous_
 
 @dataclass(frozen=True)
 class ParsedOutput:
-    final: str | None
+    final: str | None  # status ok: the answer; truncated: the final channel's text so far, if it was reached
     reasoning: str
     status: Status
 
@@ -54,7 +58,7 @@ def parse_output(text: str, hit_limit: bool, fmt: ReasoningFormat, strip_tokens:
 
 
 def _plain(text: str, reasoning: str, hit_limit: bool) -> ParsedOutput:
-    return ParsedOutput(None, reasoning, "truncated") if hit_limit else ParsedOutput(text.strip(), reasoning, "ok")
+    return ParsedOutput(text, reasoning, "truncated" if hit_limit else "ok")
 
 
 def _parse_harmony(text: str, hit_limit: bool) -> ParsedOutput:
@@ -71,7 +75,7 @@ def _parse_harmony(text: str, hit_limit: bool) -> ParsedOutput:
         if channel == "analysis":
             analysis.append(body.strip())
         elif channel == "final" and final is None:
-            final, final_closed = body.strip(), terminated
+            final, final_closed = body, terminated
 
     for part in _SPLIT.split(text):
         if not part:
@@ -94,7 +98,7 @@ def _parse_harmony(text: str, hit_limit: bool) -> ParsedOutput:
     reasoning = "\n\n".join(a for a in analysis if a)
     if final is not None and (final_closed or not hit_limit):
         return ParsedOutput(final, reasoning, "ok")
-    return ParsedOutput(None, reasoning, "truncated" if hit_limit else "no_final")
+    return ParsedOutput(final, reasoning, "truncated" if hit_limit else "no_final")
 
 
 def _channel_of(header: str) -> str:

@@ -204,7 +204,7 @@ def _check(args: argparse.Namespace) -> int:
     print(f"ok  config {args.config}: {len(tasks)} tasks, {sum(len(t.items) for t in tasks.values())} items, {cfg.rounds} rounds")
 
     async def probe(base_url: str | None) -> list[str]:
-        client = JudgeClient(cfg.judge, base_url, Ledger(cfg.judge))
+        client = JudgeClient(cfg.judge, base_url, Ledger(cfg.judge), profile=cfg.profile)
         try:
             await client.preflight()
             return client.warnings

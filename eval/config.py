@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .compat import DEFAULT as DEFAULT_COMPAT, Profile, ProfileName, profile
 from .errors import UserError
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -172,6 +173,7 @@ class RunConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     model: ModelConfig
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    compat: ProfileName = Field(DEFAULT_COMPAT, description="llm-jp-judge-2.0.0 (upstream's behaviour) or strict")
     rounds: int = Field(3, ge=1)
     seed: int = 1234
     tasks: list[str] = Field(min_length=1)
@@ -187,6 +189,10 @@ class RunConfig(Strict):
             raise ValueError("generation.batch_size applies to the hf backend only; leave it 'auto'")
         return self
 
+    @property
+    def profile(self) -> Profile:
+        return profile(self.compat)
+
     def snapshot(self) -> dict[str, Any]:
         """The resolved config as written to `config.yaml`: plain data, with no secret in it (keys live in env)."""
         return self.model_dump(mode="json")
@@ -199,6 +205,7 @@ class RunConfig(Strict):
             ident["chat_template_kwargs"] = model.chat_template_kwargs
             ident["revision"] = getattr(model, "revision", None)
         ident["judge_model"] = self.judge.model
+        ident["compat"] = self.compat
         ident["variant"] = self.variant
         return ident
 

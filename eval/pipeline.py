@@ -16,6 +16,7 @@ from . import progress, report
 from .backends import make_backend
 from .backends.base import Backend, GenerationRequest, GenerationResult, Sampling, request_seed
 from .chat import turn_messages
+from .compat import answer_for
 from .config import RunConfig
 from .errors import UserError
 from .failpoints import checkpoint
@@ -152,7 +153,7 @@ class Runner:
     async def _execute(self, base_url: str | None, pending_generations: int) -> None:
         ledger = Ledger(self.cfg.judge)
         ledger.spent_usd = sum(r["cost_usd"] or 0.0 for r in self.store.fields("judgment", ["cost_usd"]))
-        client = JudgeClient(self.cfg.judge, base_url, ledger, self.store.meta("judge_learned_params"))
+        client = JudgeClient(self.cfg.judge, base_url, ledger, self.store.meta("judge_learned_params"), self.cfg.profile)
         cache = JudgeCache(self.cfg.judge.cache, self.cfg.judge.cache_path)
         try:
             self.store.event("judge", "preflight")
@@ -254,12 +255,15 @@ class Runner:
             gen = self.store.generation(Slot(slot.round, slot.task, slot.item_id, turn))
             if gen is None:
                 return None
-            previous.append(gen.final if gen.status == "ok" and gen.final is not None else "")
+            previous.append(answer_for(self.cfg.profile, gen.status, gen.final, task.spec.generation.no_answer))
         spec = task.spec
         system = task.system_prompt if spec.generation.use_system_prompt else None
         messages = turn_messages(system, item.turns[: slot.turn], previous)
-        sampling = Sampling(spec.temperature_for(item.category), spec.generation.top_p, self.cfg.generation.max_new_tokens)
-        return GenerationRequest(slot, messages, sampling, request_seed(self.cfg.seed + slot.round - 1, slot))
+        sampling = Sampling(spec.temperature_for(item.category), spec.generation.top_p, self.cfg.generation.max_new_tokens,
+                            spec.generation.frequency_penalty)
+        round_seed = self.cfg.seed + slot.round - 1  # round 1 = upstream's seed 1234
+        seed = request_seed(round_seed, slot) if self.cfg.profile.per_request_seeds else round_seed
+        return GenerationRequest(slot, messages, sampling, seed)
 
     def generation_key(self, request: GenerationRequest) -> str:
         assert self.backend is not None

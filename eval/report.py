@@ -8,6 +8,7 @@ files as an uninterrupted one; provenance and activity go to `manifest.json`.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -22,6 +23,7 @@ import pandas as pd
 import yaml
 
 from . import __version__
+from .compat import DEFAULT as DEFAULT_COMPAT
 from .config import RunConfig
 from .errors import UserError
 from .judge.ledger import cost_usd, price_for
@@ -123,7 +125,7 @@ def compute_summary(store: Store) -> dict[str, Any]:
     complete = all(t["counts"]["missing"] == 0 and t["counts"]["api_error"] + t["counts"]["timeout"] == 0 for t in tasks.values())
     return {"schema": SUMMARY_SCHEMA, "run": cfg["name"], "model": cfg["model"]["path"], "label": row_label(name, effort),
             "reasoning_effort": effort, "judge_model": cfg["judge"]["model"], "variant": cfg["variant"],
-            "rounds": cfg["rounds"], "complete": complete, "tasks": tasks}
+            "rounds": cfg["rounds"], "compat": cfg.get("compat", DEFAULT_COMPAT), "complete": complete, "tasks": tasks}
 
 
 def _identical_across_rounds(gens: pd.DataFrame, meta: dict[str, Any]) -> dict[str, int] | None:
@@ -183,7 +185,10 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
         out += [f"**PARTIAL RESULTS: of {planned} planned judgments, {missing} are missing and {transient} failed on the "
                 "API (api_error/timeout)** (cells marked *; counts below); run the same command again to complete them.", ""]
     out += [f"Judge: `{summary['judge_model']}` · rounds: {summary['rounds']} · data: {summary['variant']} · "
-            "cells: mean over rounds ± SD over rounds [95 % bootstrap CI over questions]", ""]
+            f"compat: `{summary['compat']}` · cells: mean over rounds ± SD over rounds [95 % bootstrap CI over questions]", ""]
+    if summary["compat"] != DEFAULT_COMPAT:
+        out += [f"**compat `{summary['compat']}`: the harness's own semantics, not llm-jp-judge v2.0.0's; these numbers "
+                "are not comparable with the published rows.**", ""]
     out.append("| Model | " + " | ".join(tasks[c]["column"] for c in cols) + " | Errors |")
     out.append("|---|" + "---:|" * len(cols) + "---:|")
     errors = sum(sum(t["counts"][s] for s in (*FAILURE_STATUSES, "missing")) for t in tasks.values())
@@ -207,7 +212,8 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
                    f"{n['length']} | {n['api_error']} | {n['timeout']} | {n['content_filtered']} | {n['excluded']} | "
                    f"{n['missing']} | {n['gen_truncated']} | {n['gen_no_final']} | {n['gen_error']} |")
     out += ["", "truncated / no_final: generations that hit max_new_tokens or ended without a final answer; "
-            "the judge saw an empty answer (or they were excluded, per the task's no_answer policy)."]
+            "the judge saw what came back (partial text, or None), an empty answer, or nothing, per the task's "
+            "no_answer policy (default: the compat profile's)."]
     if details:
         out += _detail_tables(summary, cols)
     if plots:
@@ -337,6 +343,7 @@ def manifest(store: Store, cfg: RunConfig, activity: dict[str, Any]) -> dict[str
                   "backend_identity": store.meta("backend_identity"),
                   "distinct_rendered_prompts": len({g["prompt_hash"] for g in gens if g["prompt_hash"]})},
         "config_sha256": _sha(store.meta("config")),
+        "compat": dataclasses.asdict(cfg.profile),
         "assets": store.meta("provenance"),
         "asset_warnings": store.meta("warnings"),
         "judge": {"model_asked": cfg.judge.model, "models_returned": sorted({j["returned_model"] for j in judgments if j["returned_model"]}),

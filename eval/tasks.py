@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from .compat import NoAnswer
 from .config import Strict, read_yaml
 from .errors import UserError
 from .judge.prompts import PromptSet, check_fits, read_prompt_set, required_templates
@@ -95,20 +96,21 @@ class GenerationSpec(Strict):
     temperature: float = Field(1.0, ge=0)
     top_p: float | None = Field(None, gt=0, le=1)
     category_temperature: dict[str, float] = Field(default_factory=dict)
+    frequency_penalty: float | None = None
     use_system_prompt: bool = True
-    no_answer: Literal["judge_empty", "exclude"] = "judge_empty"
+    no_answer: NoAnswer | None = None  # None: the compat profile's policy
 
 
 class JudgeSpec(Strict):
-    temperature: float | None = 0.0
+    temperature: int | float | None = 0  # an int stays an int: upstream sends MT-Bench's `temperature: 0` as 0
     top_p: float | None = Field(None, gt=0, le=1)
+    frequency_penalty: float | None = None
     max_tokens: int = Field(2048, ge=1)
     seed: int | None = None
     reference_categories: list[str] = Field(default_factory=list)
     use_reference: bool = True
     parse_retries: int = Field(3, ge=0)
     api_error_score: float | None = None
-    legacy_list_repr: bool = False
     primary_criterion: str | None = None
 
 

@@ -19,7 +19,7 @@ def make_backend(cfg: RunConfig) -> Backend:
     if model.backend == "openai":
         from .openai_server import OpenAIServerBackend
 
-        return OpenAIServerBackend(model)
+        return OpenAIServerBackend(model, cfg.profile.generation_bad_request_retries)
     from .replay import ReplayBackend
 
     return ReplayBackend(model)

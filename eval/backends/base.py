@@ -15,6 +15,7 @@ class Sampling:
     temperature: float  # 0 = greedy
     top_p: float | None
     max_new_tokens: int
+    frequency_penalty: float | None = None
 
 
 @dataclass(frozen=True)

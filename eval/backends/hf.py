@@ -102,6 +102,9 @@ class HFBackend:
     def generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
         if not requests:
             return
+        if any(r.sampling.frequency_penalty for r in requests):
+            raise UserError("generation.frequency_penalty: the hf backend samples without a frequency penalty; "
+                            "set it to 0 (or null) in the task, or use the vllm or openai backend")
         self.generate_encoded([(request, *self.chat.encode(request.messages)) for request in requests], on_result)
 
     def generate_encoded(self, encoded: list, on_result: OnResult) -> None:

@@ -27,20 +27,23 @@ def _reasoning_of(message: Any) -> str:
 
 
 def parse_message(message: Any, finish_reason: str | None) -> ParsedOutput:
+    """The content exactly as the server sent it (None when it sent none), with the harness's status."""
     content = getattr(message, "content", None)
+    content = None if content is None else str(content)
     reasoning = _reasoning_of(message)
     if finish_reason == "length":
-        return ParsedOutput(None, reasoning, "truncated")
-    if content is None or not str(content).strip():
-        return ParsedOutput(None, reasoning, "no_final")
-    return ParsedOutput(str(content).strip(), reasoning, "ok")
+        return ParsedOutput(content, reasoning, "truncated")
+    if content is None or not content.strip():
+        return ParsedOutput(content, reasoning, "no_final")
+    return ParsedOutput(content, reasoning, "ok")
 
 
 class OpenAIServerBackend:
     name = "openai"
 
-    def __init__(self, cfg: OpenAIModel):
+    def __init__(self, cfg: OpenAIModel, bad_request_retries: int = 0):
         self.cfg = cfg
+        self.bad_request_retries = bad_request_retries  # the compat profile's: upstream sends a 400 again 3 times
         key = "EMPTY"
         if cfg.api_key_env:
             key = os.environ.get(cfg.api_key_env) or ""
@@ -83,19 +86,30 @@ class OpenAIServerBackend:
                                   "temperature": s.temperature, "seed": request.seed}
         if s.top_p is not None:
             kwargs["top_p"] = s.top_p
+        if s.frequency_penalty is not None:
+            kwargs["frequency_penalty"] = s.frequency_penalty
         effort = self.cfg.chat_template_kwargs.get("reasoning_effort")
         if effort:
             kwargs["reasoning_effort"] = effort
         if self.cfg.chat_template_kwargs:
             kwargs["extra_body"] = {"chat_template_kwargs": dict(self.cfg.chat_template_kwargs)}
         started = time.perf_counter()
-        try:
-            completion = await client.chat.completions.create(**kwargs)
-        except openai.APIError as e:
-            return error_result(request, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        for bad_requests in range(self.bad_request_retries + 1):
+            try:
+                completion = await client.chat.completions.create(**kwargs)
+                break
+            except openai.BadRequestError as e:  # not retried by the SDK
+                if bad_requests == self.bad_request_retries:
+                    return error_result(request, _error_text(e))
+            except openai.APIError as e:
+                return error_result(request, _error_text(e))
         choice = completion.choices[0]
         parsed = parse_message(choice.message, choice.finish_reason)
         usage = completion.usage
-        raw = parsed.final or ""
-        return GenerationResult(request, raw, parsed, choice.finish_reason, usage.prompt_tokens if usage else None,
-                                usage.completion_tokens if usage else None, time.perf_counter() - started)
+        return GenerationResult(request, parsed.final or "", parsed, choice.finish_reason,
+                                usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
+                                time.perf_counter() - started)
+
+
+def _error_text(error: openai.APIError) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"

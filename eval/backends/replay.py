@@ -1,7 +1,8 @@
 """Answers that already exist: another run's `generations.jsonl`, or a FastChat `model_answer` JSONL.
 
 Harness records are matched by (task, item, turn, round), falling back to round 1 when a round is absent; FastChat
-answers carry no task or round, so they are matched by question id and turn and reused for every round.
+answers carry no task or round, so they are matched by question id and turn and reused for every round. Answers are
+replayed exactly as stored (whitespace included); the compat profile decides whether the judge sees them stripped.
 """
 
 from __future__ import annotations
@@ -54,6 +55,6 @@ class ReplayBackend:
                                            row.get("tokens_in"), row.get("tokens_out"), 0.0))
             elif (s.item_id, s.turn) in self.fastchat:
                 text = self.fastchat[(s.item_id, s.turn)]
-                on_result(GenerationResult(request, text, ParsedOutput(text.strip(), "", "ok"), "stop", None, None, 0.0))
+                on_result(GenerationResult(request, text, ParsedOutput(text, "", "ok"), "stop", None, None, 0.0))
             else:
                 on_result(error_result(request, f"no answer in {self.path} for {s.task} item {s.item_id} turn {s.turn}"))

@@ -40,7 +40,9 @@ class ChatRenderer:
         self.special = {m: vocab[m] for m in HARMONY_MARKERS if m in vocab}
         self.strip_tokens = [t for t in (self.tokenizer.pad_token, self.tokenizer.eos_token, "<|endoftext|>") if t]
 
-    def render(self, messages: list[dict[str, str]]) -> str:
+    def render(self, messages: list[dict[str, str | None]]) -> str:
+        # An earlier turn without an answer (content null) is an empty assistant message to a chat template.
+        messages = [{**m, "content": "" if m["content"] is None else m["content"]} for m in messages]
         try:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **self.kwargs)
         except TypeError as e:

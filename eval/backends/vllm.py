@@ -64,6 +64,7 @@ class VLLMBackend:
         encoded = [self.chat.encode(r.messages) for r in requests]
         params = [SamplingParams(temperature=r.sampling.temperature, top_p=r.sampling.top_p or 1.0,
                                  max_tokens=r.sampling.max_new_tokens, seed=r.seed, stop_token_ids=eos,
+                                 frequency_penalty=r.sampling.frequency_penalty or 0.0,
                                  skip_special_tokens=False) for r in requests]
         started = time.perf_counter()
         outputs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids, _ in encoded], params, use_tqdm=True)

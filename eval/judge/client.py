@@ -16,6 +16,8 @@ from typing import Any
 
 import openai
 
+from .. import compat
+from ..compat import Profile
 from ..config import JudgeConfig
 from ..errors import UserError
 from ..records import Judgment, Usage
@@ -53,9 +55,9 @@ class JudgeFatal(UserError):
 
 
 class _Failed(Exception):
-    def __init__(self, status: str, message: str, attempts: int):
+    def __init__(self, status: str, message: str, attempts: int, bad_request: bool = False):
         super().__init__(message)
-        self.status, self.message, self.attempts = status, message, attempts
+        self.status, self.message, self.attempts, self.bad_request = status, message, attempts, bad_request
 
 
 def api_key_for(cfg: JudgeConfig) -> str:
@@ -127,8 +129,10 @@ def mentions_content_filter(code: Any, message: str) -> bool:
 
 
 class JudgeClient:
-    def __init__(self, cfg: JudgeConfig, base_url: str | None, ledger: Ledger, learned: dict[str, Any] | None = None):
+    def __init__(self, cfg: JudgeConfig, base_url: str | None, ledger: Ledger, learned: dict[str, Any] | None = None,
+                 profile: Profile = compat.UPSTREAM):
         self.cfg = cfg
+        self.profile = profile
         self.client = make_openai_client(cfg, base_url, api_key_for(cfg))
         self.semaphore = asyncio.Semaphore(cfg.concurrency)
         self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
@@ -177,16 +181,17 @@ class JudgeClient:
             return await self.continue_judging(Progress(request))
 
     async def continue_judging(self, progress: Progress) -> Judgment:
-        """Ask (again) until the judgment is final: a score, a final failure, or parse re-asks used up."""
+        """Ask (again) until the judgment is final: a score, a final failure, or the asks used up."""
         while True:
             progress.asks += 1
             try:
                 completion, tries, progress.sent = await self._create(progress.request.messages, progress.request.params)
-                progress.attempts += tries
             except _Failed as failure:
                 progress.attempts += failure.attempts
-                return self.finish(progress, failure.status, {}, failure.message)
-            judgment = self.interpret(progress, completion)
+                judgment = self.decide(progress, failure=failure)
+            else:
+                progress.attempts += tries
+                judgment = self.interpret(progress, completion)
             if judgment is not None:
                 return judgment
 
@@ -201,17 +206,33 @@ class JudgeClient:
         cost = self.ledger.charge(usage, batch)
         if cost is not None:
             progress.cost = (progress.cost or 0.0) + cost
-        finish = choice.finish_reason if choice else None
-        if finish == "content_filter":
+        return self.decide(progress, finish=choice.finish_reason if choice else None)
+
+    def decide(self, progress: Progress, finish: str | None = None, failure: _Failed | None = None) -> Judgment | None:
+        """The one place where the latest reply (or failed call) becomes the judgment's status, or None: ask again.
+
+        The profile decides: upstream re-asks after an HTTP 400 and after a reply cut off or filtered
+        (finish_reason ignored), and when the asks are used up the last one decides (no content: api_error);
+        strict ends the judgment at a 400 (api_error / content_filtered) or a cut-off reply (length).
+        """
+        profile, request = self.profile, progress.request
+        may_ask_again = progress.asks <= request.parse_retries
+        if failure is not None:
+            if failure.bad_request and profile.bad_request_is_attempt and may_ask_again:
+                return None
+            return self.finish(progress, failure.status, {}, failure.message)
+        if finish == "content_filter" and not profile.judge_finish_reason_ignored:
             return self.finish(progress, "content_filtered", {}, "the judge's output was filtered")
-        scores = progress.request.parser(progress.raw)
+        scores = request.parser(progress.raw)
         if isinstance(scores, dict):
             return self.finish(progress, "ok", scores)
-        if finish == "length":
+        if finish == "length" and not profile.judge_finish_reason_ignored:
             return self.finish(progress, "length", {}, f"judge output cut off at max tokens ({scores})")
-        if progress.asks > progress.request.parse_retries:
-            return self.finish(progress, "parse_failed", {}, scores)
-        return None
+        if may_ask_again:
+            return None
+        if progress.raw is None and profile.null_content_is_api_error:
+            return self.finish(progress, "api_error", {}, "the judge returned no content")
+        return self.finish(progress, "parse_failed", {}, scores)
 
     def finish(self, progress: Progress, status: str, scores: dict[str, float], error: str | None = None) -> Judgment:
         request = progress.request
@@ -250,8 +271,9 @@ class JudgeClient:
                 if preflight:
                     raise
                 if is_content_filter(e):
-                    raise _Failed("content_filtered", f"the judge refused the prompt (content filter): {_short(e)}", attempts) from None
-                raise _Failed("api_error", f"HTTP 400: {_short(e)}", attempts) from None
+                    raise _Failed("content_filtered", f"the judge refused the prompt (content filter): {_short(e)}",
+                                  attempts, bad_request=True) from None
+                raise _Failed("api_error", f"HTTP 400: {_short(e)}", attempts, bad_request=True) from None
             except openai.APIError as e:
                 if preflight:
                     raise

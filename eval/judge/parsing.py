@@ -1,6 +1,8 @@
 """Score parsing with the upstream regex semantics.
 
-- single score (MT-Bench, safety): `re.search` → first match, group 1 → number; then the scale's range check.
+- single score (MT-Bench, safety): `re.search` → first match, group 1 → number (Python's `float` reads any Unicode
+  decimal digit, as upstream's `int` does); a second pattern is tried when the first finds nothing (FastChat's
+  `[x]` fallback); under the strict profile, a number outside the scale is no score.
 - criteria (quality): `re.findall` of (criterion, score) pairs; every criterion exactly once, else a failure.
 """
 
@@ -18,6 +20,8 @@ class Parser:
     high: float
     criteria: tuple[str, ...] = ()
     score_name: str = "score"
+    check_range: bool = True
+    fallback_regex: str | None = None
 
     def __call__(self, text: str | None) -> dict[str, float] | str:
         """Scores, or the reason the text has none."""
@@ -26,13 +30,15 @@ class Parser:
         if self.kind == "criteria":
             return _criteria(text, self.regex, self.criteria)
         match = re.search(self.regex, text)
+        if match is None and self.fallback_regex:
+            match = re.search(self.fallback_regex, text)
         if match is None:
             return "no score found"
         try:
             value = float(match.group(1))
         except ValueError:
             return f"score {match.group(1)!r} is not a number"
-        if not self.low <= value <= self.high:
+        if self.check_range and not self.low <= value <= self.high:
             return f"score {value:g} outside {self.low:g}-{self.high:g}"
         return {self.score_name: value}
 

@@ -23,8 +23,9 @@ import yaml
 from ..errors import UserError
 from ..sources import read_jsonl
 
-# FastChat llm_judge's rating pattern for single-answer grading (a fact of its format).
+# FastChat llm_judge's rating patterns for single-answer grading (facts of its format): `[[x]]`, else `[x]`.
 FASTCHAT_RATING_REGEX = r"\[\[(\d+\.?\d*)\]\]"
+FASTCHAT_FALLBACK_REGEX = r"\[(\d+\.?\d*)\]"
 
 SINGLE_FILE_KEYS = {"prompt_template": "default", "prompt_template_with_ref": "with_ref", "prompt_template_wo_ref": "wo_ref"}
 
@@ -45,10 +46,10 @@ class Template:
     def pattern(self) -> re.Pattern[str]:
         return re.compile(self.regex)
 
-    def render(self, legacy_list_repr: bool = False, **values: str) -> str:
-        if legacy_list_repr:
-            # llm-jp-judge v2.0.0 passed one-element lists to str.format (fixed upstream in PR #49).
-            values = {k: str([v]) for k, v in values.items()}
+    def render(self, list_repr: bool = False, **values: str | None) -> str:
+        if list_repr:
+            # llm-jp-judge v2.0.0 passes one-element lists to str.format (since its PR #49): ['…'], [None].
+            return self.text.format(**{k: [v] for k, v in values.items()})
         return self.text.format(**values)
 
 

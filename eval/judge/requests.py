@@ -7,10 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..compat import Profile, answer_for
 from ..config import RunConfig
 from ..records import Generation, Slot, content_key
 from ..tasks import Item, Task
 from .parsing import Parser
+from .prompts import FASTCHAT_FALLBACK_REGEX, Template
 
 
 @dataclass(frozen=True)
@@ -29,34 +31,33 @@ class JudgeRequest:
 
 @dataclass(frozen=True)
 class Excluded:
-    """No answer to judge (truncated / no final channel) and the task's policy is to exclude it."""
+    """No answer to judge (truncated / no final channel / error) and the task's policy is to exclude it."""
 
     slot: Slot
     generation_key: str
     reason: str
 
 
-def answer_text(gen: Generation) -> str | None:
-    """What the judge sees as the answer: the final text, or "" when there is none (policy judge_empty)."""
-    return gen.final if gen.status == "ok" and gen.final is not None else ""
-
-
 def judge_params(task: Task, cfg: RunConfig, round_: int) -> dict[str, Any]:
+    """Sampling parameters of the judge request; round r sends the task's (or run's) seed + r − 1."""
     j = task.spec.judge
-    base_seed = j.seed if j.seed is not None else cfg.seed
-    return {"temperature": j.temperature, "top_p": j.top_p, "max_tokens": j.max_tokens,
-            "seed": base_seed + round_ - 1, "reasoning_effort": cfg.judge.reasoning_effort}
+    base_seed = j.seed if j.seed is not None else cfg.seed if cfg.profile.judge_seed_always else None
+    return {"temperature": j.temperature, "top_p": j.top_p, "frequency_penalty": j.frequency_penalty,
+            "max_tokens": j.max_tokens, "seed": None if base_seed is None else base_seed + round_ - 1,
+            "reasoning_effort": cfg.judge.reasoning_effort}
 
 
 def build_request(task: Task, item: Item, turn: int, gens: list[Generation], cfg: RunConfig) -> JudgeRequest | Excluded:
     """`gens` are this item's generations for turns 1..turn of one round."""
     spec = task.spec
+    profile = cfg.profile
     own = gens[turn - 1]
     slot = own.slot
-    if own.status != "ok" and spec.generation.no_answer == "exclude":
+    no_answer = spec.generation.no_answer or profile.no_answer
+    if own.status != "ok" and no_answer == "exclude":
         return Excluded(slot, own.key, f"generation {own.status}")
-    answers = [answer_text(g) for g in gens]
-    legacy = spec.judge.legacy_list_repr
+    answers = [answer_for(profile, g.status, g.final, no_answer) for g in gens]
+    list_repr = False  # upstream fills MT-Bench templates with the plain strings
     if spec.metric == "mt_bench":
         refs = item.references
         if turn == 1:
@@ -71,8 +72,7 @@ def build_request(task: Task, item: Item, turn: int, gens: list[Generation], cfg
                 fields.update(ref_answer_1=refs[0], ref_answer_2=refs[1])
         template = task.prompts.get(name)
         system = template.system_prompt
-        parser = Parser("single", template.regex, 1, 10)
-        legacy = False  # upstream fills MT-Bench templates with plain strings
+        scale = (1, 10)
     elif spec.metric == "safety":
         name = "with_ref" if spec.judge.use_reference else "wo_ref"
         fields = {"question": item.turns[0], "response": answers[0]}
@@ -80,16 +80,29 @@ def build_request(task: Task, item: Item, turn: int, gens: list[Generation], cfg
             fields["reference"] = (item.references or ("",))[0]
         template = task.prompts.get(name)
         system = task.judge_system_prompt if task.judge_system_prompt is not None else template.system_prompt
-        parser = Parser("single", template.regex, 1, 5)
+        scale, list_repr = (1, 5), profile.list_repr_prompts
     else:
         name = "default"
         fields = {"question": item.turns[0], "response": answers[0]}
         template = task.prompts.get(name)
         system = task.judge_system_prompt if task.judge_system_prompt is not None else template.system_prompt
-        parser = Parser("criteria", template.regex, 1, 5, template.criteria or ())
-    prompt = template.render(legacy_list_repr=legacy, **fields)
+        scale, list_repr = (1, 5), profile.list_repr_prompts
+    parser, parse_retries = _parser(task, template, scale, profile)
+    prompt = template.render(list_repr=list_repr, **fields)
     messages = ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": prompt}]
     params = judge_params(task, cfg, slot.round)
     key = content_key("judgment", cfg.judge.model, params, slot.round, name, messages)
-    return JudgeRequest(slot, key, own.key, name, task.prompts.sha256, messages, params, parser,
-                        spec.judge.parse_retries, spec.judge.api_error_score)
+    return JudgeRequest(slot, key, own.key, name, task.prompts.sha256, messages, params, parser, parse_retries,
+                        spec.judge.api_error_score)
+
+
+def _parser(task: Task, template: Template, scale: tuple[int, int], profile: Profile) -> tuple[Parser, int]:
+    """The score parser and the number of re-asks: the prompt set's own semantics under the upstream profile
+    (FastChat: `[[x]]` then `[x]`, no range check, never re-asks), the harness's under strict."""
+    retries = task.spec.judge.parse_retries
+    if task.spec.metric == "quality":
+        return Parser("criteria", template.regex, *scale, template.criteria or ()), retries
+    fastchat = task.prompts.format == "fastchat" and profile.fastchat_semantics
+    parser = Parser("single", template.regex, *scale, check_range=profile.score_range_check,
+                    fallback_regex=FASTCHAT_FALLBACK_REGEX if fastchat else None)
+    return parser, 0 if fastchat else retries
