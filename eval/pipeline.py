@@ -271,13 +271,21 @@ class Runner:
         return content_key("generation", identity, request.messages, request.sampling.__dict__, request.seed,
                            request.slot.round, request.slot.task, request.slot.item_id, request.slot.turn)
 
-    def _is_stored(self, slot: Slot) -> bool:
-        """The slot holds a final generation made from exactly the request this config would send."""
+    def _is_stored(self, slot: Slot, to_judge: bool = False) -> bool:
+        """The slot holds a final generation made from exactly the request this config would send.
+
+        With `to_judge`, a failed generation counts too where its task judges answers as they came back (upstream
+        judges a failed call's missing answer as None); it is still generated again by the next run."""
         stored = self.store.generation(slot)
-        if stored is None or stored.status in RETRY_ON_RESUME:
+        if stored is None:
+            return False
+        if stored.status in RETRY_ON_RESUME and not (to_judge and self._judged_as_is(slot.task)):
             return False
         request = self._request(slot)
         return request is not None and stored.key == self.generation_key(request)
+
+    def _judged_as_is(self, task: str) -> bool:
+        return (self.tasks[task].spec.generation.no_answer or self.cfg.profile.no_answer) == "judge_as_is"
 
     def _pending_generation_count(self) -> int:
         return sum(1 for slot, _ in self._plan() if not self._is_stored(slot))
@@ -326,7 +334,7 @@ class Runner:
         gens = []
         for turn in range(1, slot.turn + 1):
             earlier = Slot(slot.round, slot.task, slot.item_id, turn)
-            if not self._is_stored(earlier):
+            if not self._is_stored(earlier, to_judge=True):
                 return None
             gens.append(self.store.generation(earlier))
         return build_request(task, task.item(slot.item_id), slot.turn, gens, self.cfg)
