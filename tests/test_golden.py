@@ -10,6 +10,7 @@ difference in the bodies is the `seed` the harness adds to MT-Bench generation r
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -214,7 +215,7 @@ def test_every_aggregate_equals_upstreams(golden, upstream_run):
     summary, _ = read_run(out)
     assert summary["compat"] == "llm-jp-judge-2.0.0"
     ours, theirs = flat(harness_scores(summary)), flat(upstream_scores(golden))
-    assert ours == pytest.approx(theirs, abs=1e-12)  # every aggregate: 58 numbers
+    assert ours == pytest.approx(theirs, abs=1e-12)  # every aggregate: 46 numbers
     table = (out / "table.md").read_text()
     assert "compat: `llm-jp-judge-2.0.0`" in table
     assert json.loads((out / "manifest.json").read_text())["compat"]["name"] == "llm-jp-judge-2.0.0"
@@ -283,3 +284,176 @@ def test_side_run_judge_500_on_every_attempt_is_an_api_error_not_a_crash(golden,
     _, judgments = read_run(out)
     failed = [j for j in judgments.values() if j["status"] != "ok"]
     assert [j["status"] for j in failed] == ["api_error"]
+
+
+# ---------------------------------------------------------------- the main capture, strict profile
+#
+# The documented differences (README, Fidelity): answers stripped, and a generation that is not `ok` is an empty
+# answer (in the turn-2 history too); a failed generation is not judged before it is generated again; quality and
+# safety prompts are filled with the plain text; generation seeds are per request, the MT-Bench judge gets the
+# round's seed; an HTTP 400 is sent once (generator and judge); a judge reply cut off (`length`) ends the judgment;
+# a judge reply without content is a parse failure (safety: no api_error_score); safety scores outside 1-5 are no
+# score. Everything else is upstream's.
+
+STRICT = "strict"
+OK_CASES = {"normal", "ws"}  # generation cases whose status is ok
+STRICT_ASKS = {"length": 1, "null": 1, "http400_first": 1, "http400_all": 1, "oor0": 2, "oor7": 2}  # null: cut off
+
+
+@pytest.fixture(scope="module")
+def strict_run(golden, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("golden-strict")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(openai._base_client.BaseClient, "_calculate_retry_timeout", lambda self, *a, **k: 0.001)
+    mp.setenv("GOLDEN_JUDGE_KEY", "dummy-key")
+    try:
+        with ScriptedServer(Script.load(golden / "scripted", golden / "inputs")) as server:
+            out = run_harness(tmp, golden / "inputs", server, STRICT)
+    finally:
+        mp.undo()
+    return server, out
+
+
+def generation_cases(golden: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    return {(c["benchmark"], str(c["ID"]), c["turn"]): c for c in json.loads((golden / "expected/cases.json").read_text())
+            if c["phase"] == "generate"}
+
+
+def strict_answer(case: dict[str, Any]) -> str:
+    return case["stored_response"].strip() if case["case"] in OK_CASES else ""
+
+
+def strict_generation_bodies(golden: Path, benchmark: str) -> Counter:
+    """Upstream's generation requests, each sent once (no 400 re-sends), with the strict history and no seed."""
+    gens = generation_cases(golden)
+    out: Counter = Counter()
+    for row in read_jsonl(golden / "captures/generate" / f"{benchmark}.jsonl"):
+        if row["attempt"] > 1:
+            continue
+        body = {k: v for k, v in row["body"].items() if k != "seed"}
+        body["messages"] = [
+            {**m, "content": strict_answer(gens[(benchmark, str(row["ID"]), 1)])} if m["role"] == "assistant" else m
+            for m in body["messages"]]
+        out[canonical(body)] += 1
+    return out
+
+
+def strict_judge_bodies(golden: Path, benchmark: str) -> dict[tuple[str, int], str]:
+    """The judge request of every item strict judges, rendered from upstream's own templates with plain strings."""
+    root = UPSTREAM / "llm-jp-judge"
+    prompts_dir = root / "config/benchmark/prompt/evaluate"
+    evaluate = yaml.safe_load((root / "config/benchmark/evaluate.yaml").read_text(encoding="utf-8"))
+    gens = generation_cases(golden)
+    out: dict[tuple[str, int], str] = {}
+    if benchmark.startswith("mt_bench"):
+        prompt_file = {"mt_bench_ja": "mt_bench_ja_prompt_v1.yaml", "mt_bench_en": "mt_bench_en_prompt_v0.yaml"}[benchmark]
+        templates = yaml.safe_load((prompts_dir / prompt_file).read_text(encoding="utf-8"))
+        ref_path = root / evaluate[benchmark]["reference"]["path"].split("llm_jp_judge/", 1)[1]
+        refs = {str(r["question_id"]): r["choices"][0]["turns"] for r in read_jsonl(ref_path)}
+        params = {"max_tokens": 2048, "temperature": 0, "seed": 1234}
+        for q in read_jsonl(golden / "inputs" / f"{benchmark}_questions.jsonl"):
+            qid, ref = str(q["question_id"]), q["category"] in evaluate[benchmark]["reference"]["categories"]
+            turns = [gens[(benchmark, qid, t)] for t in (1, 2)]
+            if any(c["case"] == "http400_all" for c in turns[:1]):
+                continue  # turn 1 failed: neither turn is judged before it is generated again
+            answers = [strict_answer(c) for c in turns]
+            for turn in (1, 2):
+                if turns[turn - 1]["case"] == "http400_all":
+                    continue
+                if turn == 1:
+                    name, fields = "single-math-v1" if ref else "single-v1", {"question": q["turns"][0], "answer": answers[0]}
+                    if ref:
+                        fields["ref_answer_1"] = refs[qid][0]
+                else:
+                    name = "single-math-v1-multi-turn" if ref else "single-v1-multi-turn"
+                    fields = {"question_1": q["turns"][0], "answer_1": answers[0], "question_2": q["turns"][1], "answer_2": answers[1]}
+                    if ref:
+                        fields.update(ref_answer_1=refs[qid][0], ref_answer_2=refs[qid][1])
+                t = templates[name]
+                messages = [{"role": "system", "content": t["system_prompt"]},
+                            {"role": "user", "content": t["prompt_template"].format(**fields)}]
+                out[(qid, turn)] = canonical({"model": "judge-model", "messages": messages, **params})
+        return out
+    name, file, key = {"safety_ja": ("answer_carefully_v2.0_test.json", "safety_ja.yaml", "prompt_template_with_ref"),
+                       "quality_ja": ("llm_jp_instructions_v1.0_test.json", "quality_ja.yaml", "prompt_template")}[benchmark]
+    template = yaml.safe_load((prompts_dir / file).read_text(encoding="utf-8"))[key]
+    params = {k: v for k, v in evaluate[benchmark]["sampling_params"].items() if v is not None}
+    for row in json.loads((golden / "inputs" / name).read_text(encoding="utf-8")):
+        case = gens[(benchmark, row["ID"], 1)]
+        if case["case"] == "http400_all":
+            continue
+        fields = {"question": row["text"], "response": strict_answer(case)}
+        if "output" in row:
+            fields["reference"] = row["output"]
+        messages = [{"role": "system", "content": evaluate[benchmark]["system_prompt"]},
+                    {"role": "user", "content": template.format(**fields)}]
+        out[(row["ID"], 1)] = canonical({"model": "judge-model", "messages": messages, **params})
+    return out
+
+
+@pytest.mark.parametrize("benchmark", BENCHMARKS)
+def test_strict_generation_bodies_differ_from_upstream_exactly_as_documented(golden, strict_run, benchmark):
+    server, _ = strict_run
+    seeds = [r.body["seed"] for r in server.received if r.kind == "generate" and r.benchmark == benchmark]
+    assert len(set(seeds)) == len(seeds)  # per-request seeds
+    ours = [canonical({k: v for k, v in r.body.items() if k != "seed"})
+            for r in server.received if r.kind == "generate" and r.benchmark == benchmark]
+    expected = strict_generation_bodies(golden, benchmark)
+    assert Counter(ours) == expected, mismatch(ours, list(expected.elements()))
+
+
+@pytest.mark.parametrize("benchmark", BENCHMARKS)
+def test_strict_judge_bodies_and_asks_differ_from_upstream_exactly_as_documented(golden, strict_run, benchmark):
+    server, out = strict_run
+    expected = strict_judge_bodies(golden, benchmark)
+    ours = [canonical(r.body) for r in server.received if r.kind == "evaluate" and r.benchmark == benchmark]
+    assert set(ours) == set(expected.values()), mismatch(sorted(set(ours)), sorted(set(expected.values())))
+    _, judgments = read_run(out)
+    for case in json.loads((golden / "expected/cases.json").read_text()):
+        key = (str(case["ID"]), case["turn"])
+        if case["phase"] != "evaluate" or case["benchmark"] != benchmark or key not in expected:
+            continue
+        asks = STRICT_ASKS.get(case["case"], case["requests"])
+        if benchmark.startswith("mt_bench") and case["case"] == "oor":
+            asks = case["requests"]  # 0 and 11 never match the MT-Bench regex: upstream re-asked too
+        assert judgments[(HARNESS_TASK[benchmark], *key)]["attempts"] == asks, case
+
+
+def strict_score(golden: Path, case: dict[str, Any]) -> Any:
+    """Upstream's score for the item, changed where strict's documented rules differ."""
+    if case["case"] in ("length", "null"):
+        return None  # the reply was cut off (`length`): no score, and no api_error_score
+    if case["case"] == "http400_first":
+        return 1 if case["benchmark"] == "safety_ja" else None  # the 400 ends the judgment: a failed call
+    if case["case"] in ("oor0", "oor7"):  # out of 1-5: re-asked, the scripted second reply counts
+        replies = Script.load(golden / "scripted", golden / "inputs").judge[("safety_ja", case["ID"], 1)]
+        return int(re.search(r"\[\[(\d)\]\]", replies[1]["content"]).group(1))
+    return case["score_used"]
+
+
+def test_strict_scores_differ_from_upstream_exactly_as_documented(golden, strict_run):
+    _, out = strict_run
+    summary, judgments = read_run(out)
+    assert summary["compat"] == STRICT and "compat: `strict`" in (out / "table.md").read_text()
+    scores: dict[str, list[Any]] = {}
+    for case in json.loads((golden / "expected/cases.json").read_text()):
+        if case["phase"] != "evaluate":
+            continue
+        j = judgments.get((HARNESS_TASK[case["benchmark"]], str(case["ID"]), case["turn"]))
+        if j is None:  # its generation failed: not judged under strict
+            assert generation_cases(golden)[(case["benchmark"], str(case["ID"]), 1)]["case"] == "http400_all" or \
+                generation_cases(golden)[(case["benchmark"], str(case["ID"]), case["turn"])]["case"] == "http400_all"
+            continue
+        if j["status"] == "ok":
+            ours = j["scores"] if case["benchmark"] == "quality_ja" else j["scores"]["score"]
+        elif case["benchmark"] == "safety_ja" and j["status"] in ("api_error", "timeout", "content_filtered"):
+            ours = 1
+        else:
+            ours = None
+        assert ours == strict_score(golden, case), (case, j["status"])
+        scores.setdefault(case["benchmark"], []).append(ours)
+    mt = [s for s in scores["mt_bench_ja"] if s is not None]
+    assert summary["tasks"]["mt_bench_ja"]["metrics"]["score"]["mean"] == pytest.approx(sum(mt) / len(mt))
+    safety = [s for s in scores["safety_ja"] if s is not None]
+    assert summary["tasks"]["answer_carefully"]["metrics"]["score"]["mean"] == pytest.approx(sum(safety) / len(safety))
+    assert summary["tasks"]["answer_carefully"]["counts"]["missing"] == 1 and not summary["complete"]
