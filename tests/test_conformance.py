@@ -95,8 +95,9 @@ SAFETY_ROWS = [{"ID": f"AC-{i}", "text": f"危ない質問 {i} ですか？{{x}}
 QUALITY_ROWS = [{"ID": f"Q-{i}", "text": f"指示 {i}: 日本の文化を説明して。"} for i in range(3)]
 
 
-@pytest.mark.parametrize("legacy", [False, True])
-def test_quality_and_safety_prompts_match_upstream_including_the_list_repr_switch(upstream, mirrors, tmp_path, legacy):
+@pytest.mark.parametrize("compat", ["llm-jp-judge-2.0.0", "strict"])
+def test_quality_and_safety_prompts_match_upstream_and_strict_fills_plain_text(upstream, mirrors, tmp_path, compat):
+    """v2.0.0 fills these templates with one-element lists (['…'], [None]); strict with the plain strings."""
     from eval.judge.requests import build_request
 
     evaluate = yaml.safe_load((upstream / "llm-jp-judge/config/benchmark/evaluate.yaml").read_text(encoding="utf-8"))
@@ -104,24 +105,31 @@ def test_quality_and_safety_prompts_match_upstream_including_the_list_repr_switc
                                                     ("llm_jp_instructions", QUALITY_ROWS, "quality_ja.yaml", "quality_ja")):
         config = "v2.0" if task == "answer_carefully" else "v1.0"
         folder = _hf_standin(tmp_path / task, task, config, rows)
-        options = {"variants": {"full": {"data": {"dataset": str(folder)}}}, "judge": {"legacy_list_repr": legacy}}
-        cfg = build_config({**CONFIG, "tasks": [task], "task_options": {task: options}}, "test")
+        options = {"variants": {"full": {"data": {"dataset": str(folder)}}}}
+        cfg = build_config({**CONFIG, "compat": compat, "tasks": [task], "task_options": {task: options}}, "test")
         t = load_task(load_spec(task, options), "full", mirrors)
         template = upstream_yaml(upstream, prompt_file)
         for item, row in zip(t.items, rows):
-            answer = f"回答 {item.item_id}\n'quoted' and {{braces}}"
+            answer = f"  回答 {item.item_id}\n'quoted' and {{braces}}\n"
             request = build_request(t, item, 1, [fake_generation(Slot(1, task, item.item_id, 1), answer)], cfg)
-            wrap = (lambda v: [v]) if legacy else (lambda v: v)
+            upstream_profile = compat == "llm-jp-judge-2.0.0"
+            wrap = (lambda v: [v]) if upstream_profile else (lambda v: v)
+            response = wrap(answer if upstream_profile else answer.strip())  # strict strips answers, nothing else
             if task == "answer_carefully":
                 user = template["prompt_template_with_ref"].format(question=wrap(row["text"]), reference=wrap(row["output"]),
-                                                                   response=wrap(answer))
+                                                                   response=response)
             else:
-                user = template["prompt_template"].format(question=wrap(row["text"]), response=wrap(answer))
+                user = template["prompt_template"].format(question=wrap(row["text"]), response=response)
             assert request.messages == [{"role": "system", "content": evaluate[upstream_name]["system_prompt"]},
                                         {"role": "user", "content": user}]
             params = evaluate[upstream_name]["sampling_params"]
-            assert {k: request.params[k] for k in ("temperature", "top_p", "max_tokens", "seed")} == \
-                   {k: params[k] for k in ("temperature", "top_p", "max_tokens", "seed")}
+            assert {k: request.params[k] for k in ("temperature", "top_p", "max_tokens", "seed", "frequency_penalty")} == \
+                   {k: params[k] for k in ("temperature", "top_p", "max_tokens", "seed", "frequency_penalty")}
+            truncated = fake_generation(Slot(1, task, item.item_id, 1), "cut off mid-sent", status="truncated")
+            truncated.final = "cut off mid-sent"
+            shown = build_request(t, item, 1, [truncated], cfg).messages[1]["content"]
+            # upstream judges the partial text as it came back; strict judges an empty answer
+            assert ("['cut off mid-sent']" in shown) == upstream_profile
         if task == "answer_carefully":
             assert t.spec.judge.api_error_score == evaluate["safety_ja"]["api_error_score"]
 
@@ -165,24 +173,33 @@ def upstream_quality(regex: str, text: str, metrics: list[str]):
 
 
 MT_OUTPUTS = ["Rating: [[7]]", "[[10]] and later [[3]]", "first [[3]] then [[10]]", "[[11]]", "[[0]]", "no score", "",
-              "［［8］］ full-width", "Rating: [[ 5 ]]", "評価：[[9]]。理由…", "[[5.5]]", "[[1]]"]
-SAFETY_OUTPUTS = ["評価：[[5]]", "[[6]] is out of range", "[[0]]", "[[3]] then [[1]]", "評価: [ [4] ]", "[[12]]", "",
-                  "説明のみ", "［［2］］", "[[2]]"]
+              "［［8］］ full-width", "Rating: [[８]]", "Rating: [[ 5 ]]", "評価：[[9]]。理由…", "[[5.5]]", "[[1]]"]
+SAFETY_OUTPUTS = ["評価：[[5]]", "[[6]] is out of range", "[[0]]", "[[7]]", "評価：[[４]]", "[[3]] then [[1]]", "評価: [ [4] ]",
+                  "[[12]]", "", "説明のみ", "［［2］］", "[[2]]", "[[٣]]"]
 
 
 def test_mt_bench_and_safety_parsers_follow_the_upstream_regex_semantics(upstream):
+    """Upstream takes the first regex match and `int()` of it, nothing more: safety's `\\d` accepts 0, 7, a
+    full-width ４ or an Arabic-Indic ٣; MT-Bench's ASCII `10|[1-9]` is its own range."""
+    from eval.compat import UPSTREAM
     from eval.judge.parsing import Parser
 
     mt_regex = upstream_yaml(upstream, "mt_bench_ja_prompt_v1.yaml")["single-v1"]["regex"]
     safety_regex = upstream_yaml(upstream, "safety_ja.yaml")["regex"]
-    for text in MT_OUTPUTS:
-        ours = Parser("single", mt_regex, 1, 10)(text)
-        expected = upstream_single(mt_regex, text)
-        assert (ours["score"] if isinstance(ours, dict) else None) == expected, text
+    for regex, outputs, scale in ((mt_regex, MT_OUTPUTS, (1, 10)), (safety_regex, SAFETY_OUTPUTS, (1, 5))):
+        for text in outputs:
+            ours = Parser("single", regex, *scale, check_range=UPSTREAM.score_range_check)(text)
+            assert (ours["score"] if isinstance(ours, dict) else None) == upstream_single(regex, text), text
+
+
+def test_strict_rejects_safety_scores_outside_one_to_five(upstream):
+    from eval.compat import STRICT
+    from eval.judge.parsing import Parser
+
+    safety_regex = upstream_yaml(upstream, "safety_ja.yaml")["regex"]
     for text in SAFETY_OUTPUTS:
-        ours = Parser("single", safety_regex, 1, 5)(text)
-        expected = upstream_single(safety_regex, text, 1, 5)
-        assert (ours["score"] if isinstance(ours, dict) else None) == expected, text
+        ours = Parser("single", safety_regex, 1, 5, check_range=STRICT.score_range_check)(text)
+        assert (ours["score"] if isinstance(ours, dict) else None) == upstream_single(safety_regex, text, 1, 5), text
 
 
 def test_quality_parser_needs_every_criterion_exactly_once(upstream):
@@ -272,9 +289,8 @@ def test_a_full_variant_run_with_local_upstream_files_sends_byte_identical_judge
     refs = {t: {str(r["question_id"]): r["choices"][0]["turns"] for r in map(json.loads, (upstream / "llm-jp-judge/data" / f).read_text().splitlines())}
             for t, f in ref_files.items()}
 
-    def answer(task, item, turn):
-        g = gens[(task, item, turn)]
-        return g["final"] if g["status"] == "ok" else ""
+    def answer(task, item, turn):  # upstream judges what came back: the text unstripped, partial, or None
+        return gens[(task, item, turn)]["final"]
     for j in judgments:
         if j["task"] in mt_prompts:
             q = questions[j["task"]][j["item_id"]]
@@ -300,10 +316,10 @@ def test_a_full_variant_run_with_local_upstream_files_sends_byte_identical_judge
             row = rows[j["item_id"]]
             if j["task"] == "answer_carefully":
                 user = upstream_yaml(upstream, "safety_ja.yaml")["prompt_template_with_ref"].format(
-                    question=row["text"], reference=row["output"], response=answer(j["task"], j["item_id"], 1))
+                    question=[row["text"]], reference=[row["output"]], response=[answer(j["task"], j["item_id"], 1)])
             else:
                 user = upstream_yaml(upstream, "quality_ja.yaml")["prompt_template"].format(
-                    question=row["text"], response=answer(j["task"], j["item_id"], 1))
+                    question=[row["text"]], response=[answer(j["task"], j["item_id"], 1)])
             assert j["messages"][1] == {"role": "user", "content": user}
 
 
@@ -322,3 +338,9 @@ def test_fastchat_judge_prompts_are_read_and_rendered_as_fastchat_does(upstream,
                                 {"role": "user", "content": template["prompt_template"].format(
                                     question_1=item.turns[0], question_2=item.turns[1], answer_1="answer 1", answer_2="answer 2")}]
     assert request.parser("Rating: [[8.5]]") == {"score": 8.5}  # FastChat's pattern accepts decimals
+    # FastChat: [[x]], else [x]; no range check; never re-asks. strict: [[x]] only, 1-10, re-asked.
+    assert request.parser("Rating: [7]") == {"score": 7.0} and request.parser("[[11]]") == {"score": 11.0}
+    assert request.parse_retries == 0
+    strict = build_request(t, item, 2, gens, cfg.model_copy(update={"compat": "strict"}))
+    assert isinstance(strict.parser("Rating: [7]"), str) and isinstance(strict.parser("[[11]]"), str)
+    assert strict.parse_retries == t.spec.judge.parse_retries and strict.messages == request.messages

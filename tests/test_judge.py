@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from eval.compat import STRICT, UPSTREAM
 from eval.config import JudgeConfig, MockSettings
 from eval.errors import UserError
 from eval.judge.client import JudgeClient, JudgeFatal, ParamPolicy
@@ -26,12 +27,12 @@ def request(i: int = 0, retries: int = 2, max_tokens: int = 64) -> JudgeRequest:
                         Parser("single", r"\[\[(10|[1-9])\]\]", 1, 10), retries, None)
 
 
-def judge(server, req=None, **cfg):
+def judge(server, req=None, profile=UPSTREAM, **cfg):
     settings = {"model": "mock-judge", "base_url": server.url, "mock": True, "max_retries": 2, "timeout_s": 1.0, **cfg}
     config = JudgeConfig(**settings)
 
     async def go():
-        client = JudgeClient(config, server.url, Ledger(config))
+        client = JudgeClient(config, server.url, Ledger(config), profile=profile)
         try:
             return await client.judge(req or request()), client
         finally:
@@ -40,21 +41,24 @@ def judge(server, req=None, **cfg):
     return asyncio.run(go())
 
 
-@pytest.mark.parametrize("fault,status,attempts,requests", [
-    (None, "ok", 1, 1),
-    ("429", "api_error", 3, 3),            # the SDK's retries (max_retries=2), then a failure status
-    ("500", "api_error", 3, 3),
-    ("503", "api_error", 3, 3),
-    ("hang", "timeout", 3, 3),
-    ("drop", "api_error", 3, 3),
-    ("malformed", "api_error", 3, 3),       # a 200 that is not JSON: retried by the client, bounded
-    ("empty", "parse_failed", 3, 3),        # an empty answer is re-asked parse_retries (2) times
-    ("content_filter", "content_filtered", 1, 1),
-    ("length", "length", 1, 1),
+@pytest.mark.parametrize("profile,fault,status,attempts,requests", [
+    (UPSTREAM, None, "ok", 1, 1),
+    (UPSTREAM, "429", "api_error", 3, 3),            # the SDK's retries (max_retries=2), then a failure status
+    (UPSTREAM, "500", "api_error", 3, 3),
+    (UPSTREAM, "503", "api_error", 3, 3),
+    (UPSTREAM, "hang", "timeout", 3, 3),
+    (UPSTREAM, "drop", "api_error", 3, 3),
+    (UPSTREAM, "malformed", "api_error", 3, 3),       # a 200 that is not JSON: retried by the client, bounded
+    (UPSTREAM, "empty", "parse_failed", 3, 3),        # an empty answer is re-asked parse_retries (2) times
+    (UPSTREAM, "content_filter", "content_filtered", 3, 3),  # a 400 uses up one ask, as upstream counts it
+    (UPSTREAM, "length", "parse_failed", 3, 3),       # finish_reason ignored: a cut-off reply without a score is re-asked
+    (STRICT, "empty", "parse_failed", 3, 3),
+    (STRICT, "content_filter", "content_filtered", 1, 1),  # strict: a 400 ends the judgment
+    (STRICT, "length", "length", 1, 1),               # strict: a cut-off reply ends it
 ])
-def test_every_fault_ends_in_its_status_with_counted_attempts(mock_server, fault, status, attempts, requests):
+def test_every_fault_ends_in_its_status_with_counted_attempts(mock_server, profile, fault, status, attempts, requests):
     server = mock_server(settings=MockSettings(retry_after_s=0.05, hang_s=1.5, **({f"rate_{fault}": 1.0} if fault else {})))
-    judgment, _ = judge(server)
+    judgment, _ = judge(server, profile=profile)
     assert (judgment.status, judgment.attempts) == (status, attempts)
     assert counters(server)["requests"] == requests
     if status == "ok":
