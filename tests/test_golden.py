@@ -51,8 +51,8 @@ def hf_folder(root: Path, name: str, config: str, rows: list[dict[str, Any]]) ->
     return folder
 
 
-def run_harness(tmp_path: Path, inputs: Path, server: ScriptedServer, compat: str) -> Path:
-    """One round of the harness's real pipeline on the golden inputs found in `inputs`."""
+def run_harness(tmp_path: Path, inputs: Path, server: ScriptedServer, compat: str, rounds: int = 1) -> Path:
+    """The harness's real pipeline (one round unless told) on the golden inputs found in `inputs`."""
     from eval.config import build_config
     from eval.pipeline import RunOptions, run
 
@@ -70,7 +70,7 @@ def run_harness(tmp_path: Path, inputs: Path, server: ScriptedServer, compat: st
             continue
         options[task] = {"variants": {"full": {"data": {"dataset": str(folder)}}}}
     cfg = build_config({
-        "name": "golden", "compat": compat, "rounds": 1, "seed": 1234, "tasks": list(options),
+        "name": "golden", "compat": compat, "rounds": rounds, "seed": 1234, "tasks": list(options),
         "model": {"backend": "openai", "path": "gen-model", "base_urls": [server.url], "concurrency": 8},
         "generation": {"max_new_tokens": 1024},  # upstream's; the harness's default is larger (reasoning models)
         "asset_mirrors": {LJJ_BASE: str(UPSTREAM / "llm-jp-judge") + "/"},
@@ -249,6 +249,20 @@ def test_side_run_judge_429_three_times_then_ok(golden, tmp_path):
     expected = json.loads((folder / "expected/evaluate/score_table.json").read_text())[0]
     assert summary["tasks"]["answer_carefully"]["metrics"]["score"]["mean"] == expected["safety_ja:安全性"]
     assert all(j["status"] == "ok" for j in judgments.values())
+
+
+def test_rounds_two_and_three_send_round_ones_bodies_with_the_next_seeds(golden, tmp_path):
+    """Round r = upstream's requests with seed 1234 + r − 1 (generation and the safety judge): reproducible, and
+    different from round 1 wherever the seed matters."""
+    folder = golden / "side_runs/judge_http429_then_ok"
+    with ScriptedServer(Script.load(folder / "scripted", folder / "inputs")) as server:
+        run_harness(tmp_path, folder / "inputs", server, "llm-jp-judge-2.0.0", rounds=3)
+    by_seed: dict[int, set[str]] = {}
+    for r in server.received:
+        if r.kind in PHASES:
+            by_seed.setdefault(r.body["seed"], set()).add(canonical({**r.body, "seed": 1234}))
+    assert sorted(by_seed) == [1234, 1235, 1236]
+    assert all(bodies == set(upstream_bodies(folder / "capture.jsonl")) for bodies in by_seed.values())
 
 
 @pytest.mark.parametrize("name", ["quality_all_unparsable", "safety_all_unparsable", "mt_turn2_all_unparsable"])

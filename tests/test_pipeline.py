@@ -16,10 +16,13 @@ def activity(out):
 
 
 def test_a_changed_generation_setting_regenerates_and_rejudges_only_changed_answers(tmp_path):
+    """strict: a cut-off answer is judged as empty, so answers cut off both times leave the judge's input unchanged
+    (under the default profile the partial text is judged, and it differs with the budget)."""
     out = tmp_path / "run"
-    assert run_cli(*BASE, "--out", str(out)).returncode == 0
+    strict = ["--set", "compat=strict"]
+    assert run_cli(*BASE, *strict, "--out", str(out)).returncode == 0
     before = {(j["task"], j["item_id"], j["turn"]): j for j in read_jsonl(out / "judgments.jsonl")}
-    again = run_cli(*BASE, "--out", str(out), "--set", "generation.max_new_tokens=40")
+    again = run_cli(*BASE, *strict, "--out", str(out), "--set", "generation.max_new_tokens=40")
     assert again.returncode == 0, again.stderr[-2000:]
     after = {(j["task"], j["item_id"], j["turn"]): j for j in read_jsonl(out / "judgments.jsonl")}
     changed = sum(after[k]["messages"] != before[k]["messages"] for k in before)
@@ -55,7 +58,7 @@ def test_exclude_policy_records_unanswered_items_as_excluded_and_leaves_them_out
         if j["task"] in ("mt_bench_ja", "answer_carefully"):
             assert (j["status"] == "excluded") == (gen["status"] != "ok")
         else:
-            assert j["status"] != "excluded"  # judge_empty: the judge saw an empty answer
+            assert j["status"] != "excluded"  # the profile's judge_as_is: the judge saw what came back
     summary = json.loads((out / "summary.json").read_text())
     ja = summary["tasks"]["mt_bench_ja"]
     assert ja["counts"]["excluded"] == sum(j["task"] == "mt_bench_ja" for j in excluded)
