@@ -201,7 +201,8 @@ def test_paged_cache_config_follows_memory_fraction_on_cuda_and_stays_small_on_c
 
     on_cuda = continuous_batching_config("cuda", 0.7, "auto", 512 * 1024, [16384 + 300] * 10)
     assert (on_cuda.max_memory_percent, on_cuda.num_blocks, on_cuda.max_requests_per_batch) == (0.7, None, 10)
-    assert on_cuda.default_compile_level > 0
+    assert on_cuda.default_compile_level == 0 and on_cuda.use_cuda_graph is None  # graphs where transformers can
+    assert continuous_batching_config("cuda", 0.7, "on", 512 * 1024, [100]).default_compile_level > 0
     off = continuous_batching_config("cuda", 0.7, "off", 512 * 1024, [100])
     assert off.default_compile_level == 0 and off.use_cuda_graph is False
     on_cpu = continuous_batching_config("cpu", 0.9, "auto", 512, [300, 200, 100])

@@ -214,7 +214,11 @@ class HFBackend:
             with self.model.continuous_batching_context_manager(
                     generation_config=config, continuous_batching_config=batching, block=True,
                     warmup=self.device.startswith("cuda")) as manager:
-                self._collect_paged(manager, group, on_result)
+                try:
+                    self._collect_paged(manager, group, on_result)
+                except BaseException:
+                    manager.stop(block=True, hard_stop=True)  # leaving the block would first finish every request
+                    raise
             release_cached_memory(self.device)
 
     def _continuous_batching_config(self, group: list):

@@ -5,7 +5,7 @@
   whose compiled decode step is fastest when the allocated length is close to what rows use.
 - `cache_budget`: on CUDA, the bytes the allocator can really give (free device memory plus what torch holds
   reserved but unallocated) times `memory_fraction`; on CPU a small fixed size, never a share of host RAM.
-- `continuous_batching_config`: the paged engine's cache size, batch limits, compile level and CUDA graphs.
+- `continuous_batching_config`: the paged engine's cache size, rows per step, compile level and CUDA graphs.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ LONG_BUDGET = 2048  # new-token budgets from this size on run on the paged engin
 CPU_CACHE_BYTES = 256 * 2**20  # the KV cache budget on CPU: small and explicit (CPU runs are tests and dry runs)
 CPU_MAX_BATCH_TOKENS = 512  # tokens per forward step of the paged engine on CPU
 PAGED_MAX_ROWS = 1024  # transformers' own ceiling on rows per step
-PAGED_COMPILE_LEVEL = 1  # transformers' level 1: torch.compile, mode "default", dynamic shapes (short warm-up)
+PAGED_COMPILE_LEVEL = 1  # transformers' level 1: torch.compile, mode "default", dynamic shapes (shortest warm-up)
 
 
 def choose_engine(requested: str, device: str, max_new_tokens: int) -> str:
@@ -78,13 +78,14 @@ def continuous_batching_config(device: str, fraction: float, compile_mode: str, 
     from transformers import ContinuousBatchingConfig
 
     cuda = device.startswith("cuda")
-    compiled = compile_mode == "on" or (compile_mode == "auto" and cuda)
     options: dict[str, Any] = {
         "max_memory_percent": fraction,
         "max_requests_per_batch": min(len(sequence_lengths), PAGED_MAX_ROWS),
-        "default_compile_level": PAGED_COMPILE_LEVEL if compiled else 0,
-        # Without compile, CUDA graphs stay off too; with it, transformers decides (they need a mask-free attention).
-        "use_cuda_graph": None if compiled else False,
+        # `auto` stays eager: the compiled step of transformers' continuous batching recompiled on every call until
+        # torch's recompile limit (CPU, transformers 5.24), which for an 8 B model means minutes of warm-up.
+        "default_compile_level": PAGED_COMPILE_LEVEL if compile_mode == "on" else 0,
+        # None: transformers captures CUDA graphs when the attention needs no mask (flash attention).
+        "use_cuda_graph": False if compile_mode == "off" else None,
     }
     config = ContinuousBatchingConfig(**options)
     if not cuda:
