@@ -151,7 +151,6 @@ class BenchBackend(HFBackend):
         self.model, self.device, self.engine, self.max_batch = model, device, engine, None
         self.dtype_bytes = next(model.parameters()).element_size()
         self.eos_ids = [model.config.vocab_size]  # never produced: rows end by the scripted stop alone
-        self.batch = batch
         self.targets = targets
         self.deadline = Deadline(None)
         self.seconds = seconds
@@ -196,12 +195,6 @@ class BenchBackend(HFBackend):
         scripted = [(GenerationRequest(r.slot, r.messages, Sampling(0.0, None, self.targets[r.seed]), r.seed), ids, h)
                     for r, ids, h in encoded]
         super()._generate_paged(scripted, on_result)
-
-    def _continuous_batching_config(self, group):
-        config = super()._continuous_batching_config(group)
-        if self.batch != "auto":
-            config.max_requests_per_batch = int(self.batch)  # the same rows per step as the naive baseline
-        return config
 
     def _result(self, request, prompt_ids, tokens, prompt_hash, seconds):
         tokens = tokens[:self.targets[request.seed]]

@@ -207,6 +207,7 @@ def test_paged_cache_config_follows_memory_fraction_on_cuda_and_stays_small_on_c
     assert off.default_compile_level == 0 and off.use_cuda_graph is False
     on_cpu = continuous_batching_config("cpu", 0.9, "auto", 512, [300, 200, 100])
     assert on_cpu.num_blocks == 4 and on_cpu.default_compile_level == 0  # 2 + 1 + 1 blocks of 256 tokens
+    assert continuous_batching_config("cpu", 0.9, "auto", 512, [300] * 8, max_rows=3).max_requests_per_batch == 3
 
 
 def test_paged_engine_cache_in_tests_is_a_few_megabytes(smoke_model_dir, monkeypatch):

@@ -222,9 +222,10 @@ class HFBackend:
             release_cached_memory(self.device)
 
     def _continuous_batching_config(self, group: list):
+        rows = None if self.generation.batch_size == "auto" else int(self.generation.batch_size)
         return continuous_batching_config(self.device, self.cfg.memory_fraction, self.cfg.compile,
                                           kv_bytes_per_token(self.model.config, self.dtype_bytes),
-                                          [len(ids) + r.sampling.max_new_tokens for r, ids, _ in group])
+                                          [len(ids) + r.sampling.max_new_tokens for r, ids, _ in group], rows)
 
     def _collect_paged(self, manager, group: list, on_result: OnResult) -> None:
         started = time.perf_counter()

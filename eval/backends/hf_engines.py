@@ -69,8 +69,9 @@ def auto_batch_size(budget_bytes: int, kv_per_token: int, max_len: int, vocab: i
 
 
 def continuous_batching_config(device: str, fraction: float, compile_mode: str, kv_per_token: int,
-                               sequence_lengths: list[int]):
-    """transformers' `ContinuousBatchingConfig` for one workload (`sequence_lengths`: prompt + budget per request).
+                               sequence_lengths: list[int], max_rows: int | None = None):
+    """transformers' `ContinuousBatchingConfig` for one workload (`sequence_lengths`: prompt + budget per request;
+    `max_rows`: rows per step, `generation.batch_size` when set).
 
     On CUDA transformers sizes the cache itself from the device's free memory (after emptying torch's cache) times
     `memory_fraction`, and solves the tokens per step against it. On CPU both are given explicitly: the blocks the
@@ -80,7 +81,7 @@ def continuous_batching_config(device: str, fraction: float, compile_mode: str, 
     cuda = device.startswith("cuda")
     options: dict[str, Any] = {
         "max_memory_percent": fraction,
-        "max_requests_per_batch": min(len(sequence_lengths), PAGED_MAX_ROWS),
+        "max_requests_per_batch": min(len(sequence_lengths), max_rows or PAGED_MAX_ROWS),
         # `auto` stays eager: the compiled step of transformers' continuous batching recompiled on every call until
         # torch's recompile limit (CPU, transformers 5.24), which for an 8 B model means minutes of warm-up.
         "default_compile_level": PAGED_COMPILE_LEVEL if compile_mode == "on" else 0,
