@@ -38,12 +38,12 @@ print(json.dumps({"case": "environment", "gpu": gpu, "python": platform.python_v
 EOF
 
 if [ "$SHAPE" = tiny ]; then
-    common=(--shape tiny --workload thinking --n 24 --naive-seconds 20 --engine-seconds 30)
+    common=(--shape tiny --workload thinking --n 16 --naive-seconds 10 --engine-seconds 20)
     cases=(
-        "paged-b8|--engine paged --batch 8|100"
-        "paged-b8-compiled|--engine paged --batch 8 --compile on|100"
-        "static-b8|--engine static --batch 8|100"
-        "paged-b16|--engine paged --batch 16|100"
+        "paged-b8|--engine paged --batch 8|60"
+        "paged-b8-compiled|--engine paged --batch 8 --compile on|40"
+        "static-b8|--engine static --batch 8|60"
+        "paged-b16|--engine paged --batch 16|60"
     )
 else
     # Thinking-shaped lengths with the budget scaled to 4 096 (median 1 024): a 16 k row alone needs 16 k sequential
