@@ -5,8 +5,8 @@ Engines (`model.engine`; `auto` picks one per call, see `hf_engines.choose_engin
   the allocator can give and the model's KV bytes per token; a CUDA OOM halves the batch and retries. `auto` picks
   it for short budgets.
 - `paged`: transformers' continuous batching (paged KV cache): a finished row is replaced at once and its answer
-  stored at once; cache sized from free GPU memory and `memory_fraction`, compiled on CUDA. `auto` picks it on CUDA
-  for long (thinking) budgets. Sampling there uses one seeded RNG for the whole run, so a sampled output depends on
+  stored at once; cache sized from free GPU memory and `memory_fraction`, compiled with `compile: on`. `auto` picks
+  it on CUDA for long (thinking) budgets. Sampling there uses one seeded RNG for the whole run, so a sampled output depends on
   the batch composition.
 - `dynamic`: plain `generate` with a dynamic cache — the naive baseline of the benchmark.
 Sampling in `static`/`dynamic` goes through `RowSampler`, so each output depends only on its request's seed.
