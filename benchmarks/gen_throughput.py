@@ -19,7 +19,7 @@ cache, at the device-to-device copy bandwidth measured here (null on CPU). The l
 
     python benchmarks/gen_throughput.py --workload thinking --engine paged                   # CPU dry run, tiny shape
     python benchmarks/gen_throughput.py --workload thinking --shape llm-jp-4-8b --engine paged --batch 64 \\
-        --n 192 --naive-seconds 40                                                            # one H100 / H200
+        --budget 4096 --median 1024 --n 96 --naive-seconds 20                                 # one H100 / H200
 """
 
 from __future__ import annotations

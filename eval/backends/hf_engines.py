@@ -82,8 +82,8 @@ def continuous_batching_config(device: str, fraction: float, compile_mode: str, 
     options: dict[str, Any] = {
         "max_memory_percent": fraction,
         "max_requests_per_batch": min(len(sequence_lengths), max_rows or PAGED_MAX_ROWS),
-        # `auto` stays eager: the compiled step of transformers' continuous batching recompiled on every call until
-        # torch's recompile limit (CPU, transformers 5.24), which for an 8 B model means minutes of warm-up.
+        # `auto` stays eager: on CPU the compiled step of transformers' continuous batching recompiled on every call
+        # up to torch's limit (transformers 5.24) or failed in the generation loop (5.17). See benchmarks/README.md.
         "default_compile_level": PAGED_COMPILE_LEVEL if compile_mode == "on" else 0,
         # None: transformers captures CUDA graphs when the attention needs no mask (flash attention).
         "use_cuda_graph": False if compile_mode == "off" else None,
