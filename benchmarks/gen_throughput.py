@@ -1,13 +1,25 @@
-"""Generation throughput: the hf backend's engine against naive padded `generate()` on the same workload.
+"""Generation throughput: one engine of the hf backend against naive `generate()` on the same rows, batch size and order.
 
-A random-weight model of a named shape (no network), N prompts of 100–400 random tokens, output lengths drawn from
-a seeded log-normal (median ~700, capped) and enforced by a logits processor that ends each row at its target, so
-every path does the same work. Prints tok/s of both paths, the speed-up, and the backend against the memory-bandwidth
-floor (weight bytes + KV bytes read per decode step over the device-to-device copy bandwidth measured here; null on
-CPU). The last line is one JSON object.
+A random-weight model of a named shape (no network) and N prompts of 100–400 random tokens. Each row's output length
+is drawn in advance and enforced by a scripted stop that plays the model's end of message: naive `generate()` and the
+`static`/`dynamic` engines stop a row when it reaches its length (a per-row stopping criterion, logits untouched), the
+`paged` engine gets that length as the request's token budget. The model's own end-of-sequence is disabled, so every
+path does the same work and greedy outputs must agree token for token.
 
-    python benchmarks/gen_throughput.py --shape tiny --n 32                         # CPU dry run
-    python benchmarks/gen_throughput.py --shape llm-jp-4-8b --n 256 --naive-n 64     # one H100/H200
+Workloads:
+- `thinking`: a thinking model's output lengths — log-normal, median ~1.5 k, capped at the 16 k budget, plus a share
+  of rows that run to the budget (the real job: 3 168 generations per row of the model card).
+- `short`: answers without thinking (median ~700, cap 4 096).
+
+The baseline is naive `generate()` (dynamic cache, no compile) in batches of the same size and in the same order as
+the engine. `--naive-seconds` stops it after that long: its rate over the first batches is an upper bound of its
+full-run rate (finished rows idle until the batch ends), so the speed-up printed is then a lower bound. The floor is
+the HBM time of an ideal engine that keeps `batch` rows busy: each step reads all weights plus every live row's KV
+cache, at the device-to-device copy bandwidth measured here (null on CPU). The last line is one JSON object.
+
+    python benchmarks/gen_throughput.py --workload thinking --engine paged                   # CPU dry run, tiny shape
+    python benchmarks/gen_throughput.py --workload thinking --shape llm-jp-4-8b --engine paged --batch 64 \\
+        --budget 4096 --median 1024 --n 96 --naive-seconds 20                                 # one H100 / H200
 """
 
 from __future__ import annotations
@@ -17,21 +29,25 @@ import json
 import math
 import platform
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
+from transformers import LlamaConfig, LlamaForCausalLM, StoppingCriteria, StoppingCriteriaList
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from eval.backends.base import GenerationRequest, Sampling  # noqa: E402
-from eval.backends.hf import HFBackend, kv_bytes_per_token  # noqa: E402
+from eval.backends.hf import HFBackend  # noqa: E402
+from eval.backends.hf_engines import kv_bytes_per_token  # noqa: E402
 from eval.chat import ParsedOutput  # noqa: E402
 from eval.config import GenerationConfig, HFModel, ReasoningFormat  # noqa: E402
 from eval.records import Slot  # noqa: E402
 
 SHAPES = {
+    # llm-jp-4-8b: 32 layers, 32 KV heads of 128 → 0.5 MiB of bf16 KV cache per token.
     "llm-jp-4-8b": dict(vocab_size=196608, hidden_size=4096, intermediate_size=12288, num_hidden_layers=32,
                         num_attention_heads=32, num_key_value_heads=32, tie_word_embeddings=False),
     "tiny": dict(vocab_size=4096, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
@@ -39,80 +55,162 @@ SHAPES = {
 }
 
 
-class ForceLength(LogitsProcessor):
-    """End each row exactly at its target length: eos forbidden before, forced at the last step."""
-
-    def __init__(self, targets: list[int], prompt_width: int, eos: int):
-        self.targets = torch.tensor(targets)
-        self.prompt_width = prompt_width
-        self.eos = eos
-
-    def __call__(self, input_ids, scores):
-        step = input_ids.shape[1] - self.prompt_width
-        targets = self.targets.to(scores.device)
-        scores[:, self.eos] = torch.finfo(scores.dtype).min
-        last = targets - 1 == step
-        scores[last] = torch.finfo(scores.dtype).min
-        scores[last, self.eos] = 0
-        return scores
+@dataclass(frozen=True)
+class Workload:
+    median: int
+    budget: int
+    sigma: float
+    at_budget: float  # share of rows that run to the budget
 
 
-def workload(n: int, vocab: int, median: int, cap: int, seed: int) -> tuple[list[list[int]], list[int]]:
+WORKLOADS = {"thinking": Workload(1536, 16384, 1.0, 0.02), "short": Workload(700, 4096, 0.8, 0.0)}
+TINY_WORKLOADS = {"thinking": Workload(48, 256, 1.0, 0.05), "short": Workload(32, 96, 0.8, 0.0)}
+
+
+def draw(n: int, vocab: int, work: Workload, seed: int) -> tuple[list[list[int]], list[int]]:
     gen = torch.Generator().manual_seed(seed)
     prompt_lens = torch.randint(100, 401, (n,), generator=gen).tolist()
     prompts = [torch.randint(10, vocab - 10, (length,), generator=gen).tolist() for length in prompt_lens]
-    normal = torch.randn(n, generator=gen)
-    targets = [max(16, min(cap, int(math.exp(math.log(median) + 0.8 * z)))) for z in normal.tolist()]
+    normal = torch.randn(n, generator=gen).tolist()
+    to_budget = (torch.rand(n, generator=gen) < work.at_budget).tolist()
+    targets = [work.budget if full else max(16, min(work.budget, int(math.exp(math.log(work.median) + work.sigma * z))))
+               for z, full in zip(normal, to_budget)]
     return prompts, targets
 
 
-class BenchBackend(HFBackend):
-    """The real backend path (`generate_encoded`, batching, engine) with the workload's length forcing added."""
+class RowLengthStop(StoppingCriteria):
+    """The scripted end of message: a row stops once it has produced its drawn number of tokens."""
 
-    def __init__(self, model, device: str, engine: str, batch, eos: int, targets: dict[str, int]):
-        self.cfg = HFModel(backend="hf", path="bench", engine=engine, device=device, reasoning=ReasoningFormat(format="none"))
-        self.generation = GenerationConfig(max_new_tokens=max(targets.values()), batch_size=batch)
+    def __init__(self, targets: list[int], prompt_width: int):
+        self.targets = torch.tensor(targets)
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids, scores, **kwargs):
+        produced = input_ids.shape[1] - self.prompt_width
+        return self.targets.to(input_ids.device) <= produced
+
+
+class Deadline(StoppingCriteria):
+    """Stops every row once the wall clock passes `at` (a time-boxed baseline)."""
+
+    def __init__(self, at: float | None):
+        self.at = at
+        self.hit = False
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.hit = self.at is not None and time.perf_counter() >= self.at
+        return torch.full((input_ids.shape[0],), self.hit, dtype=torch.bool, device=input_ids.device)
+
+
+def in_backend_order(prompts: list[list[int]]) -> list[int]:
+    """Row indices in the order `HFBackend.generate_encoded` runs them (longest prompt first, stable)."""
+    return sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+
+
+def run_naive(model, prompts, targets, order, batch: int, device: str, seconds: float | None) -> tuple[dict, float, bool]:
+    """Plain `generate()`: dynamic cache, left padding, batches of `batch` rows in `order`. Returns each row's tokens
+    (what it produced before the deadline, if one was hit), the seconds and whether the deadline cut it short."""
+    outputs: dict[int, list[int]] = {}
+    started = time.perf_counter()
+    deadline = Deadline(started + seconds if seconds else None)
+    for start in range(0, len(order), batch):
+        rows = order[start:start + batch]
+        width = max(len(prompts[i]) for i in rows)
+        ids = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, i in enumerate(rows):
+            ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
+            mask[r, width - len(prompts[i]):] = 1
+        goal = [targets[i] for i in rows]
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                 max_new_tokens=max(goal), eos_token_id=model.config.vocab_size, pad_token_id=0,
+                                 stopping_criteria=StoppingCriteriaList([RowLengthStop(goal, width), deadline]))
+        new = out[:, width:].tolist()
+        for r, i in enumerate(rows):
+            outputs[i] = new[r][:goal[r]]
+        if deadline.hit:
+            break
+    synchronize(device)
+    return outputs, time.perf_counter() - started, deadline.hit
+
+
+class BenchBackend(HFBackend):
+    """The real backend path (`generate_encoded`, batching, engine) with the workload's scripted stop. Requests carry
+    the real budget, which the static engine allocates and sizes its batches for; batched engines stop each row at its
+    drawn length with `RowLengthStop`, the paged engine (which reserves nothing ahead) gets the drawn length as the
+    request's budget, since transformers' continuous batching takes no stopping criteria."""
+
+    def __init__(self, model, device: str, engine: str, batch, targets: list[int], seconds: float | None = None,
+                 compile_mode: str = "auto"):
+        self.cfg = HFModel(backend="hf", path="bench", engine=engine, device=device, compile=compile_mode,
+                           reasoning=ReasoningFormat(format="none"))
+        self.generation = GenerationConfig(batch_size=batch)
         self.tokenizer = SimpleNamespace(pad_token_id=0)
         self.chat = None
         self.model, self.device, self.engine, self.max_batch = model, device, engine, None
         self.dtype_bytes = next(model.parameters()).element_size()
-        self.eos_ids = [eos]
+        self.eos_ids = [model.config.vocab_size]  # never produced: rows end by the scripted stop alone
         self.targets = targets
+        self.deadline = Deadline(None)
+        self.seconds = seconds
         self.batches: list[int] = []
+        self.outputs: dict[int, list[int]] = {}
+
+    def generate_encoded(self, encoded, on_result):
+        self.deadline = Deadline(time.perf_counter() + self.seconds if self.seconds else None)
+        super().generate_encoded(encoded, on_result)
+
+    def _run_with_fallback(self, batch, on_result):
+        if not self.deadline.hit:
+            super()._run_with_fallback(batch, on_result)
 
     def _processors(self, requests, prompt_width):
         self.batches.append(len(requests))
-        out = super()._processors(requests, prompt_width)
-        out.append(ForceLength([self.targets[r.slot.item_id] for r in requests], prompt_width, self.eos_ids[0]))
-        return out
+        self.scripted = RowLengthStop([self.targets[r.seed] for r in requests], prompt_width)
+        return super()._processors(requests, prompt_width)
 
     def _stops(self, rows):
-        return []
+        return StoppingCriteriaList([self.scripted, self.deadline])
+
+    def _collect_paged(self, manager, group, on_result):
+        if self.deadline.at is None:
+            return super()._collect_paged(manager, group, on_result)
+
+        def time_up():
+            self.deadline.hit = True
+            manager.stop(block=False, hard_stop=True)
+
+        timer = threading.Timer(max(0.0, self.deadline.at - time.perf_counter()), time_up)
+        timer.start()
+        try:
+            super()._collect_paged(manager, group, on_result)
+        except RuntimeError:
+            if not self.deadline.hit:
+                raise
+        finally:
+            timer.cancel()
+
+    def _generate_paged(self, encoded, on_result):
+        scripted = [(GenerationRequest(r.slot, r.messages, Sampling(0.0, None, self.targets[r.seed]), r.seed), ids, h)
+                    for r, ids, h in encoded]
+        super()._generate_paged(scripted, on_result)
 
     def _result(self, request, prompt_ids, tokens, prompt_hash, seconds):
-        end = next((i + 1 for i, t in enumerate(tokens) if t in self.eos_ids), len(tokens))
-        return SimpleNamespace(request=request, tokens_out=end, parsed=ParsedOutput(None, "", "ok"))
+        tokens = tokens[:self.targets[request.seed]]
+        self.outputs[request.seed] = tokens
+        return SimpleNamespace(request=request, tokens_out=len(tokens), parsed=ParsedOutput(None, "", "ok"))
 
 
-def run_naive(model, prompts, targets, batch: int, eos: int, device: str) -> tuple[int, float]:
-    produced = 0
+def run_backend(model, prompts, targets, budget: int, engine: str, batch, device: str, seconds: float | None,
+                compile_mode: str) -> tuple[BenchBackend, float]:
+    backend = BenchBackend(model, device, engine, batch, targets, seconds, compile_mode)
+    requests = [GenerationRequest(Slot(1, "bench", str(i), 1), [], Sampling(0.0, None, budget), i) for i in range(len(targets))]
     started = time.perf_counter()
-    for start in range(0, len(prompts), batch):
-        chunk, goal = prompts[start:start + batch], targets[start:start + batch]
-        width = max(len(p) for p in chunk)
-        ids = torch.zeros((len(chunk), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, p in enumerate(chunk):
-            ids[row, width - len(p):] = torch.tensor(p)
-            mask[row, width - len(p):] = 1
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                 max_new_tokens=max(goal), eos_token_id=eos, pad_token_id=0,
-                                 logits_processor=LogitsProcessorList([ForceLength(goal, width, eos)]))
-        produced += sum(goal)
-        assert out.shape[1] - width == max(goal)
+    backend.generate_encoded([(r, prompts[i], "") for i, r in enumerate(requests)], lambda r: None)
     synchronize(device)
-    return produced, time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    return backend, min(elapsed, seconds) if backend.deadline.hit else elapsed
 
 
 def synchronize(device: str) -> None:
@@ -137,84 +235,129 @@ def copy_bandwidth(device: str) -> float | None:
         end.record()
         synchronize(device)
         times.append(start.elapsed_time(end) / 1000)
-    return 2 * src.numel() / sorted(times)[len(times) // 2]
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * (1 << 30) / sorted(times)[len(times) // 2]
 
 
-def floor_tok_s(weight_bytes: int, kv_per_token: int, batch: float, mean_context: float, bandwidth: float | None) -> float | None:
-    """Decode-step floor with `batch` rows always busy: every step reads all weights and every row's KV cache."""
+def floor_tok_s(weight_bytes: int, kv_per_token: int, prompt_lens: list[int], targets: list[int], batch: int,
+                bandwidth: float | None) -> float | None:
+    """Tokens per second of an engine bound only by HBM reads, with `batch` rows busy on every step: each step reads
+    all weights once, and each generated token reads its row's KV cache (prompt plus tokens so far)."""
     if bandwidth is None:
         return None
-    return batch * bandwidth / (weight_bytes + batch * mean_context * kv_per_token)
+    tokens = sum(targets)
+    steps = tokens / batch
+    kv_tokens_read = sum(p * t + t * (t - 1) / 2 for p, t in zip(prompt_lens, targets))
+    return tokens * bandwidth / (steps * weight_bytes + kv_tokens_read * kv_per_token)
+
+
+def compare(reference: dict[int, list[int]], other: dict[int, list[int]]) -> dict:
+    """Greedy outputs row by row, over the tokens both produced (a time-boxed run holds prefixes)."""
+    rows = [i for i in reference if reference[i] and other.get(i)]
+    shared = {i: min(len(reference[i]), len(other[i])) for i in rows}
+    agreeing = {i: next((k for k in range(shared[i]) if reference[i][k] != other[i][k]), shared[i]) for i in rows}
+    return {"rows_compared": len(rows), "rows_equal": sum(agreeing[i] == shared[i] for i in rows),
+            "tokens_compared": sum(shared.values()), "tokens_before_first_difference": sum(agreeing.values())}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="thinking")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
-    parser.add_argument("--n", type=int, default=32, help="prompts for the backend path")
-    parser.add_argument("--naive-n", type=int, help="prompts for the naive baseline (a prefix; default: n)")
-    parser.add_argument("--batch", default="auto", help="rows per batch for the backend ('auto' = from free memory)")
-    parser.add_argument("--naive-batch", type=int, default=64)
-    parser.add_argument("--engine", choices=["static", "paged", "dynamic"], default="static")
-    parser.add_argument("--median", type=int, default=700)
-    parser.add_argument("--cap", type=int, default=4096)
+    parser.add_argument("--engine", choices=["static", "paged", "dynamic"], default="paged")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="the engine's model.compile")
+    parser.add_argument("--batch", default="16", help="rows per step, for the engine and the naive baseline alike "
+                                                      "('auto': the engine sizes itself; naive then uses --naive-batch)")
+    parser.add_argument("--naive-batch", type=int, default=16, help="naive batch when --batch is auto")
+    parser.add_argument("--n", type=int, default=24, help="rows")
+    parser.add_argument("--budget", type=int, help="token budget (default: the workload's; tiny shape: a tiny one)")
+    parser.add_argument("--median", type=int, help="median output length (default: the workload's)")
+    parser.add_argument("--naive-seconds", type=float, help="stop the naive baseline after this long (time box)")
+    parser.add_argument("--engine-seconds", type=float,
+                        help="stop the engine after this long (paged: only rows finished by then count)")
+    parser.add_argument("--skip-naive", action="store_true", help="engine only (naive fields null)")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], help="default: bfloat16 on CUDA, float32 on CPU")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (default 1: on a shared CPU, more threads spin and run many times slower)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--label", help="a name for this case, echoed in the JSON")
     args = parser.parse_args()
     device = args.device
-    torch.manual_seed(args.seed)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    config = LlamaConfig(**SHAPES[args.shape], max_position_embeddings=8192, pad_token_id=0, eos_token_id=1)
-    built = time.perf_counter()
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(dtype).eval()
-    synchronize(device)
-    build_s = time.perf_counter() - built
-    median, cap = (args.median, args.cap) if args.shape != "tiny" or device != "cpu" else (min(args.median, 64), min(args.cap, 160))
-    prompts, targets = workload(args.n, config.vocab_size, median, cap, args.seed)
-    eos = config.vocab_size - 1
-    naive_n = args.naive_n or args.n
-    print(f"shape {args.shape}: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params on {device} "
-          f"(built in {build_s:.1f} s); {args.n} prompts, {sum(targets)} output tokens (median target {sorted(targets)[len(targets) // 2]})",
-          flush=True)
-
-    naive_tokens, naive_s = run_naive(model, prompts[:naive_n], targets[:naive_n], args.naive_batch, eos, device)
-    naive = naive_tokens / naive_s
-    print(f"naive generate(), dynamic cache, batch {args.naive_batch}: {naive_tokens} tokens in {naive_s:.1f} s = {naive:.0f} tok/s", flush=True)
-
+    if not device.startswith("cuda"):
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
+    work = (TINY_WORKLOADS if args.shape == "tiny" else WORKLOADS)[args.workload]
+    work = Workload(args.median or work.median, args.budget or work.budget, work.sigma, work.at_budget)
     batch = args.batch if args.batch == "auto" else int(args.batch)
-    backend = BenchBackend(model, device, args.engine, batch, eos, {str(i): t for i, t in enumerate(targets)})
-    requests = [GenerationRequest(Slot(1, "bench", str(i), 1), [], Sampling(0.0, None, targets[i]), i) for i in range(args.n)]
-    encoded = [(r, prompts[i], "") for i, r in enumerate(requests)]
-    if device.startswith("cuda"):  # compile and warm up on a small prefix, outside the timing
-        warm = BenchBackend(model, device, args.engine, batch, eos, {str(i): min(32, t) for i, t in enumerate(targets)})
-        warm.generate_encoded(encoded[: min(8, len(encoded))], lambda r: None)
-    produced = []
-    started = time.perf_counter()
-    backend.generate_encoded(encoded, lambda r: produced.append(r.tokens_out))
+    naive_batch = args.naive_batch if batch == "auto" else batch
+
+    torch.manual_seed(args.seed)
+    config = LlamaConfig(**SHAPES[args.shape], max_position_embeddings=max(8192, 512 + work.budget),
+                         pad_token_id=0, eos_token_id=1)
+    built = time.perf_counter()
+    torch.set_default_dtype(dtype)  # built in its dtype: an 8 B model in float32 first would take twice the memory
+    with torch.device(device):
+        model = LlamaForCausalLM(config).eval()
+    torch.set_default_dtype(torch.float32)
     synchronize(device)
-    backend_s = time.perf_counter() - started
-    assert len(produced) == args.n and sum(produced) == sum(targets), "every row must produce exactly its target"
-    backend_tok_s = sum(produced) / backend_s
-    print(f"backend engine={args.engine}, batches {backend.batches[:8]}{'…' if len(backend.batches) > 8 else ''}: "
-          f"{sum(produced)} tokens in {backend_s:.1f} s = {backend_tok_s:.0f} tok/s", flush=True)
+    prompts, targets = draw(args.n, config.vocab_size, work, args.seed)
+    order = in_backend_order(prompts)
+    print(f"{args.shape} ({sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params, {dtype}) on {device}, built in "
+          f"{time.perf_counter() - built:.1f} s; {args.workload}: {args.n} rows, {sum(targets)} tokens, median "
+          f"{sorted(targets)[len(targets) // 2]}, {sum(t == work.budget for t in targets)} at the {work.budget} budget",
+          file=sys.stderr, flush=True)
+
+    if device.startswith("cuda"):  # compile / CUDA-graph warm-up outside the timing
+        warm = [min(t, 32) for t in targets[:8]]
+        run_backend(model, prompts[:8], warm, work.budget, args.engine, batch, device, None, args.compile)
+    backend, backend_s = run_backend(model, prompts, targets, work.budget, args.engine, batch, device,
+                                     args.engine_seconds, args.compile)
+    backend_tokens = sum(len(t) for t in backend.outputs.values())
+    if not args.engine_seconds:
+        assert backend_tokens == sum(targets), "every row must produce exactly its drawn length"
+    backend_tok_s = backend_tokens / backend_s
+    print(f"engine {args.engine} (batch {args.batch}): {backend_tokens} tokens in {backend_s:.1f} s = {backend_tok_s:.0f} tok/s",
+          file=sys.stderr, flush=True)
+
+    naive_tok_s, check, naive_cut = None, None, False
+    if not args.skip_naive:
+        naive, naive_s, naive_cut = run_naive(model, prompts, targets, order, naive_batch, device, args.naive_seconds)
+        naive_tokens = sum(len(t) for t in naive.values())
+        naive_tok_s = naive_tokens / naive_s
+        check = compare(naive, backend.outputs)
+        print(f"naive generate() (batch {naive_batch}{', time-boxed' if naive_cut else ''}): {naive_tokens} tokens in "
+              f"{naive_s:.1f} s = {naive_tok_s:.0f} tok/s; greedy rows equal: {check['rows_equal']}/{check['rows_compared']}",
+              file=sys.stderr, flush=True)
 
     bandwidth = copy_bandwidth(device)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     kv = kv_bytes_per_token(config, torch.tensor([], dtype=dtype).element_size())
-    mean_batch = sum(backend.batches) / len(backend.batches) if backend.batches else args.n
-    mean_context = sum(len(p) for p in prompts) / len(prompts) + sum(targets) / len(targets) / 2
-    floor = floor_tok_s(weight_bytes, kv, mean_batch, mean_context, bandwidth)
+    rows_per_step = int(batch) if batch != "auto" else max(backend.batches or [args.n])
+    floor = floor_tok_s(weight_bytes, kv, [len(p) for p in prompts], targets, min(rows_per_step, args.n), bandwidth)
     result = {
-        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "shape": args.shape, "engine": args.engine, "n": args.n, "naive_n": naive_n, "batch": args.batch,
-        "mean_backend_batch": round(mean_batch, 1), "output_tokens": sum(targets),
-        "naive_tok_s": round(naive, 1), "backend_tok_s": round(backend_tok_s, 1), "speedup": round(backend_tok_s / naive, 2),
+        "case": args.label,
+        "device": torch.cuda.get_device_name(0) if device.startswith("cuda")
+        else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+        "shape": args.shape, "dtype": str(dtype).removeprefix("torch."), "workload": args.workload,
+        "engine": args.engine, "compile": args.compile, "batch": args.batch, "naive_batch": None if args.skip_naive else naive_batch,
+        "n": args.n, "budget": work.budget, "output_tokens": sum(targets),
+        "median_output": sorted(targets)[len(targets) // 2], "rows_at_budget": sum(t == work.budget for t in targets),
+        "static_batches": backend.batches[:16] or None, "engine_time_boxed": backend.deadline.hit,
+        "naive_time_boxed": naive_cut, "naive_tok_s": round(naive_tok_s, 1) if naive_tok_s else None,
+        "backend_tok_s": round(backend_tok_s, 1),
+        "speedup": round(backend_tok_s / naive_tok_s, 2) if naive_tok_s else None,
         "copy_bandwidth_gb_s": round(bandwidth / 1e9, 1) if bandwidth else None,
         "floor_tok_s": round(floor, 1) if floor else None,
         "floor_fraction": round(backend_tok_s / floor, 3) if floor else None,
-        "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+        "greedy_check": check,
     }
-    print(json.dumps(result))
+    print(json.dumps(result), flush=True)
+    strict = dtype == torch.float32
+    if strict and check and check["rows_equal"] != check["rows_compared"]:
+        sys.exit("greedy outputs differ between the engine and naive generate() in float32")
 
 
 if __name__ == "__main__":

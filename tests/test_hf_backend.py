@@ -166,10 +166,62 @@ def test_oom_halves_the_batch_and_loses_nothing(smoke_model_dir, monkeypatch):
 def test_auto_batch_size_comes_from_memory_and_kv_bytes():
     from types import SimpleNamespace
 
-    from eval.backends.hf import auto_batch_size, kv_bytes_per_token
+    from eval.backends.hf_engines import auto_batch_size, kv_bytes_per_token
 
     shape = SimpleNamespace(num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, hidden_size=4096, head_dim=None)
     per_token = kv_bytes_per_token(shape, 2)
     assert per_token == 512 * 1024  # llm-jp-4-8b: 0.5 MiB of KV cache per token
-    assert auto_batch_size(100 * 2**30, 0.9, per_token, 16384 + 512, 196608, 256) == 10
-    assert auto_batch_size(10**6, 0.9, per_token, 1000, 100, 256) == 1
+    assert auto_batch_size(90 * 2**30, per_token, 16384 + 512, 196608, 256) == 10
+    assert auto_batch_size(10**6, per_token, 1000, 100, 256) == 1
+
+
+def test_auto_engine_runs_long_budgets_paged_on_cuda_only():
+    from eval.backends.hf_engines import LONG_BUDGET, choose_engine
+
+    assert choose_engine("auto", "cuda", 16384) == "paged"
+    assert choose_engine("auto", "cuda:1", LONG_BUDGET) == "paged"
+    assert choose_engine("auto", "cuda", 1024) == "static"
+    assert choose_engine("auto", "cpu", 16384) == "static"
+    assert choose_engine("dynamic", "cuda", 16384) == "dynamic"
+
+
+def test_cache_budget_counts_memory_torch_holds_but_does_not_use(monkeypatch):
+    from eval.backends.hf_engines import CPU_CACHE_BYTES, cache_budget
+
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 30 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 20 * gib)
+    assert cache_budget("cuda", 0.5) == 10 * gib  # (10 free + 10 cached by torch) x memory_fraction
+    assert cache_budget("cpu", 0.9) == CPU_CACHE_BYTES  # never a share of host RAM
+
+
+def test_paged_cache_config_follows_memory_fraction_on_cuda_and_stays_small_on_cpu():
+    from eval.backends.hf_engines import continuous_batching_config
+
+    on_cuda = continuous_batching_config("cuda", 0.7, "auto", 512 * 1024, [16384 + 300] * 10)
+    assert (on_cuda.max_memory_percent, on_cuda.num_blocks, on_cuda.max_requests_per_batch) == (0.7, None, 10)
+    assert on_cuda.default_compile_level == 0 and on_cuda.use_cuda_graph is None  # graphs where transformers can
+    assert continuous_batching_config("cuda", 0.7, "on", 512 * 1024, [100]).default_compile_level > 0
+    off = continuous_batching_config("cuda", 0.7, "off", 512 * 1024, [100])
+    assert off.default_compile_level == 0 and off.use_cuda_graph is False
+    on_cpu = continuous_batching_config("cpu", 0.9, "auto", 512, [300, 200, 100])
+    assert on_cpu.num_blocks == 4 and on_cpu.default_compile_level == 0  # 2 + 1 + 1 blocks of 256 tokens
+    assert continuous_batching_config("cpu", 0.9, "auto", 512, [300] * 8, max_rows=3).max_requests_per_batch == 3
+
+
+def test_paged_engine_cache_in_tests_is_a_few_megabytes(smoke_model_dir, monkeypatch):
+    from transformers.generation.continuous_batching import continuous_api
+
+    sizes = []
+
+    class Recorded(continuous_api.PagedAttentionCache):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            sizes.append(sum(t.nbytes for value in vars(self).values()
+                             for t in (value if isinstance(value, list) else [value]) if isinstance(t, torch.Tensor)))
+
+    monkeypatch.setattr(continuous_api, "PagedAttentionCache", Recorded)
+    reqs = requests(0.0)
+    assert len(generate(backend("paged"), reqs)) == len(reqs)
+    assert sizes and max(sizes) < 8 * 2**20, sizes

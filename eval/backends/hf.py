@@ -1,17 +1,19 @@
 """transformers backend: the prompt rendered by the tokenizer's own chat template, batched `generate`.
 
-Engines (`model.engine`):
-- `static` (default): static KV cache, decode step compiled on CUDA, batches of similar prompt length sized from
-  free memory and the model's KV bytes per token; a CUDA OOM halves the batch and retries.
+Engines (`model.engine`; `auto` picks one per call, see `hf_engines.choose_engine`):
+- `static`: static KV cache, decode step compiled on CUDA, batches of similar prompt length sized from the memory
+  the allocator can give and the model's KV bytes per token; a CUDA OOM halves the batch and retries. `auto` picks
+  it for short budgets.
 - `paged`: transformers' continuous batching (paged KV cache): a finished row is replaced at once and its answer
-  stored at once. Sampling there uses the global RNG, so sampled outputs depend on the batch composition.
+  stored at once; cache sized from free GPU memory and `memory_fraction`, compiled with `compile: on`. `auto` picks
+  it on CUDA for long (thinking) budgets. Sampling there uses one seeded RNG for the whole run, so a sampled output depends on
+  the batch composition.
 - `dynamic`: plain `generate` with a dynamic cache — the naive baseline of the benchmark.
 Sampling in `static`/`dynamic` goes through `RowSampler`, so each output depends only on its request's seed.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -21,33 +23,11 @@ from ..config import HFModel
 from ..errors import UserError
 from ..failpoints import checkpoint
 from .base import GenerationRequest, GenerationResult, OnResult, error_result
+from .hf_engines import (auto_batch_size, cache_budget, choose_engine, continuous_batching_config, kv_bytes_per_token,
+                         release_cached_memory)
 from .template import ChatRenderer
 
 PROMPT_BUCKET = 64  # prompts are left-padded to a multiple of this, which bounds the shapes torch.compile sees
-
-
-def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
-    text = getattr(config, "text_config", None) or config
-    layers = text.num_hidden_layers
-    heads = text.num_attention_heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    return 2 * layers * kv_heads * head_dim * dtype_bytes
-
-
-def free_memory_bytes(device: str) -> int:
-    import torch
-
-    if device.startswith("cuda"):
-        free, _total = torch.cuda.mem_get_info(torch.device(device))
-        return int(free)
-    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-
-
-def auto_batch_size(free_bytes: int, fraction: float, kv_per_token: int, max_len: int, vocab: int, cap: int) -> int:
-    # Per row: its KV cache at full length, plus logits and sampling temporaries over the vocabulary.
-    per_row = kv_per_token * max_len + 24 * vocab
-    return max(1, min(cap, int(free_bytes * fraction) // per_row))
 
 
 class HFBackend:
@@ -60,7 +40,7 @@ class HFBackend:
         self.tokenizer = self.chat.tokenizer
         self.model = None
         self.device = "cpu"
-        self.engine = "static" if cfg.engine == "auto" else cfg.engine
+        self.engine = cfg.engine  # resolved per call once the device and the budgets are known
         self.max_batch: int | None = None  # lowered after an out-of-memory error, so it is not hit again
 
     # ---------------------------------------------------------------- protocol
@@ -111,6 +91,7 @@ class HFBackend:
         """Generate from already rendered prompts: (request, token ids, prompt hash) triples."""
         self._load()
         encoded.sort(key=lambda e: -len(e[1]))  # longest first: similar lengths batch together, OOM shows early
+        self.engine = choose_engine(self.cfg.engine, self.device, max(r.sampling.max_new_tokens for r, _, _ in encoded))
         if self.engine == "paged":
             self._generate_paged(encoded, on_result)
             return
@@ -118,6 +99,7 @@ class HFBackend:
         while start < len(encoded):
             size = self._batch_size(encoded[start:])
             self._run_with_fallback(encoded[start:start + size], on_result)
+            release_cached_memory(self.device)
             start += size
 
     def _batch_size(self, remaining: list) -> int:
@@ -127,7 +109,7 @@ class HFBackend:
             max_new = max(r.sampling.max_new_tokens for r, _, _ in remaining)
             longest = _bucket(len(remaining[0][1])) + max_new
             cap = 256 if self.device.startswith("cuda") else 32
-            size = auto_batch_size(free_memory_bytes(self.device), self.cfg.memory_fraction,
+            size = auto_batch_size(cache_budget(self.device, self.cfg.memory_fraction),
                                    kv_bytes_per_token(self.model.config, self.dtype_bytes), longest,
                                    self.model.config.get_text_config().vocab_size, cap)
         return min(size, self.max_batch or size)
@@ -138,8 +120,7 @@ class HFBackend:
         try:
             results = self._run_batch(batch)
         except torch.OutOfMemoryError:
-            if self.device.startswith("cuda"):
-                torch.cuda.empty_cache()
+            release_cached_memory(self.device)
             if len(batch) == 1:
                 request = batch[0][0]
                 on_result(error_result(request, f"out of memory for one sequence of {len(batch[0][1])} prompt tokens "
@@ -220,7 +201,6 @@ class HFBackend:
     def _generate_paged(self, encoded: list, on_result: OnResult) -> None:
         """Continuous batching: one manager per (temperature, top_p); each request keeps its own token budget and is
         handed to `on_result` (stored) the moment it finishes."""
-        import torch
         from transformers import GenerationConfig
 
         groups: dict[tuple, list] = {}
@@ -228,32 +208,46 @@ class HFBackend:
             s = entry[0].sampling
             groups.setdefault((s.temperature, s.top_p), []).append(entry)
         for (temperature, top_p), group in groups.items():
-            torch.manual_seed(min(r.seed for r, _, _ in group))
             config = GenerationConfig(do_sample=temperature > 0, temperature=temperature or None, top_p=top_p,
                                       max_new_tokens=max(r.sampling.max_new_tokens for r, _, _ in group),
                                       eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id)
-            manager = self.model.init_continuous_batching(generation_config=config)
-            manager.start()
-            started = time.perf_counter()
-            try:
-                waiting = {manager.add_request(ids, max_new_tokens=request.sampling.max_new_tokens): (request, ids, prompt_hash)
-                           for request, ids, prompt_hash in group}
-                while waiting:
-                    out = manager.get_result(timeout=1)
-                    if out is None:
-                        if not manager.is_running():
-                            raise RuntimeError("transformers continuous batching stopped before finishing")
-                        continue
-                    if out.request_id not in waiting or not out.is_finished():
-                        continue
-                    request, ids, prompt_hash = waiting.pop(out.request_id)
-                    elapsed = (time.perf_counter() - started) / max(1, len(group) - len(waiting))
-                    if out.error:
-                        on_result(error_result(request, f"continuous batching: {out.error}"))
-                    else:
-                        on_result(self._result(request, ids, list(out.generated_tokens), prompt_hash, elapsed))
-            finally:
-                manager.stop(block=True)
+            batching = self._continuous_batching_config(group)
+            batching.seed = min(r.seed for r, _, _ in group)
+            release_cached_memory(self.device)
+            with self.model.continuous_batching_context_manager(
+                    generation_config=config, continuous_batching_config=batching, block=True,
+                    warmup=self.device.startswith("cuda")) as manager:
+                try:
+                    self._collect_paged(manager, group, on_result)
+                except BaseException:
+                    manager.stop(block=True, hard_stop=True)  # leaving the block would first finish every request
+                    raise
+            release_cached_memory(self.device)
+
+    def _continuous_batching_config(self, group: list):
+        rows = None if self.generation.batch_size == "auto" else int(self.generation.batch_size)
+        return continuous_batching_config(self.device, self.cfg.memory_fraction, self.cfg.compile,
+                                          kv_bytes_per_token(self.model.config, self.dtype_bytes),
+                                          [len(ids) + r.sampling.max_new_tokens for r, ids, _ in group], rows)
+
+    def _collect_paged(self, manager, group: list, on_result: OnResult) -> None:
+        started = time.perf_counter()
+        waiting = {manager.add_request(ids, max_new_tokens=request.sampling.max_new_tokens): (request, ids, prompt_hash)
+                   for request, ids, prompt_hash in group}
+        while waiting:
+            out = manager.get_result(timeout=1)
+            if out is None:
+                if not manager.is_running():
+                    raise RuntimeError("transformers continuous batching stopped before finishing")
+                continue
+            if out.request_id not in waiting or not out.is_finished():
+                continue
+            request, ids, prompt_hash = waiting.pop(out.request_id)
+            elapsed = (time.perf_counter() - started) / max(1, len(group) - len(waiting))
+            if out.error:
+                on_result(error_result(request, f"continuous batching: {out.error}"))
+            else:
+                on_result(self._result(request, ids, list(out.generated_tokens), prompt_hash, elapsed))
 
 
 def _bucket(length: int) -> int:
