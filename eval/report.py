@@ -51,8 +51,13 @@ def task_meta(task: Task) -> dict[str, Any]:
             "expected_items": spec.expected_items, "judge_prompts": task.prompts.path, "judge_prompts_sha256": task.prompts.sha256}
 
 
+def answering_model(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config of the model that wrote the answers (a replayed run names the model it replays)."""
+    return cfg["model"].get("source_model") or cfg["model"]
+
+
 def model_label(cfg: dict[str, Any]) -> tuple[str, str | None]:
-    model = cfg["model"]
+    model = answering_model(cfg)
     name = model["path"].rstrip("/").rsplit("/", 1)[-1].removeprefix("builtin:")
     effort = (model.get("chat_template_kwargs") or {}).get("reasoning_effort")
     return name, effort
@@ -121,7 +126,7 @@ def compute_summary(store: Store) -> dict[str, Any]:
                                   "outside_ci": bool(score and score["ci95"][0] is not None and not score["ci95"][0] <= value <= score["ci95"][1])}
         tasks[task_name] = entry
     complete = all(t["counts"]["missing"] == 0 and t["counts"]["api_error"] + t["counts"]["timeout"] == 0 for t in tasks.values())
-    return {"schema": SUMMARY_SCHEMA, "run": cfg["name"], "model": cfg["model"]["path"], "label": row_label(name, effort),
+    return {"schema": SUMMARY_SCHEMA, "run": cfg["name"], "model": answering_model(cfg)["path"], "label": row_label(name, effort),
             "reasoning_effort": effort, "judge_model": cfg["judge"]["model"], "variant": cfg["variant"],
             "rounds": cfg["rounds"], "complete": complete, "tasks": tasks}
 
