@@ -259,6 +259,11 @@ def ranking_agreement(rows: list[tuple[RunData, RunData]]) -> dict[str, Any]:
     resample keeps the order of every pair of rows."""
     if len(rows) < 2:
         raise UserError("--rows: give at least two rows A:B (a ranking needs two models)")
+    for side, runs in (("A", [a for a, _ in rows]), ("B", [b for _, b in rows])):
+        judges = sorted({r.summary["judge_model"] for r in runs})
+        if len(judges) > 1:
+            raise UserError(f"--rows: the {side} runs were judged by different judges ({', '.join(judges)}); "
+                            f"give A:B pairs with one judge on each side")
     for a, b in rows:
         require_same_answers(a, b)
     runs = [run for pair in rows for run in pair]
@@ -275,7 +280,7 @@ def ranking_agreement(rows: list[tuple[RunData, RunData]]) -> dict[str, Any]:
         score_a, score_b = means[0::2], means[1::2]
         tau = kendall_tau_b(score_a, score_b)
         entry: dict[str, Any] = {"column": runs[0].summary["tasks"][task]["column"], "questions": len(items),
-                                 "rows": [{"a_run": a.summary["run"], "b_run": b.summary["run"], "label": a.summary["label"],
+                                 "rows": [{"a_dir": str(a.dir), "b_dir": str(b.dir), "label": a.summary["label"],
                                            "a": float(x), "b": float(y)} for (a, b), x, y in zip(rows, score_a, score_b)],
                                  "kendall_tau_b": None if np.isnan(tau) else tau, "ci95": [None, None],
                                  "same_order_share": None}
@@ -368,7 +373,7 @@ def render_rows(result: dict[str, Any]) -> str:
     for t in result["tasks"].values():
         lo, hi = t["ci95"]
         ci = f" [{_f(lo)}, {_f(hi)}]" if lo is not None else ""
-        rows = "; ".join(f"{r['a_run']}: {r['a']:.2f} → {r['b']:.2f}" for r in t["rows"])
+        rows = "; ".join(f"{Path(r['a_dir']).name}: {r['a']:.2f} → {r['b']:.2f}" for r in t["rows"])
         out.append(f"| {t['column']} | {t['questions']} | {_f(t['kendall_tau_b'])}{ci} | {_f(t['same_order_share'])} | {rows} |")
     return "\n".join(out) + "\n"
 
