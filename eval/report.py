@@ -477,9 +477,11 @@ def compare(run_dirs: list[Path], reference: Path | None, out: Path | None) -> d
     tasks = [t for t in BENCHMARK_ORDER if any(t in r["summary"]["tasks"] for r in runs)]
     columns = {t: next(r["summary"]["tasks"][t]["column"] for r in runs if t in r["summary"]["tasks"]) for t in tasks}
     lines = ["| Model | kind | " + " | ".join(columns[t] for t in tasks) + " |", "|---|---|" + "---:|" * len(tasks)]
+    several_judges = len({r["summary"]["judge_model"] for r in runs}) > 1
     for r in runs:
         s = r["summary"]
-        lines.append(f"| {s['label']} ({s['run']}) | measured | " +
+        judge = f", judge {s['judge_model']}" if several_judges else ""
+        lines.append(f"| {s['label']} ({s['run']}{judge}) | measured | " +
                      " | ".join(_cell(s["tasks"][t]["metrics"].get("score"), s["tasks"][t]["counts"]) if t in s["tasks"] else "–" for t in tasks) + " |")
     for row in published.itertuples(index=False):
         lines.append(f"| {row_label(row.model, row.reasoning_effort or None)} | published | " +

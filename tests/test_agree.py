@@ -199,6 +199,9 @@ def test_rejudge_sends_the_same_judge_prompts_and_keeps_the_row_label(judged_twi
     assert summary_after["judge_model"] == "mock-judge-lenient"
     assert "| **tiny-harmony (reasoning_effort = medium)** (measured) |" in result.stdout
     assert "Judge: `mock-judge-lenient`" in result.stdout
+    compared = run_cli("compare", str(original), str(rejudged))
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    assert f"| tiny-harmony (reasoning_effort = medium) ({rejudged.name}, judge mock-judge-lenient) | measured |" in compared.stdout
     again = run_cli("rejudge", str(original), "--out", str(rejudged), *LENIENT)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "nothing to compute" in again.stdout
@@ -272,3 +275,14 @@ def test_rejudge_changes_only_the_judge(judged_twice, tmp_path):
     assert "rejudge changes only the judge" in result.stderr and "Traceback" not in result.stderr
     missing = run_cli("rejudge", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y"))
     assert missing.returncode == 2 and "no run.sqlite" in missing.stderr
+
+
+def test_a_replayed_model_named_after_its_source_needs_the_source_path():
+    from eval.config import build_config
+
+    base = {"name": "r", "tasks": ["mt_bench_en"], "judge": {"model": "mock-judge", "mock": True},
+            "model": {"backend": "replay", "path": "g.jsonl", "source_model": {"backend": "hf"}}}
+    with pytest.raises(UserError, match="source_model.*needs at least 'path'"):
+        build_config(base, "cfg.yaml")
+    base["model"]["source_model"] = {"backend": "hf", "path": "llm-jp/llm-jp-4-8b-thinking"}
+    assert build_config(base, "cfg.yaml").model.source_model["path"] == "llm-jp/llm-jp-4-8b-thinking"
