@@ -5,7 +5,8 @@ rounds, and whether two judges order several model rows alike.
   exact and within-one agreement, quadratic-weighted Cohen's kappa, the mean difference B − A with a paired
   bootstrap CI over questions (metrics.paired_difference), confusion matrices and the largest disagreements.
 - One run: the round-to-round (test–retest) agreement of its judge on answers that were identical in both rounds,
-  and the share of the row's variance over rounds that comes from the judge (see `judge_noise`).
+  and the share of the row's variance over rounds that comes from the judge (see `judge_noise`). Two runs with the
+  same judge (a rejudge with the cache off) measure that share on every answer (see `_retest`).
 - Rows A1:B1 A2:B2 …: Kendall τ between the orders the two judges give the rows, with a bootstrap over questions.
 
 Statistics work on observations (metrics.observations): one value per judged (round, item, turn) and metric.
@@ -157,6 +158,9 @@ def compare_judges(a: RunData, b: RunData, top: int = 10) -> dict[str, Any]:
             diff = paired_difference(obs_a[obs_a["metric"] == metric].merge(p[SLOT], on=SLOT),
                                      obs_b[obs_b["metric"] == metric].merge(p[SLOT], on=SLOT), metric)
             stats.update(difference=diff["difference"], ci95=diff["ci95"], questions=diff["items"])
+            if a.summary["judge_model"] == b.summary["judge_model"]:
+                stats["retest"] = _retest(p, obs_a[obs_a["metric"] == metric],
+                                          a.summary["tasks"][task]["metrics"].get(metric, {}).get("sd"))
             metrics[metric] = stats
         score = pairs[pairs["metric"] == "score"]
         values, counts = confusion(score["value_a"].to_numpy(), score["value_b"].to_numpy())
@@ -166,6 +170,17 @@ def compare_judges(a: RunData, b: RunData, top: int = 10) -> dict[str, Any]:
     if not tasks:
         raise UserError(f"{a.dir} and {b.dir} share no judged answer: nothing to compare")
     return {"mode": "judges", "a": _describe(a), "b": _describe(b), "tasks": tasks}
+
+
+def _retest(pairs: pd.DataFrame, obs_a: pd.DataFrame, row_sd: float | None) -> dict[str, Any]:
+    """The same judge twice on every answer: its variance is half the mean squared difference of the two
+    judgments; run A's variance of a slot over rounds holds that plus the change of answer between rounds."""
+    var_judge = float(np.mean((pairs["value_a"] - pairs["value_b"]) ** 2) / 2)
+    over_rounds = obs_a.set_index(["item_id", "turn", "round"])["value"].unstack("round").dropna()
+    var_total = float(over_rounds.var(axis=1, ddof=1).mean()) if over_rounds.shape[1] > 1 and len(over_rounds) else None
+    share = var_judge / var_total if var_total else None
+    return {"judge_variance": var_judge, "variance_over_rounds": var_total, "judge_share_of_variance": share,
+            "row_sd": row_sd, "judge_sd": float(np.sqrt(share) * row_sd) if share is not None and row_sd is not None else None}
 
 
 def _describe(run: RunData) -> dict[str, Any]:
@@ -331,6 +346,17 @@ def render_judges(result: dict[str, Any]) -> str:
             out.append(f"| {t['column']} | {_label(metric)} | {s['n']} | {_f(s['pearson'])} | {_f(s['spearman'])} | "
                        f"{_f(s['kendall_tau_b'])} | {_f(s['exact'])} | {_f(s['within_one'])} | {_f(s['quadratic_kappa'])} | "
                        f"{_f(s['mean_a'])} | {_f(s['mean_b'])} | {_f(s['difference'], sign=True)}{ci} |")
+    retest = [(t["column"], metric, s["retest"]) for t in result["tasks"].values() for metric, s in t["metrics"].items()
+              if "retest" in s]
+    if retest:
+        out += ["", "## The same judge twice: its share of the variance",
+                "", "Judge variance = half the mean squared difference between the two judgments of an answer; variance "
+                "over rounds = A's variance of a slot's score over its rounds (judge + changing answers); judge SD = "
+                "√share × the row's SD over rounds.", "",
+                "| Benchmark | metric | judge variance | variance over rounds | judge share | row SD | of which judge |",
+                "|---|---|---:|---:|---:|---:|---:|"]
+        out += [f"| {column} | {_label(metric)} | {_f(r['judge_variance'], 3)} | {_f(r['variance_over_rounds'], 3)} | "
+                f"{_f(r['judge_share_of_variance'])} | {_f(r['row_sd'])} | {_f(r['judge_sd'])} |" for column, metric, r in retest]
     for t in result["tasks"].values():
         if t["disagreements"]:
             out += ["", f"## {t['column']}: largest disagreements (score)", "",
@@ -409,6 +435,8 @@ def agree_command(run_dirs: list[Path], rows: list[str], out: Path | None, top: 
         write_json(out / "agree.json", result)
         if result["mode"] == "judges":
             for task, t in result["tasks"].items():
+                if not t["confusion"]["values"]:
+                    continue
                 write_confusion_plot(out / "plots" / f"confusion_{task}.png", t["confusion"]["values"],
                                      t["confusion"]["counts"], f"{t['column']}: score",
                                      f"A: {result['a']['judge_model']}", f"B: {result['b']['judge_model']}")

@@ -130,6 +130,25 @@ def test_a_deterministic_judge_has_no_share_of_the_variance():
     assert noise["identical_answers"]["exact"] == 1.0
 
 
+def test_the_same_judge_twice_gives_its_share_of_the_variance_on_every_answer():
+    from eval.agree import compare_judges
+
+    # run A: each question scores 2 points higher in round 2 (variance over rounds 2 per slot); the second judgment
+    # of every answer is one point off (judge variance = 1² / 2)
+    first = {(r, f"q{i}"): 2.0 * i + 2 * (r - 1) + 1 for r in (1, 2) for i in range(4)}
+    second = {k: v + (1 if (k[0] + int(k[1][1:])) % 2 else -1) for k, v in first.items()}
+    texts = _answers({k: f"answer {k}" for k in first})
+    result = compare_judges(_run("a", _judged(first), texts, judge="j", sd=1.0),
+                            _run("b", _judged(second), texts, judge="j"))
+    retest = result["tasks"]["t"]["metrics"]["score"]["retest"]
+    assert retest["judge_variance"] == pytest.approx(0.5)
+    assert retest["variance_over_rounds"] == pytest.approx(2.0)
+    assert retest["judge_share_of_variance"] == pytest.approx(0.25)
+    assert retest["judge_sd"] == pytest.approx(0.5)
+    other_judge = compare_judges(_run("a", _judged(first), texts, judge="j"), _run("b", _judged(second), texts, judge="k"))
+    assert "retest" not in other_judge["tasks"]["t"]["metrics"]["score"]
+
+
 def _row(name: str, means: list[float], judge: str, shift: float = 0.0, flip: bool = False) -> RunData:
     """A model row: question i scores means[i % len] (+ shift, or reflected on the 1–10 scale with flip)."""
     scores = {}
