@@ -282,5 +282,5 @@ def _mock_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "rejudge": _rejudge, "agree": _agree, "report": _report, "compare": _compare, "tasks": _tasks, "fetch": _fetch, "check": _check,
-            "mock-judge": _mock_judge}
+COMMANDS = {"run": _run, "rejudge": _rejudge, "agree": _agree, "report": _report, "compare": _compare, "tasks": _tasks,
+            "fetch": _fetch, "check": _check, "mock-judge": _mock_judge}
