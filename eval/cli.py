@@ -1,4 +1,4 @@
-"""`python -m eval …`: run, report, compare, tasks, fetch, check, mock-judge.
+"""`python -m eval …`: run, rejudge, agree, report, compare, tasks, fetch, check, mock-judge.
 
 Exit codes: 0 success, 2 a user error (one line on stderr, no traceback), 130 interrupted.
 """
@@ -51,6 +51,27 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tasks", help="comma-separated subset of the config's tasks")
     run.add_argument("--force", action="store_true", help="continue in a run directory made with a different model or judge")
     run.add_argument("--dry-run", action="store_true", help="print request counts, estimated tokens and cost; send nothing")
+
+    rejudge = sub.add_parser("rejudge", help="judge a run's stored answers again with another judge (no model, no GPU)",
+                             description="A new run over RUN's stored answers, judged with the judge settings given "
+                                         "with --set; resumable like any run.")
+    rejudge.add_argument("run_dir", type=Path, metavar="RUN")
+    rejudge.add_argument("--out", type=Path, required=True, help="the new run's directory")
+    rejudge.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="judge setting, e.g. --set judge.model=gpt-5-mini (repeatable)")
+    rejudge.add_argument("--force", action="store_true", help="continue in a directory made with a different judge")
+    rejudge.add_argument("--dry-run", action="store_true", help="print request counts, estimated tokens and cost; send nothing")
+
+    agree = sub.add_parser("agree", help="agreement between two judges on the same answers, or a judge's rounds",
+                           description="Two runs over the same answers (RUN_A RUN_B): agreement per task and metric, "
+                                       "bias with a paired bootstrap CI, confusion matrices, largest disagreements. "
+                                       "One run: round-to-round agreement of its judge and its share of the SD. "
+                                       "--rows A1:B1 A2:B2 …: whether the two judges order the rows alike.")
+    agree.add_argument("run_dirs", type=Path, nargs="*", metavar="RUN")
+    agree.add_argument("--rows", nargs="+", default=[], metavar="A:B",
+                       help="model rows judged by judge A and judge B (run directories A:B), two or more")
+    agree.add_argument("--out", type=Path, help="also write agree.md, agree.json and plots here")
+    agree.add_argument("--top", type=int, default=10, help="largest disagreements listed per task (default 10)")
 
     report = sub.add_parser("report", help="rebuild every report file of a run from its store")
     report.add_argument("run_dir", type=Path)
@@ -111,6 +132,23 @@ def _run(args: argparse.Namespace) -> int:
     options = RunOptions(out=args.out, limit=args.limit, rounds=args.rounds, tasks=tasks, force=args.force,
                          dry_run=args.dry_run, command=["python", "-m", "eval", *sys.argv[1:]])
     run(cfg, options)
+    return 0
+
+
+def _rejudge(args: argparse.Namespace) -> int:
+    from .pipeline import RunOptions, run
+    from .rejudge import rejudge_config
+
+    cfg, limit = rejudge_config(args.run_dir, args.overrides, args.out, export=not args.dry_run)
+    run(cfg, RunOptions(out=args.out, limit=limit, force=args.force, dry_run=args.dry_run,
+                        command=["python", "-m", "eval", *sys.argv[1:]]))
+    return 0
+
+
+def _agree(args: argparse.Namespace) -> int:
+    from .agree import agree_command
+
+    agree_command(args.run_dirs, args.rows, args.out, args.top)
     return 0
 
 
@@ -244,5 +282,5 @@ def _mock_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "report": _report, "compare": _compare, "tasks": _tasks, "fetch": _fetch, "check": _check,
-            "mock-judge": _mock_judge}
+COMMANDS = {"run": _run, "rejudge": _rejudge, "agree": _agree, "report": _report, "compare": _compare, "tasks": _tasks,
+            "fetch": _fetch, "check": _check, "mock-judge": _mock_judge}

@@ -88,6 +88,16 @@ class ReplayModel(Strict):
     backend: Literal["replay"]
     path: str = Field(description="a generations.jsonl of another run, or a FastChat model_answer .jsonl")
     format: Literal["auto", "harness", "fastchat"] = "auto"
+    source_model: dict[str, Any] | None = Field(
+        None, description="the model config of the run that wrote these answers (set by `rejudge`); tables name "
+                          "this model, so a re-judged row keeps its label")
+
+    @field_validator("source_model")
+    @classmethod
+    def _names_a_model(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and not isinstance(v.get("path"), str):
+            raise ValueError("needs at least 'path' (the model's hub id or name), e.g. {path: llm-jp/llm-jp-4-8b-thinking}")
+        return v
 
 
 ModelConfig = Annotated[Union[HFModel, VLLMModel, OpenAIModel, ReplayModel], Field(discriminator="backend")]
@@ -129,6 +139,8 @@ class MockSettings(Strict):
     rate_content_filter: float = Field(0.0, ge=0, le=1)
     rate_length: float = Field(0.0, ge=0, le=1)
     batch_polls_to_complete: int = Field(2, ge=0)
+    score_shift: int = Field(0, description="add this to every score (clipped to the scale): a second judge that "
+                                            "differs from the first by a known rule")
 
 
 class JudgeConfig(Strict):

@@ -104,14 +104,21 @@ def _round_means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
         return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
+def bootstrap_means(arrays: list[tuple[np.ndarray, np.ndarray]], n_items: int, n_boot: int = N_BOOT,
+                    seed: int = BOOT_SEED) -> list[np.ndarray]:
+    """Per run (sums, counts per item and round), its mean over rounds on each of `n_boot` resamples of the
+    questions — the same draws for every run, so differences and rankings stay paired."""
+    draws = np.random.default_rng(seed).integers(0, n_items, size=(n_boot, n_items))
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample may leave a round without observations
+        return [np.nanmean(_round_means(sums[draws], counts[draws]), axis=-1) for sums, counts in arrays]
+
+
 def _bootstrap(arrays: list[tuple[np.ndarray, np.ndarray]], combine, n_items: int, n_boot: int, seed: int):
     """95 % percentile interval of `combine(per-run round means)` over resampled questions (same draws for all)."""
     if n_items < 2:
         return None, None
-    draws = np.random.default_rng(seed).integers(0, n_items, size=(n_boot, n_items))
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a resample may leave a round without observations
-        boot = combine([np.nanmean(_round_means(sums[draws], counts[draws]), axis=-1) for sums, counts in arrays])
+    boot = combine(bootstrap_means(arrays, n_items, n_boot, seed))
     boot = boot[~np.isnan(boot)]
     if not boot.size:
         return None, None

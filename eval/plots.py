@@ -105,3 +105,27 @@ def _bars(summaries: list[dict[str, Any]], published: pd.DataFrame) -> plt.Figur
     fig.suptitle("Measured (orange, 95 % CI) beside the published model-card rows (gray)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def write_confusion_plot(path: Path, values: list[float], counts: list[list[int]], title: str, label_a: str,
+                         label_b: str) -> None:
+    """A confusion matrix of two judges' scores: rows judge A, columns judge B, the diagonal outlined."""
+    n = len(values)
+    size = max(3.5, 0.45 * n + 1.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="judgments")
+    names = [f"{v:g}" for v in values]
+    ax.set_xticks(range(n), names)
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel(label_b)
+    ax.set_ylabel(label_a)
+    ax.set_title(title)
+    top = max((c for row in counts for c in row), default=0)
+    for i, row in enumerate(counts):
+        for j, count in enumerate(row):
+            if count:
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                        color="white" if count > top / 2 else "black")
+        ax.add_patch(plt.Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="darkorange", linewidth=1.2))
+    _save(fig, path)

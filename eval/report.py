@@ -53,8 +53,13 @@ def task_meta(task: Task) -> dict[str, Any]:
             "expected_items": spec.expected_items, "judge_prompts": task.prompts.path, "judge_prompts_sha256": task.prompts.sha256}
 
 
+def answering_model(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config of the model that wrote the answers (a replayed run names the model it replays)."""
+    return cfg["model"].get("source_model") or cfg["model"]
+
+
 def model_label(cfg: dict[str, Any]) -> tuple[str, str | None]:
-    model = cfg["model"]
+    model = answering_model(cfg)
     name = model["path"].rstrip("/").rsplit("/", 1)[-1].removeprefix("builtin:")
     effort = (model.get("chat_template_kwargs") or {}).get("reasoning_effort")
     return name, effort
@@ -123,7 +128,7 @@ def compute_summary(store: Store) -> dict[str, Any]:
                                   "outside_ci": bool(score and score["ci95"][0] is not None and not score["ci95"][0] <= value <= score["ci95"][1])}
         tasks[task_name] = entry
     complete = all(t["counts"]["missing"] == 0 and t["counts"]["api_error"] + t["counts"]["timeout"] == 0 for t in tasks.values())
-    return {"schema": SUMMARY_SCHEMA, "run": cfg["name"], "model": cfg["model"]["path"], "label": row_label(name, effort),
+    return {"schema": SUMMARY_SCHEMA, "run": cfg["name"], "model": answering_model(cfg)["path"], "label": row_label(name, effort),
             "reasoning_effort": effort, "judge_model": cfg["judge"]["model"], "variant": cfg["variant"],
             "rounds": cfg["rounds"], "compat": cfg.get("compat", DEFAULT_COMPAT), "complete": complete, "tasks": tasks}
 
@@ -479,9 +484,11 @@ def compare(run_dirs: list[Path], reference: Path | None, out: Path | None) -> d
     tasks = [t for t in BENCHMARK_ORDER if any(t in r["summary"]["tasks"] for r in runs)]
     columns = {t: next(r["summary"]["tasks"][t]["column"] for r in runs if t in r["summary"]["tasks"]) for t in tasks}
     lines = ["| Model | kind | " + " | ".join(columns[t] for t in tasks) + " |", "|---|---|" + "---:|" * len(tasks)]
+    several_judges = len({r["summary"]["judge_model"] for r in runs}) > 1
     for r in runs:
         s = r["summary"]
-        lines.append(f"| {s['label']} ({s['run']}) | measured | " +
+        judge = f", judge {s['judge_model']}" if several_judges else ""
+        lines.append(f"| {s['label']} ({s['run']}{judge}) | measured | " +
                      " | ".join(_cell(s["tasks"][t]["metrics"].get("score"), s["tasks"][t]["counts"]) if t in s["tasks"] else "–" for t in tasks) + " |")
     for row in published.itertuples(index=False):
         lines.append(f"| {row_label(row.model, row.reasoning_effort or None)} | published | " +

@@ -2,7 +2,8 @@
 for models named `mock-gen*`), files and batches, and injected faults.
 
 Everything is deterministic: a verdict is a function of the request content, written in the format the prompt
-asks for (five `基準: [[n]]` lines, or `[[n]]` on a 1–5 or 1–10 scale); a fault is drawn from (seed, request
+asks for (five `基準: [[n]]` lines, or `[[n]]` on a 1–5 or 1–10 scale), plus `score_shift` clipped to the scale (a
+second judge that differs from the first by a known rule); a fault is drawn from (seed, request
 content, how often that content was seen). Counters are served at `GET /mock/counters`.
 """
 
@@ -37,18 +38,23 @@ def request_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def verdict(messages: list[dict[str, Any]]) -> str:
-    """A judge reply in the format the prompt asks for; the score is a function of the prompt."""
+def verdict(messages: list[dict[str, Any]], shift: int = 0) -> str:
+    """A judge reply in the format the prompt asks for; the score is a function of the prompt, plus `shift`
+    clipped to the scale."""
     prompt = "\n".join(str(m.get("content") or "") for m in messages)
     h = _digest(prompt)
+
+    def score(base: int, top: int) -> int:
+        return min(top, max(1, base + shift))
+
     if sum(c in prompt for c in QUALITY_CRITERIA) >= 3:
         lines = []
         for i, criterion in enumerate(QUALITY_CRITERIA):
-            lines.append(f"{criterion}(評価理由): モックの採点です。\n{criterion}: [[{1 + (h >> (3 * i)) % 5}]]")
+            lines.append(f"{criterion}(評価理由): モックの採点です。\n{criterion}: [[{score(1 + (h >> (3 * i)) % 5, 5)}]]")
         return "\n\n".join(lines)
     if any(marker in prompt for marker in ("1から5", "1 to 5", "1-5", "1–5")):
-        return f"モックの判定です。評価：[[{1 + h % 5}]]"
-    return f"This is a mock judgment. Rating: [[{1 + h % 10}]]"
+        return f"モックの判定です。評価：[[{score(1 + h % 5, 5)}]]"
+    return f"This is a mock judgment. Rating: [[{score(1 + h % 10, 10)}]]"
 
 
 def generation(messages: list[dict[str, Any]], max_tokens: int | None, effort: str | None) -> tuple[str, str | None, str, int]:
@@ -142,7 +148,7 @@ def answer_chat(state: MockState, body: dict[str, Any], fault: str | None) -> tu
     if model.startswith("mock-gen"):
         reasoning, content, finish, tokens = generation(messages, limit, body.get("reasoning_effort"))
         return 200, _completion(model, content, finish, prompt_tokens, tokens, reasoning, len(reasoning) // 4 + 1)
-    text = verdict(messages)
+    text = verdict(messages, state.settings.score_shift)
     if fault == "empty":
         return 200, _completion(model, "", "stop", prompt_tokens, 0)
     if fault == "length":
