@@ -28,13 +28,14 @@ from .config import RunConfig
 from .errors import UserError
 from .judge.ledger import cost_usd, price_for
 from .judge.limits import estimate_tokens
-from .metrics import FAILURE_STATUSES, TaskRules, observations, paired_difference, status_counts, summarize
+from .metrics import (FAILURE_STATUSES, PUBLISHED_ROUNDS, TaskRules, observations, paired_difference, reject_non_finite,
+                      reproduction, status_counts, summarize)
 from .records import Usage
 from .rundir import write_json, write_jsonl, write_text
 from .store import Store
 from .tasks import Task
 
-SUMMARY_SCHEMA = "llmjp-eval/summary/v1"
+SUMMARY_SCHEMA = "llmjp-eval/summary/v2"
 BENCHMARK_ORDER = ["mt_bench_ja", "mt_bench_en", "answer_carefully", "llm_jp_instructions"]
 DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent / "results" / "model_card.csv"
 
@@ -91,7 +92,7 @@ def _frames(store: Store) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
                           columns=["round", "task", "item_id", "turn", "status", "scores"])
     keys = ["round", "task", "item_id", "turn"]
     gens = plan.merge(gens, on=keys, how="inner")
-    judged = plan.merge(judged, on=keys, how="inner")
+    judged = reject_non_finite(plan.merge(judged, on=keys, how="inner"))
     return plan, gens, judged
 
 
@@ -111,26 +112,40 @@ def compute_summary(store: Store) -> dict[str, Any]:
         rules = TaskRules(**{**meta["rules"], "criteria": tuple(meta["rules"]["criteria"])})
         obs = observations(rules, j)
         items = p["item_id"].unique().tolist()
-        stats = {k: v.to_dict() for k, v in summarize(obs).items()}
+        rounds = sorted(p["round"].unique().tolist())
+        stats = {k: v.to_dict() for k, v in summarize(obs, rounds).items()}
         counts = status_counts(j, g.rename(columns={"gen_status": "status"}))
         counts["items"] = len(items)
         counts["planned"] = int(len(p))
         counts["missing"] = int(len(p) - len(j))
         entry: dict[str, Any] = {"title": meta["title"], "column": meta["column"], "metric": meta["metric"],
                                  "criteria": meta["rules"]["criteria"],
-                                 "variant": meta["variant"], "rounds": sorted(p["round"].unique().tolist()),
+                                 "variant": meta["variant"], "rounds": rounds,
                                  "metrics": stats, "counts": counts,
                                  "greedy_identical_items": _identical_across_rounds(g, meta), "published": None}
         if published is not None and task_name in published and meta["variant"] == "full":
-            value = published[task_name]
-            score = stats.get("score")
-            entry["published"] = {"value": value, "delta": score["mean"] - value if score else None,
-                                  "outside_ci": bool(score and score["ci95"][0] is not None and not score["ci95"][0] <= value <= score["ci95"][1])}
+            entry["published"] = _versus_published(published[task_name], stats.get("score"))
         tasks[task_name] = entry
     complete = all(t["counts"]["missing"] == 0 and t["counts"]["api_error"] + t["counts"]["timeout"] == 0 for t in tasks.values())
     return {"schema": SUMMARY_SCHEMA, "run": cfg["name"], "model": answering_model(cfg)["path"], "label": row_label(name, effort),
             "reasoning_effort": effort, "judge_model": cfg["judge"]["model"], "variant": cfg["variant"],
             "rounds": cfg["rounds"], "compat": cfg.get("compat", DEFAULT_COMPAT), "complete": complete, "tasks": tasks}
+
+
+def _versus_published(value: float, score: dict[str, Any] | None) -> dict[str, Any]:
+    """Δ and the reproduction verdict of the measured score against a published mean of three rounds."""
+    if score is None:
+        return {"value": value, "rounds": PUBLISHED_ROUNDS, "delta": None, **reproduction([], value),
+                "verdict_note": "no valid judgment: nothing to compare"}
+    present = [v for v in score["per_round"].values() if v is not None]
+    out = {"value": value, "rounds": PUBLISHED_ROUNDS, "delta": score["mean"] - value, **reproduction(present, value)}
+    if score["missing_rounds"] and out["verdict"] is not None:
+        out["verdict_note"] = f"from {len(present)} rounds: {_rounds_text(score['missing_rounds'])} missing"
+    return out
+
+
+def _rounds_text(rounds: list[int]) -> str:
+    return ("round " if len(rounds) == 1 else "rounds ") + ", ".join(str(r) for r in rounds)
 
 
 def _identical_across_rounds(gens: pd.DataFrame, meta: dict[str, Any]) -> dict[str, int] | None:
@@ -169,9 +184,19 @@ def _cell(metric: dict[str, Any] | None, counts: dict[str, int] | None = None) -
     lo, hi = metric["ci95"]
     if lo is not None:
         text += f" [{_fmt(lo)}, {_fmt(hi)}]"
+    if metric["missing_rounds"]:
+        text += f" ({_rounds_text(metric['missing_rounds'])} missing)"
     if counts and counts["missing"] + counts["api_error"] + counts["timeout"]:
         text += " *"
     return text
+
+
+def _verdict(published: dict[str, Any]) -> str:
+    """"consistent (p = 0.41)", "lower (p = 0.003)", or "no verdict"."""
+    if published["verdict"] is None:
+        return "no verdict"
+    p = published["p"]
+    return f"{published['verdict']} ({'p < 0.001' if p < 0.001 else f'p = {p:.2g}'})"
 
 
 def _columns(summary: dict[str, Any]) -> list[str]:
@@ -190,7 +215,9 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
         out += [f"**PARTIAL RESULTS: of {planned} planned judgments, {missing} are missing and {transient} failed on the "
                 "API (api_error/timeout)** (cells marked *; counts below); run the same command again to complete them.", ""]
     out += [f"Judge: `{summary['judge_model']}` · rounds: {summary['rounds']} · data: {summary['variant']} · "
-            f"compat: `{summary['compat']}` · cells: mean over rounds ± SD over rounds [95 % bootstrap CI over questions]", ""]
+            f"compat: `{summary['compat']}` · cells: mean over rounds ± SD over rounds [95 % CI over questions]; "
+            "verdict: is the published row consistent with this run's rounds (t-test on round means, 5 % level; "
+            "README: which interval answers which question)", ""]
     if summary["compat"] != DEFAULT_COMPAT:
         out += [f"**compat `{summary['compat']}`: the harness's own semantics, not llm-jp-judge v2.0.0's; these numbers "
                 "are not comparable with the published rows.**", ""]
@@ -199,9 +226,10 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
     errors = sum(sum(t["counts"][s] for s in (*FAILURE_STATUSES, "missing")) for t in tasks.values())
     out.append(f"| **{summary['label']}** (measured) | " +
                " | ".join(_cell(tasks[c]["metrics"].get("score"), tasks[c]["counts"]) for c in cols) + f" | {errors} |")
-    if any(tasks[c]["published"] for c in cols):
-        out.append("| Δ vs published | " + " | ".join(
-            (f"{tasks[c]['published']['delta']:+.2f}" + (" (outside CI)" if tasks[c]["published"]["outside_ci"] else "")
+    compared = [c for c in cols if tasks[c]["published"]]
+    if compared:
+        out.append("| Δ vs published · verdict | " + " | ".join(
+            (f"{tasks[c]['published']['delta']:+.2f} · {_verdict(tasks[c]['published'])}"
              if tasks[c]["published"] and tasks[c]["published"]["delta"] is not None else "–") for c in cols) + " | |")
     for row in published.itertuples(index=False):
         label = row_label(row.model, row.reasoning_effort or None)
@@ -209,6 +237,10 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
             _fmt(float(getattr(row, c))) if c in BENCHMARK_ORDER else "–" for c in cols) + " | |")
     out += ["", "Published rows: the llm-jp-4 model card (judge gpt-5.4-2026-03-05, mean of three rounds); "
             "see results/model_card.csv."]
+    notes = [f"{tasks[c]['column']}: {tasks[c]['published']['verdict_note']}" for c in compared
+             if tasks[c]["published"]["verdict_note"]]
+    if notes:
+        out += ["", "Verdict notes: " + "; ".join(notes) + "."]
     out += ["", "## Counts", "", "| Benchmark | items | planned | valid | parse_failed | length | api_error | timeout | "
             "content_filtered | excluded | missing | truncated | no_final | gen error |", "|---|" + "---:|" * 13]
     for c in cols:
@@ -227,8 +259,10 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
 
 
 def _metric_row(label: str, metric: dict[str, Any] | None, rounds: list[int]) -> str:
-    per_round = [_fmt((metric or {}).get("per_round", {}).get(str(r))) for r in rounds]
-    return f"| {label} | {_cell(metric)} | " + " | ".join(per_round) + " |"
+    if not metric:
+        return f"| {label} | – | – | " + " | ".join("–" for _ in rounds) + " |"
+    per_round = [_fmt(v) if (v := metric["per_round"].get(str(r))) is not None else "missing" for r in rounds]
+    return f"| {label} | {_cell(metric)} | {metric['questions']} | " + " | ".join(per_round) + " |"
 
 
 def _detail_tables(summary: dict[str, Any], cols: list[str]) -> list[str]:
@@ -236,8 +270,8 @@ def _detail_tables(summary: dict[str, Any], cols: list[str]) -> list[str]:
     for c in cols:
         t = summary["tasks"][c]
         rounds = t["rounds"]
-        header = ["", f"## {t['title']}", "", "| Metric | mean ± SD [CI] | " + " | ".join(f"round {r}" for r in rounds) + " |",
-                  "|---|---:|" + "---:|" * len(rounds)]
+        header = ["", f"## {t['title']}", "", "| Metric | mean ± SD [CI] | questions | " +
+                  " | ".join(f"round {r}" for r in rounds) + " |", "|---|---:|---:|" + "---:|" * len(rounds)]
         metrics = t["metrics"]
         if t["metric"] == "mt_bench":
             names = [("average", "score"), ("turn 1", "turn1"), ("turn 2", "turn2")] + \
@@ -247,13 +281,19 @@ def _detail_tables(summary: dict[str, Any], cols: list[str]) -> list[str]:
         else:
             names = [("score (primary)", "score")] + [(m, m) for m in t["criteria"]]
         out += header + [_metric_row(label, metrics.get(key), rounds) for label, key in names]
-        if t["published"]:
-            out.append(f"\nPublished: {_fmt(t['published']['value'])} (Δ {t['published']['delta']:+.2f}"
-                       f"{', outside the CI' if t['published']['outside_ci'] else ''}).")
+        published = t["published"]
+        if published and published["delta"] is not None:
+            interval = (f"; 95 % CI of Δ from round-to-round noise [{published['delta_ci95'][0]:+.2f}, "
+                        f"{published['delta_ci95'][1]:+.2f}]" if published["delta_ci95"] else "")
+            out.append(f"\nPublished: {_fmt(published['value'])} (Δ {published['delta']:+.2f}: {_verdict(published)}"
+                       f"{interval}).")
         if t.get("greedy_identical_items"):
             g = t["greedy_identical_items"]
             out.append(f"\nGreedy categories: {g['identical']} of {g['greedy_items']} items gave identical answers in every round.")
     return out
+
+
+CSV_SUFFIXES = ("sd", "ci_low", "ci_high", "delta", "verdict", "p", "missing", "missing_rounds")
 
 
 def render_csv(summary: dict[str, Any], published: pd.DataFrame) -> str:
@@ -261,7 +301,7 @@ def render_csv(summary: dict[str, Any], published: pd.DataFrame) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     header = ["kind", "model", "reasoning_effort"] + [summary["tasks"][c]["column"] for c in cols]
-    header += [f"{summary['tasks'][c]['column']} {suffix}" for c in cols for suffix in ("sd", "ci_low", "ci_high", "delta", "missing")]
+    header += [f"{summary['tasks'][c]['column']} {suffix}" for c in cols for suffix in CSV_SUFFIXES]
     writer.writerow(header)
     model, effort = summary["label"].split(" (reasoning_effort = ")[0], summary["reasoning_effort"] or ""
     measured = ["measured", model, effort]
@@ -270,16 +310,21 @@ def render_csv(summary: dict[str, Any], published: pd.DataFrame) -> str:
         measured.append(_fmt(score["mean"], 4) if score else "")
     for c in cols:
         t = summary["tasks"][c]
-        score = t["metrics"].get("score") or {"sd": None, "ci95": [None, None]}
-        delta = t["published"]["delta"] if t["published"] else None
-        measured += [_fmt(score["sd"], 4) if score["sd"] is not None else "", _fmt(score["ci95"][0], 4) if score["ci95"][0] is not None else "",
-                     _fmt(score["ci95"][1], 4) if score["ci95"][1] is not None else "", _fmt(delta, 4) if delta is not None else "",
-                     t["counts"]["missing"]]
+        score = t["metrics"].get("score") or {"sd": None, "ci95": [None, None], "missing_rounds": []}
+        versus = t["published"] or {"delta": None, "verdict": None, "p": None}
+        measured += [_number(score["sd"]), _number(score["ci95"][0]), _number(score["ci95"][1]), _number(versus["delta"]),
+                     versus["verdict"] or "", f"{versus['p']:.3g}" if versus["p"] is not None else "", t["counts"]["missing"],
+                     ";".join(str(r) for r in score["missing_rounds"])]
     writer.writerow(measured)
     for row in published.itertuples(index=False):
         writer.writerow(["published", row.model, row.reasoning_effort] +
-                        [f"{float(getattr(row, c)):.2f}" if c in BENCHMARK_ORDER else "" for c in cols] + [""] * (5 * len(cols)))
+                        [f"{float(getattr(row, c)):.2f}" if c in BENCHMARK_ORDER else "" for c in cols] +
+                        [""] * (len(CSV_SUFFIXES) * len(cols)))
     return buffer.getvalue()
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
 
 
 # ---------------------------------------------------------------- writing a run

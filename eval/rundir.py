@@ -1,7 +1,8 @@
 """The run directory: an exclusive lock held for the life of a run, and atomic file writes.
 
 The lock is an `flock` on `run.lock`: the kernel drops it when the process dies, so a killed run never leaves a
-stale lock behind. Every output file is written to a temporary file in the same folder and renamed into place.
+stale lock behind. Every output file is written to a temporary file in the same folder and renamed into place;
+JSON files are strict JSON (no NaN or Infinity: those become null).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -52,12 +54,24 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(path, text.encode("utf-8"))
 
 
+def strict_json(data: Any) -> Any:
+    """`data` with every NaN or infinity replaced by None: JSON has no such numbers, and readers reject them."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: strict_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [strict_json(v) for v in data]
+    return data
+
+
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
+    write_text(path, json.dumps(strict_json(data), ensure_ascii=False, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    atomic_write(path, ((json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8") for r in rows))
+    atomic_write(path, ((json.dumps(strict_json(r), ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+                        for r in rows))
 
 
 class RunLock:

@@ -32,16 +32,7 @@ def test_means_sd_and_exclusions_by_hand():
     assert stats["turn2"].per_round == {1: pytest.approx(6.0), 2: pytest.approx(5.0)}
 
 
-def test_bootstrap_resamples_questions_so_turns_move_together():
-    # Question a: turns 1 and 10; question b: 5 and 5. Resampling questions gives means 5.5, 5.25 or 5.0 only;
-    # resampling single judgments would reach 1.0 or 10.0.
-    stats = summarize(observations(TaskRules("mt_bench"), mt_rows({(1, "a", 1): 1, (1, "a", 2): 10, (1, "b", 1): 5, (1, "b", 2): 5})))
-    assert (stats["score"].ci_low, stats["score"].ci_high) == (pytest.approx(5.0), pytest.approx(5.5))
-    again = summarize(observations(TaskRules("mt_bench"), mt_rows({(1, "a", 1): 1, (1, "a", 2): 10, (1, "b", 1): 5, (1, "b", 2): 5})))
-    assert again["score"].ci_low == stats["score"].ci_low  # fixed seed: the same interval every time
-
-
-def test_bootstrap_interval_covers_the_mean_and_rounds_move_with_their_question():
+def test_interval_covers_the_mean_and_is_narrow_on_forty_questions():
     rng = np.random.default_rng(0)
     values = {(r, str(i), 1): float(rng.integers(1, 11)) for r in (1, 2, 3) for i in range(40)}
     stats = summarize(observations(TaskRules("mt_bench"), mt_rows(values)))["score"]
@@ -101,16 +92,17 @@ def test_summary_has_rounds_statistics_counts_and_published_rows(two_runs):
     assert csv[1].startswith("measured,tiny-harmony,low,") and sum(line.startswith("published,") for line in csv) == 10
 
 
-def test_published_value_delta_and_ci_flag_for_a_matching_row(two_runs, tmp_path):
+@pytest.fixture
+def relabeled(two_runs, tmp_path):
+    """A copy of a smoke run's store relabeled as the 8B at medium effort on the full data, so it has a published row."""
     import shutil
 
-    from eval.report import compute_summary
     from eval.store import Store
 
     shutil.copy(two_runs["high"] / "run.sqlite", tmp_path / "run.sqlite")
     store = Store(tmp_path / "run.sqlite")
     config = store.meta("config")
-    config["model"]["path"] = "llm-jp/llm-jp-4-8b-thinking"  # relabel the run as the 8B at medium effort
+    config["model"]["path"] = "llm-jp/llm-jp-4-8b-thinking"
     config["model"]["chat_template_kwargs"]["reasoning_effort"] = "medium"
     config["variant"] = "full"
     tasks = store.meta("tasks")
@@ -118,14 +110,53 @@ def test_published_value_delta_and_ci_flag_for_a_matching_row(two_runs, tmp_path
         meta["variant"] = "full"
     store.set_meta("config", config)
     store.set_meta("tasks", tasks)
-    summary = compute_summary(store)
+    yield store
     store.close()
+
+
+def test_published_value_delta_and_reproduction_verdict_for_a_matching_row(relabeled):
+    from eval.report import compute_summary, load_published, render_csv, render_markdown
+
+    summary = compute_summary(relabeled)
     ja = summary["tasks"]["mt_bench_ja"]
     assert summary["label"] == "llm-jp-4-8b-thinking (reasoning_effort = medium)"
-    assert ja["published"]["value"] == 7.54
-    assert ja["published"]["delta"] == pytest.approx(ja["metrics"]["score"]["mean"] - 7.54)
-    lo, hi = ja["metrics"]["score"]["ci95"]
-    assert ja["published"]["outside_ci"] == (not lo <= 7.54 <= hi)
+    published, score = ja["published"], ja["metrics"]["score"]
+    assert published["value"] == 7.54 and published["rounds"] == 3
+    assert published["delta"] == pytest.approx(score["mean"] - 7.54)
+    assert published["df"] == 1  # two rounds
+    assert published["delta_se"] == pytest.approx(score["sd"] * (1 / 2 + 1 / 3) ** 0.5)
+    expected = "consistent" if published["p"] >= 0.05 else ("higher" if published["delta"] > 0 else "lower")
+    assert published["verdict"] == expected
+    table = render_markdown(summary, load_published())
+    assert f"{published['delta']:+.2f} · {expected} (p = " in table or f"{expected} (p < 0.001)" in table
+    header, measured = render_csv(summary, load_published()).splitlines()[:2]
+    row = dict(zip(header.split(","), measured.split(",")))
+    assert row["MT-Bench (JA) verdict"] == expected and float(row["MT-Bench (JA) p"]) == pytest.approx(published["p"], rel=1e-2)
+
+
+def test_a_round_without_valid_judgments_shows_in_summary_and_tables_and_one_round_gives_no_verdict(relabeled):
+    import dataclasses
+
+    from eval.records import Slot
+    from eval.report import compute_summary, load_published, render_markdown
+
+    for row in relabeled.plan():
+        if row["task"] == "mt_bench_ja" and row["round"] == 2:
+            slot = Slot(row["round"], row["task"], row["item_id"], row["turn"])
+            judgment = relabeled.judgment(slot)
+            relabeled.put_judgment(dataclasses.replace(judgment, status="parse_failed", scores={}))
+    summary = compute_summary(relabeled)
+    ja = summary["tasks"]["mt_bench_ja"]
+    score = ja["metrics"]["score"]
+    assert ja["rounds"] == [1, 2] and score["per_round"]["2"] is None and score["missing_rounds"] == [2]
+    assert score["mean"] == score["per_round"]["1"] and score["sd"] is None
+    assert ja["published"]["verdict"] is None and "one round" in ja["published"]["verdict_note"]
+    table = render_markdown(summary, load_published())
+    assert "(round 2 missing)" in table and "no verdict" in table and "MT-Bench (JA): one round" in table
+    detail = table.split("## MT-Bench")[1].splitlines()
+    average = next(line for line in detail if line.startswith("| average |"))
+    assert average.rstrip(" |").endswith("| missing")
+    assert json.loads(json.dumps(summary, allow_nan=False))["tasks"]["mt_bench_ja"]["counts"]["parse_failed"] == 6
 
 
 def test_compare_prints_measured_and_published_rows_with_paired_differences(two_runs, tmp_path):

@@ -4,10 +4,12 @@
   decimal digit, as upstream's `int` does); a second pattern is tried when the first finds nothing (FastChat's
   `[x]` fallback); under the strict profile, a number outside the scale is no score.
 - criteria (quality): `re.findall` of (criterion, score) pairs; every criterion exactly once, else a failure.
+A score that is not a finite number (NaN, infinity, or digits past the float range) is a parse failure.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -34,13 +36,21 @@ class Parser:
             match = re.search(self.fallback_regex, text)
         if match is None:
             return "no score found"
-        try:
-            value = float(match.group(1))
-        except ValueError:
-            return f"score {match.group(1)!r} is not a number"
+        value = _number(match.group(1))
+        if isinstance(value, str):
+            return value
         if self.check_range and not self.low <= value <= self.high:
             return f"score {value:g} outside {self.low:g}-{self.high:g}"
         return {self.score_name: value}
+
+
+def _number(text: str) -> float | str:
+    """The score as a finite float, or why it is none (NaN or infinity would poison every mean)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return f"score {text!r} is not a number"
+    return value if math.isfinite(value) else f"score {text!r} is not a finite number"
 
 
 def _criteria(text: str, regex: str, criteria: tuple[str, ...]) -> dict[str, float] | str:
@@ -48,7 +58,10 @@ def _criteria(text: str, regex: str, criteria: tuple[str, ...]) -> dict[str, flo
     for name, value in re.findall(regex, text):
         if name in scores:
             return f"criterion {name} given twice"
-        scores[name] = float(value)
+        number = _number(value)
+        if isinstance(number, str):
+            return f"criterion {name}: {number}"
+        scores[name] = number
     missing = [c for c in criteria if c not in scores]
     if missing:
         return f"missing criteria: {', '.join(missing)}"
