@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import MockSettings, load_config
+from . import redact
+from .config import MAX_ROUNDS, MockSettings, load_config
 from .errors import UserError
 
 SMOKE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
@@ -22,6 +23,8 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_redact_record)
     for name in ("httpx", "httpx2", "openai", "urllib3"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
@@ -34,6 +37,11 @@ def _quiet_libraries() -> None:
         datasets.logging.set_verbosity_error()
     except ImportError:
         pass
+
+
+def _redact_record(record: logging.LogRecord) -> bool:
+    record.msg, record.args = redact.text(record.getMessage(), credentials=True), None
+    return True
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact.text(str(e), credentials=True)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: everything stored so far is kept; run the same command again to resume", file=sys.stderr)
@@ -100,11 +108,15 @@ def _run(args: argparse.Namespace) -> int:
     from .pipeline import RunOptions, run
 
     cfg = load_config(args.config, args.overrides)
-    for name, value in (("--limit", args.limit), ("--rounds", args.rounds)):
-        if value is not None and value < 1:
-            raise UserError(f"{name} must be at least 1 (got {value})")
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    if tasks:
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1 (got {args.limit})")
+    if args.rounds is not None and not 1 <= args.rounds <= MAX_ROUNDS:
+        raise UserError(f"--rounds must be between 1 and {MAX_ROUNDS} (got {args.rounds})")
+    tasks = None
+    if args.tasks is not None:
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        if not tasks:
+            raise UserError(f"--tasks {args.tasks!r} names no task; give a comma-separated subset of {', '.join(cfg.tasks)}")
         unknown = [t for t in tasks if t not in cfg.tasks]
         if unknown:
             raise UserError(f"--tasks: {', '.join(unknown)} not in the config's tasks ({', '.join(cfg.tasks)})")
@@ -232,6 +244,7 @@ def _mock_judge(args: argparse.Namespace) -> int:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             raise UserError(f"--api-key-env: the environment variable {args.api_key_env} is not set")
+        redact.register(api_key)
     try:
         server = MockServer(settings, args.host, args.port, api_key, tuple(args.reject_param))
     except OSError as e:

@@ -10,11 +10,14 @@ import json
 import logging
 from typing import Any, Awaitable, Callable
 
+import openai
 from openai.types.chat import ChatCompletion
+
 from .. import progress
+from ..errors import UserError
 from ..records import Judgment
 from ..store import Store
-from .client import JudgeClient, Progress, mentions_content_filter
+from .client import JudgeClient, Progress, _short, mentions_content_filter
 from .requests import JudgeRequest
 
 log = logging.getLogger("eval.judge")
@@ -48,9 +51,19 @@ class BatchJudge:
             body = {"model": self.client.cfg.model, "messages": r.messages, **self.client.policy.kwargs(r.params)}
             lines.append(json.dumps({"custom_id": r.key, "method": "POST", "url": "/v1/chat/completions", "body": body},
                                     ensure_ascii=False))
-        upload = await self.api.files.create(file=("judge-requests.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
-        batch = await self.api.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
-                                              metadata={"harness": "llmjp-eval"})
+        try:
+            upload = await self.api.files.create(file=("judge-requests.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
+            batch = await self.api.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                                  completion_window="24h", metadata={"harness": "llmjp-eval"})
+        except openai.APIStatusError as e:
+            if e.status_code in (404, 405, 501):
+                raise UserError(f"judge.mode: the judge server has no Files/Batch API (HTTP {e.status_code} from "
+                                f"{e.request.url.path}); set judge.mode: sync — everything stored so far is kept") from None
+            raise UserError(f"judge.mode batch: submitting the batch failed (HTTP {e.status_code}: {_short(e)}); run "
+                            "again later — everything stored so far is kept") from None
+        except openai.APIError as e:
+            raise UserError(f"judge.mode batch: submitting the batch failed ({_short(e)}); run again later — everything "
+                            "stored so far is kept") from None
         self.store.add_batch(batch.id, upload.id, [r.key for r in requests])
         return batch.id
 
