@@ -1,6 +1,7 @@
 """`python -m eval …`: run, report, compare, tasks, fetch, check, mock-judge.
 
-Exit codes: 0 success, 2 a user error (one line on stderr, no traceback), 130 interrupted.
+Exit codes: 0 success, 2 a user error (one line on stderr, no traceback), 130 interrupted (SIGINT), 143 terminated
+(SIGTERM).
 """
 
 from __future__ import annotations
@@ -9,8 +10,13 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
+import threading
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from . import redact
 from .config import MAX_ROUNDS, MockSettings, load_config
@@ -94,14 +100,55 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _quiet_libraries()
+    received: list[int] = []
     try:
-        return COMMANDS[args.command](args)
+        with _stopped_by_signals(received):
+            return COMMANDS[args.command](args)
     except UserError as e:
         print(f"error: {redact.text(str(e), credentials=True)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: everything stored so far is kept; run the same command again to resume", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        if not received:  # a Ctrl-C that came some other way than through the handler, which has said it already
+            print(_stop_message(signal.SIGINT), file=sys.stderr)
+        return 128 + (received[0] if received else signal.SIGINT)
+
+
+_STOPPED_BY = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+
+def _stop_message(signum: int) -> str:
+    return (f"{_STOPPED_BY[signum]} ({signal.Signals(signum).name}): stopping; everything stored so far is kept — run the "
+            "same command again to resume")
+
+
+@contextmanager
+def _stopped_by_signals(received: list[int]) -> Iterator[None]:
+    """SIGINT and SIGTERM (what schedulers send before a kill) stop a command the same way, one line said at once.
+
+    Inside the event loop the signal cancels every task, so the stop lands at an `await` and never in the middle of
+    a store write; elsewhere it raises KeyboardInterrupt. A second signal while stopping exits at once: the store is
+    consistent at every instant, as the kill tests show. A signal the parent set to be ignored stays ignored."""
+    def stop(signum: int, frame: object) -> None:
+        if received:
+            print(f"{_STOPPED_BY[signum]} again: exiting now; everything stored so far is kept", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        received.append(signum)
+        print("\n" + _stop_message(signum), file=sys.stderr, flush=True)  # now: what is in flight may take a while
+        # Requests cut off mid-connection leave coroutines that were never awaited; that is expected here.
+        warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise KeyboardInterrupt from None
+        loop.call_soon_threadsafe(lambda: [task.cancel() for task in asyncio.all_tasks(loop)])
+
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may install handlers
+    previous = {sig: signal.signal(sig, stop) for sig in _STOPPED_BY if main and signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run(args: argparse.Namespace) -> int:

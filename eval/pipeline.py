@@ -27,10 +27,10 @@ from .judge.mock_server import MockServer
 from .judge.requests import Excluded, JudgeRequest, build_request
 from .records import Generation, Judgment, Slot, content_key
 from .rundir import RunLock
+from .statuses import is_transient
 from .store import Store
 from .tasks import Task, load_spec, load_task
 
-RETRY_ON_RESUME = {"api_error", "timeout", "error"}  # outcomes a later run asks again
 
 
 @dataclass
@@ -109,6 +109,10 @@ def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
             return summary
         finally:
             store.close()
+
+
+class _RunStopped(Exception):
+    """Raised into a backend's generation loop to end it once the run stops."""
 
 
 class Runner:
@@ -292,7 +296,7 @@ class Runner:
     def _is_stored(self, slot: Slot) -> bool:
         """The slot holds a final generation made from exactly the request this config would send."""
         stored = self.store.generation(slot)
-        if stored is None or stored.status in RETRY_ON_RESUME:
+        if stored is None or is_transient(stored):
             return False
         request = self._request(slot)
         return request is not None and stored.key == self.generation_key(request)
@@ -312,7 +316,7 @@ class Runner:
 
                 def store_result(result: GenerationResult) -> None:
                     if self.stop.is_set():
-                        raise RuntimeError("run stopped")
+                        raise _RunStopped()
                     self.generation_calls += 1
                     gen = self._record(result)
                     self.store.put_generation(gen)
@@ -323,6 +327,8 @@ class Runner:
                 assert self.backend is not None
                 self.backend.generate(requests, store_result)
                 checkpoint("turn_done")
+        except _RunStopped:
+            return  # the run is stopping (a failure elsewhere, or a signal); what was stored stays
         finally:
             bar.close()
 
@@ -359,7 +365,7 @@ class Runner:
             return False
         if isinstance(request, Excluded):
             return stored.status == "excluded" and stored.generation_key == request.generation_key
-        if stored.status in RETRY_ON_RESUME or stored.key != request.key:
+        if is_transient(stored) or stored.key != request.key:
             return False
         if stored.generation_key != request.generation_key:
             stored.generation_key = request.generation_key

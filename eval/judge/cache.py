@@ -12,10 +12,9 @@ from pathlib import Path
 from .. import redact
 from ..errors import UserError
 from ..records import Judgment
+from ..statuses import may_share
 from ..sources import cache_root
 
-# Outcomes that asking again would not change; transient failures (api_error, timeout) are asked again.
-CACHEABLE = {"ok", "parse_failed", "length", "content_filtered"}
 
 
 class JudgeCache:
@@ -49,10 +48,13 @@ class JudgeCache:
             row = self.db.execute("SELECT record FROM judgments WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error as e:
             raise self._error("cannot read", e) from None
-        return Judgment.from_dict(json.loads(row[0])) if row else None
+        if row is None:
+            return None
+        judgment = Judgment.from_dict(json.loads(row[0]))
+        return judgment if may_share(judgment) else None  # an entry written by an older version under older rules
 
     def put(self, judgment: Judgment) -> None:
-        if self.db is None or self.mode != "read_write" or judgment.status not in CACHEABLE:
+        if self.db is None or self.mode != "read_write" or not may_share(judgment):
             return
         with self.lock:
             try:
