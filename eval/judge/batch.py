@@ -11,13 +11,13 @@ import logging
 from typing import Any, Awaitable, Callable
 
 import openai
-from openai.types.chat import ChatCompletion
 
 from .. import progress
 from ..errors import UserError
 from ..records import Judgment
 from ..store import Store
 from .client import JudgeClient, Progress, _short, mentions_content_filter
+from .replies import MalformedReply, read_reply
 from .requests import JudgeRequest
 
 log = logging.getLogger("eval.judge")
@@ -74,9 +74,12 @@ class BatchJudge:
             if file_id:
                 content = await self.api.files.content(file_id)
                 for line in content.text.splitlines():
-                    if line.strip():
-                        row = json.loads(line)
-                        outputs[row["custom_id"]] = row
+                    try:
+                        row = json.loads(line) if line.strip() else None
+                    except ValueError:
+                        row = None
+                    if isinstance(row, dict) and isinstance(row.get("custom_id"), str):
+                        outputs[row["custom_id"]] = row  # a line of any other shape: its request is asked again
         retry = []
         for key, request in requests.items():
             progress = Progress(request, attempts=1, asks=1, sent=self.client.policy.kwargs(request.params))
@@ -100,10 +103,15 @@ class BatchJudge:
         if row is None:
             progress.asks = 0  # nothing came back for it: a full set of asks remains
             return None
-        response = row.get("response") or {}
-        body = response.get("body") or {}
+        response = row.get("response") if isinstance(row.get("response"), dict) else {}
+        body = response.get("body") if isinstance(response.get("body"), dict) else {}
         if response.get("status_code") == 200:
-            return self.client.interpret(progress, ChatCompletion.model_validate(body), batch=True)
+            try:
+                reply = read_reply(body)
+            except MalformedReply:
+                progress.asks = 0  # ask synchronously, with a full set of asks
+                return None
+            return self.client.interpret(progress, reply, batch=True)
         error = body.get("error") or {}
         if response.get("status_code") == 400 and mentions_content_filter(error.get("code"), str(error.get("message"))):
             return self.client.finish(progress, "content_filtered", {}, "the judge refused the prompt (content filter)")

@@ -1,11 +1,12 @@
-"""The judge client: `AsyncOpenAI` / `AsyncAzureOpenAI` with bounded concurrency, rate limits, the SDK's retries
-(exponential backoff with jitter, `Retry-After` honoured), a failure status for every outcome, parse re-asks, and
-parameter adaptation for reasoning judges.
+"""The judge client: `AsyncOpenAI` / `AsyncAzureOpenAI` with bounded concurrency, rate limits paid by every HTTP call,
+the SDK's retries (exponential backoff with jitter, `Retry-After` honoured), every reply checked (replies.py) before
+it is read, a failure status for every outcome, parse re-asks, and parameter adaptation for reasoning judges.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -21,6 +22,7 @@ from ..errors import UserError
 from ..records import Judgment, Usage
 from .ledger import Ledger
 from .limits import RateLimiter, estimate_tokens
+from .replies import Reply, read_reply
 from .requests import JudgeRequest
 
 log = logging.getLogger("eval.judge")
@@ -107,8 +109,10 @@ class ParamPolicy:
         return {"dropped": sorted(self.dropped), "max_completion_tokens": self.max_tokens_field == "max_completion_tokens"}
 
 
-def make_openai_client(cfg: JudgeConfig, base_url: str | None, api_key: str):
-    common = {"api_key": api_key, "max_retries": cfg.max_retries, "timeout": cfg.timeout_s}
+def make_openai_client(cfg: JudgeConfig, base_url: str | None, api_key: str, on_request=None):
+    """`on_request` is awaited before every HTTP request the SDK sends, its own retries included."""
+    common = {"api_key": api_key, "max_retries": cfg.max_retries, "timeout": cfg.timeout_s,
+              "http_client": openai.DefaultAsyncHttpxClient(event_hooks={"request": [on_request] if on_request else []})}
     if cfg.provider == "azure" and not cfg.mock:
         assert cfg.azure is not None
         return openai.AsyncAzureOpenAI(azure_endpoint=cfg.azure.endpoint, api_version=cfg.azure.api_version,
@@ -129,7 +133,7 @@ def mentions_content_filter(code: Any, message: str) -> bool:
 class JudgeClient:
     def __init__(self, cfg: JudgeConfig, base_url: str | None, ledger: Ledger, learned: dict[str, Any] | None = None):
         self.cfg = cfg
-        self.client = make_openai_client(cfg, base_url, api_key_for(cfg))
+        self.client = make_openai_client(cfg, base_url, api_key_for(cfg), self._pace)
         self.semaphore = asyncio.Semaphore(cfg.concurrency)
         self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
         self.policy = ParamPolicy(cfg.model, learned)
@@ -140,6 +144,18 @@ class JudgeClient:
 
     async def close(self) -> None:
         await self.client.close()
+
+    async def _pace(self, http_request: Any) -> None:
+        """Every chat call waits for the rate limiter — first asks, re-asks, the SDK's retries, a batch's retries."""
+        if b"/chat/completions" not in http_request.url.raw_path:
+            return
+        try:
+            body = json.loads(http_request.content)
+            tokens = sum(estimate_tokens(m.get("content") or "") for m in body["messages"] if isinstance(m, dict))
+            tokens += body.get("max_completion_tokens") or body.get("max_tokens") or 0
+        except (ValueError, KeyError, TypeError, AttributeError):
+            tokens = 0
+        await self.limiter.acquire(tokens)
 
     # ---------------------------------------------------------------- checks
 
@@ -173,7 +189,6 @@ class JudgeClient:
         async with self.semaphore:
             if self.ledger.exhausted():
                 return None
-            await self.limiter.acquire(sum(estimate_tokens(m["content"]) for m in request.messages) + request.params["max_tokens"])
             return await self.continue_judging(Progress(request))
 
     async def continue_judging(self, progress: Progress) -> Judgment:
@@ -190,18 +205,21 @@ class JudgeClient:
             if judgment is not None:
                 return judgment
 
-    def interpret(self, progress: Progress, completion: Any, batch: bool = False) -> Judgment | None:
-        """The judgment a completion settles, or None when it holds no score and may be asked again."""
-        choice = completion.choices[0] if completion.choices else None
-        progress.raw = choice.message.content if choice and choice.message else None
-        progress.returned_model, progress.fingerprint = completion.model, completion.system_fingerprint
+    def interpret(self, progress: Progress, reply: Reply, batch: bool = False) -> Judgment | None:
+        """The judgment a reply settles, or None when it holds no score and may be asked again."""
+        progress.raw = reply.content
+        progress.returned_model, progress.fingerprint = reply.model, reply.fingerprint
         self._track(progress.returned_model, progress.fingerprint)
-        usage = _usage(completion)
-        progress.usage.add(usage)
-        cost = self.ledger.charge(usage, batch)
+        progress.usage.add(reply.usage)
+        cost = self.ledger.charge(reply.usage, batch)
         if cost is not None:
             progress.cost = (progress.cost or 0.0) + cost
-        finish = choice.finish_reason if choice else None
+        finish = reply.finish_reason
+        if reply.content is None:  # nothing said (or a refusal): not a verdict on the answer, so never final
+            if progress.asks > progress.request.parse_retries:
+                said = f"the judge refused: {reply.refusal[:200]}" if reply.refusal else "the judge returned no content"
+                return self.finish(progress, "api_error", {}, said)
+            return None
         if finish == "content_filter":
             return self.finish(progress, "content_filtered", {}, "the judge's output was filtered")
         scores = progress.request.parser(progress.raw)
@@ -258,8 +276,8 @@ class JudgeClient:
                 raise self._failure(e, attempts) from None
             attempts += raw.retries_taken + 1
             try:
-                return raw.parse(), attempts, kwargs
-            except (openai.APIResponseValidationError, ValueError) as e:
+                return read_reply(json.loads(raw.text)), attempts, kwargs
+            except ValueError as e:  # MalformedReply, or not JSON at all
                 # A 200 whose body is not a chat completion: the SDK does not retry these.
                 malformed += 1
                 if malformed > self.cfg.max_retries:
@@ -285,14 +303,6 @@ class JudgeClient:
                     self.warnings.append(f"judge {what} changed within the run: {sorted(seen)} -> {value}")
                     log.warning(self.warnings[-1])
                 seen.add(value)
-
-
-def _usage(completion: Any) -> Usage:
-    u = getattr(completion, "usage", None)
-    if u is None:
-        return Usage()
-    details = getattr(u, "completion_tokens_details", None)
-    return Usage(u.prompt_tokens or 0, u.completion_tokens or 0, (getattr(details, "reasoning_tokens", 0) or 0) if details else 0)
 
 
 def _sdk_attempts(error: openai.APIStatusError, cfg: JudgeConfig) -> int:
