@@ -309,3 +309,39 @@ def test_judge_cache_on_a_full_disk_is_a_clear_error_and_the_store_keeps_the_jud
     with pytest.raises(UserError, match=r"judge cache .*cache.sqlite: cannot write \(database or disk is full\); free disk "
                                         r"space .* judge.cache: off — everything stored in the run so far is kept"):
         cache.put(judgment)
+
+
+def test_a_misbehaving_judge_slows_a_run_but_never_crashes_it_or_poisons_the_cache(tmp_path):
+    """Every malformed shape, no content and refusals, then a healthy server: the run ends, partial and labelled; only
+    real verdicts reach the shared cache; the next run completes it."""
+    import sqlite3
+
+    from misbehaving_server import GOOD, MisbehavingJudge, completion
+
+    bad = [[1, 2, 3], {**GOOD, "choices": "oops"}, {**GOOD, "choices": [{"message": "str"}]}, completion(7),
+           {**GOOD, "usage": "n/a"}, {**GOOD, "choices": []}, {**GOOD, "choices": [None]}, completion(None),
+           completion(None, refusal="I can't judge this.")]
+    healthy = {"now": False}
+
+    def reply(n, body, headers):
+        return (200, GOOD) if healthy["now"] or n > len(bad) + 1 else (200, bad[n % len(bad)])  # n = 1: the preflight
+
+    server = MisbehavingJudge(reply)
+    cache = tmp_path / "cache.sqlite"
+    args = ["run", "configs/smoke.yaml", "--out", str(tmp_path / "run"), "--rounds", "2", "--tasks", "mt_bench_en",
+            "--set", "judge.mock=false", "--set", f"judge.base_url={server.url}", "--set", "judge.api_key_env=MOCK_JUDGE_KEY",
+            "--set", "judge.max_retries=0", "--set", "judge.cache=read_write", "--set", f"judge.cache_path={cache}",
+            "--set", "judge.concurrency=2", "--set", "task_options.mt_bench_en.judge.parse_retries=1"]
+    try:
+        first = run_cli(*args, env=ENV)
+        assert first.returncode == 0 and "Traceback" not in first.stderr, first.stderr[-3000:]
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert summary["complete"] is False and summary["tasks"]["mt_bench_en"]["counts"]["api_error"] > 0
+        shared = [json.loads(r[0]) for r in sqlite3.connect(cache).execute("SELECT record FROM judgments")]
+        assert shared and all(j["status"] == "ok" and j["raw"] for j in shared)
+        healthy["now"] = True
+        second = run_cli(*args, env=ENV)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert json.loads((tmp_path / "run" / "summary.json").read_text())["complete"] is True
+    finally:
+        server.stop()

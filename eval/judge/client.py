@@ -215,13 +215,13 @@ class JudgeClient:
         if cost is not None:
             progress.cost = (progress.cost or 0.0) + cost
         finish = reply.finish_reason
-        if reply.content is None:  # nothing said (or a refusal): not a verdict on the answer, so never final
+        if finish == "content_filter":
+            return self.finish(progress, "content_filtered", {}, "the judge's output was filtered")
+        if reply.content is None and finish != "length":  # nothing said, or a refusal: no verdict, so never final
             if progress.asks > progress.request.parse_retries:
                 said = f"the judge refused: {reply.refusal[:200]}" if reply.refusal else "the judge returned no content"
                 return self.finish(progress, "api_error", {}, said)
             return None
-        if finish == "content_filter":
-            return self.finish(progress, "content_filtered", {}, "the judge's output was filtered")
         scores = progress.request.parser(progress.raw)
         if isinstance(scores, dict):
             return self.finish(progress, "ok", scores)
