@@ -55,7 +55,7 @@ class MisbehavingJudge:
                     with outer.lock:
                         outer.calls.append(time.monotonic())
                         n = len(outer.calls)
-                    status, body = outer.reply(n, json.loads(raw), dict(self.headers))
+                    status, body = outer.reply(n, json.loads(raw), self.headers)  # case-insensitive .get
                 elif outer.files is not None:
                     status, body = outer.files("POST", path)
                 else:
