@@ -32,7 +32,6 @@ from .store import Store
 from .tasks import Task, load_spec, load_task
 
 
-
 @dataclass
 class RunOptions:
     out: Path | None = None
@@ -167,8 +166,10 @@ class Runner:
     def _check_answers_available(self) -> None:
         """A backend that replays a file cannot produce what the file lacks: say what, before paying for any judging."""
         unavailable = getattr(self.backend, "unavailable", None)
+        if unavailable is None:
+            return
         planned = [slot for slot, _ in self._plan()]
-        missing = unavailable(planned) if unavailable else []
+        missing = unavailable(planned)
         if missing:
             shown = ", ".join(f"{s.task} item {s.item_id} turn {s.turn} round {s.round}" for s in missing[:3])
             raise UserError(f"model.path: {self.cfg.model.path} has no answer for {len(missing)} of {len(planned)} planned "

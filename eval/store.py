@@ -55,8 +55,9 @@ class Store:
             problems = [str(e)]
         if problems != ["ok"]:
             self.db.close()
-            raise UserError(f"{self.path}: the run store is damaged ({' '.join(' '.join(problems).split())[:200]}); move it aside (`sqlite3 "
-                            f"{self.path.name} .recover` may save its records) and run again, or choose another --out")
+            found = " ".join(" ".join(problems).split())[:200]
+            raise UserError(f"{self.path}: the run store is damaged ({found}); move it aside (`sqlite3 {self.path.name} "
+                            ".recover` may save its records) and run again, or choose another --out")
         self.lock = threading.Lock()
 
     def close(self) -> None:
