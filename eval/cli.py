@@ -1,6 +1,7 @@
 """`python -m eval …`: run, rejudge, agree, report, compare, tasks, fetch, check, mock-judge.
 
-Exit codes: 0 success, 2 a user error (one line on stderr, no traceback), 130 interrupted.
+Exit codes: 0 success, 2 a user error (one line on stderr, no traceback), 130 interrupted (SIGINT), 143 terminated
+(SIGTERM).
 """
 
 from __future__ import annotations
@@ -9,10 +10,16 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
+import threading
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from .config import MockSettings, load_config
+from . import redact
+from .config import MAX_ROUNDS, MockSettings, load_config
 from .errors import UserError
 
 SMOKE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
@@ -22,6 +29,8 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_redact_record)
     for name in ("httpx", "httpx2", "openai", "urllib3"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
@@ -34,6 +43,11 @@ def _quiet_libraries() -> None:
         datasets.logging.set_verbosity_error()
     except ImportError:
         pass
+
+
+def _redact_record(record: logging.LogRecord) -> bool:
+    record.msg, record.args = redact.text(record.getMessage(), credentials=True), None
+    return True
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,25 +121,70 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _quiet_libraries()
+    received: list[int] = []
     try:
-        return COMMANDS[args.command](args)
+        with _stopped_by_signals(received):
+            return COMMANDS[args.command](args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact.text(str(e), credentials=True)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: everything stored so far is kept; run the same command again to resume", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        if not received:  # a Ctrl-C that came some other way than through the handler, which has said it already
+            print(_stop_message(signal.SIGINT), file=sys.stderr)
+        return 128 + (received[0] if received else signal.SIGINT)
+
+
+_STOPPED_BY = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+
+def _stop_message(signum: int) -> str:
+    return (f"{_STOPPED_BY[signum]} ({signal.Signals(signum).name}): stopping; everything stored so far is kept — run the "
+            "same command again to resume")
+
+
+@contextmanager
+def _stopped_by_signals(received: list[int]) -> Iterator[None]:
+    """SIGINT and SIGTERM (what schedulers send before a kill) stop a command the same way, one line said at once.
+
+    Inside the event loop the signal cancels every task, so the stop lands at an `await` and never in the middle of
+    a store write; elsewhere it raises KeyboardInterrupt. A second signal while stopping exits at once: the store is
+    consistent at every instant, as the kill tests show. A signal the parent set to be ignored stays ignored."""
+    def stop(signum: int, frame: object) -> None:
+        if received:
+            print(f"{_STOPPED_BY[signum]} again: exiting now; everything stored so far is kept", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        received.append(signum)
+        print("\n" + _stop_message(signum), file=sys.stderr, flush=True)  # now: what is in flight may take a while
+        # Requests cut off mid-connection leave coroutines that were never awaited; that is expected here.
+        warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise KeyboardInterrupt from None
+        loop.call_soon_threadsafe(lambda: [task.cancel() for task in asyncio.all_tasks(loop)])
+
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may install handlers
+    previous = {sig: signal.signal(sig, stop) for sig in _STOPPED_BY if main and signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run(args: argparse.Namespace) -> int:
     from .pipeline import RunOptions, run
 
     cfg = load_config(args.config, args.overrides)
-    for name, value in (("--limit", args.limit), ("--rounds", args.rounds)):
-        if value is not None and value < 1:
-            raise UserError(f"{name} must be at least 1 (got {value})")
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    if tasks:
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1 (got {args.limit})")
+    if args.rounds is not None and not 1 <= args.rounds <= MAX_ROUNDS:
+        raise UserError(f"--rounds must be between 1 and {MAX_ROUNDS} (got {args.rounds})")
+    tasks = None
+    if args.tasks is not None:
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        if not tasks:
+            raise UserError(f"--tasks {args.tasks!r} names no task; give a comma-separated subset of {', '.join(cfg.tasks)}")
         unknown = [t for t in tasks if t not in cfg.tasks]
         if unknown:
             raise UserError(f"--tasks: {', '.join(unknown)} not in the config's tasks ({', '.join(cfg.tasks)})")
@@ -270,6 +329,7 @@ def _mock_judge(args: argparse.Namespace) -> int:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             raise UserError(f"--api-key-env: the environment variable {args.api_key_env} is not set")
+        redact.register(api_key)
     try:
         server = MockServer(settings, args.host, args.port, api_key, tuple(args.reject_param))
     except OSError as e:

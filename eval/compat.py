@@ -33,20 +33,19 @@ class Profile:
     score_range_check: bool  # a match outside the template's scale is no score (upstream: the regex alone decides)
     judge_finish_reason_ignored: bool  # a judge reply's finish_reason (length, content_filter) is ignored: its text is parsed
     bad_request_is_attempt: bool  # an HTTP 400 from the judge uses up one ask instead of ending the judgment
-    null_content_is_api_error: bool  # no content on the last reply = a failed call (safety: api_error_score)
     fastchat_semantics: bool  # FastChat prompt sets: [[x]] then [x], no range check, no re-ask
 
 
 UPSTREAM = Profile(
     name="llm-jp-judge-2.0.0", strip_answers=False, no_answer="judge_as_is", list_repr_prompts=True,
     per_request_seeds=False, judge_seed_always=False, generation_bad_request_retries=3, score_range_check=False,
-    judge_finish_reason_ignored=True, bad_request_is_attempt=True, null_content_is_api_error=True, fastchat_semantics=True,
+    judge_finish_reason_ignored=True, bad_request_is_attempt=True, fastchat_semantics=True,
 )
 
 STRICT = Profile(
     name="strict", strip_answers=True, no_answer="judge_empty", list_repr_prompts=False,
     per_request_seeds=True, judge_seed_always=True, generation_bad_request_retries=0, score_range_check=True,
-    judge_finish_reason_ignored=False, bad_request_is_attempt=False, null_content_is_api_error=False,
+    judge_finish_reason_ignored=False, bad_request_is_attempt=False,
     fastchat_semantics=False,
 )
 

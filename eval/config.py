@@ -14,10 +14,18 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import redact, yaml_limits
 from .compat import DEFAULT as DEFAULT_COMPAT, Profile, ProfileName, profile
 from .errors import UserError
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Upper bounds: far above any real use, low enough that a typo cannot exhaust memory or open a million sockets.
+MAX_ROUNDS = 100
+MAX_CONCURRENCY = 1024
+MAX_RETRIES = 20
+MAX_TOKENS = 1_048_576
+MAX_SECONDS = 86_400.0
+RUN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
 
 class Strict(BaseModel):
@@ -64,19 +72,19 @@ class VLLMModel(_Generator):
     revision: str | None = None
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
     trust_remote_code: bool = False
-    tensor_parallel_size: int = Field(1, ge=1)
-    data_parallel_size: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(1, ge=1, le=1024)
+    data_parallel_size: int = Field(1, ge=1, le=1024)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    max_model_len: int | None = Field(None, ge=1)
+    max_model_len: int | None = Field(None, ge=1, le=MAX_TOKENS)
 
 
 class OpenAIModel(_Generator):
     backend: Literal["openai"]
     base_urls: list[str] = Field(min_length=1)
     api_key_env: str | None = None
-    concurrency: int = Field(32, ge=1)
-    timeout_s: float = Field(3600, gt=0)
-    max_retries: int = Field(3, ge=0)
+    concurrency: int = Field(32, ge=1, le=MAX_CONCURRENCY)
+    timeout_s: float = Field(3600, gt=0, le=MAX_SECONDS)
+    max_retries: int = Field(3, ge=0, le=MAX_RETRIES)
 
     @field_validator("api_key_env")
     @classmethod
@@ -104,8 +112,8 @@ ModelConfig = Annotated[Union[HFModel, VLLMModel, OpenAIModel, ReplayModel], Fie
 
 
 class GenerationConfig(Strict):
-    max_new_tokens: int = Field(16384, ge=1)
-    batch_size: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = "auto"
+    max_new_tokens: int = Field(16384, ge=1, le=MAX_TOKENS)
+    batch_size: Union[Literal["auto"], Annotated[int, Field(ge=1, le=65536)]] = "auto"
 
 
 class Price(Strict):
@@ -125,21 +133,21 @@ class MockSettings(Strict):
     """Behaviour of the built-in mock server (`judge.mock: true` or `python -m eval mock-judge`)."""
 
     seed: int = 0
-    latency_s: float = Field(0.0, ge=0)
-    latency_jitter_s: float = Field(0.0, ge=0)
+    latency_s: float = Field(0.0, ge=0, le=MAX_SECONDS)
+    latency_jitter_s: float = Field(0.0, ge=0, le=MAX_SECONDS)
     rate_429: float = Field(0.0, ge=0, le=1)
-    retry_after_s: float = Field(1.0, ge=0)
+    retry_after_s: float = Field(1.0, ge=0, le=MAX_SECONDS)
     rate_500: float = Field(0.0, ge=0, le=1)
     rate_503: float = Field(0.0, ge=0, le=1)
     rate_hang: float = Field(0.0, ge=0, le=1)
-    hang_s: float = Field(30.0, ge=0)
+    hang_s: float = Field(30.0, ge=0, le=MAX_SECONDS)
     rate_drop: float = Field(0.0, ge=0, le=1)
     rate_malformed: float = Field(0.0, ge=0, le=1)
     rate_empty: float = Field(0.0, ge=0, le=1)
     rate_content_filter: float = Field(0.0, ge=0, le=1)
     rate_length: float = Field(0.0, ge=0, le=1)
-    batch_polls_to_complete: int = Field(2, ge=0)
-    score_shift: int = Field(0, description="add this to every score (clipped to the scale): a second judge that "
+    batch_polls_to_complete: int = Field(2, ge=0, le=10_000)
+    score_shift: int = Field(0, ge=-100, le=100, description="add this to every score (clipped to the scale): a second judge that "
                                             "differs from the first by a known rule")
 
 
@@ -152,20 +160,20 @@ class JudgeConfig(Strict):
     mock: bool = False
     mock_settings: MockSettings = Field(default_factory=MockSettings)
     mode: Literal["sync", "batch"] = "sync"
-    concurrency: int = Field(32, ge=1)
-    requests_per_minute: float | None = Field(None, gt=0)
-    tokens_per_minute: float | None = Field(None, gt=0)
-    max_retries: int = Field(6, ge=0)
-    timeout_s: float = Field(300, gt=0)
+    concurrency: int = Field(32, ge=1, le=MAX_CONCURRENCY)
+    requests_per_minute: float | None = Field(None, gt=0, le=1e7)
+    tokens_per_minute: float | None = Field(None, gt=0, le=1e10)
+    max_retries: int = Field(6, ge=0, le=MAX_RETRIES)
+    timeout_s: float = Field(300, gt=0, le=MAX_SECONDS)
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     cache: CacheMode = "read_write"
     cache_path: str | None = None
     budget_usd: float | None = Field(None, gt=0)
     prices: dict[str, Price] = Field(default_factory=dict)
     batch_discount: float = Field(0.5, ge=0, le=1)
-    batch_poll_s: float = Field(30.0, gt=0)
-    estimate_answer_tokens: int = Field(800, ge=1)
-    estimate_output_tokens: int = Field(600, ge=1)
+    batch_poll_s: float = Field(30.0, gt=0, le=MAX_SECONDS)
+    estimate_answer_tokens: int = Field(800, ge=1, le=MAX_TOKENS)
+    estimate_output_tokens: int = Field(600, ge=1, le=MAX_TOKENS)
 
     @field_validator("api_key_env")
     @classmethod
@@ -182,18 +190,27 @@ class JudgeConfig(Strict):
 
 
 class RunConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    name: str
     model: ModelConfig
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     compat: ProfileName = Field(DEFAULT_COMPAT, description="llm-jp-judge-2.0.0 (upstream's behaviour) or strict")
-    rounds: int = Field(3, ge=1)
-    seed: int = 1234
+    label: str | None = Field(None, min_length=1, max_length=200, description="the table's row name (default: the model's)")
+    rounds: int = Field(3, ge=1, le=MAX_ROUNDS)
+    seed: int = Field(1234, ge=-(2**63), lt=2**63)
     tasks: list[str] = Field(min_length=1)
     variant: Literal["full", "sample"] = "full"
     task_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     asset_mirrors: dict[str, str] = Field(default_factory=dict)
     judge: JudgeConfig
     output_dir: str = "results"
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, v: str) -> str:
+        if not RUN_NAME.match(v):
+            raise ValueError("must be a plain folder name (letters, digits, '.', '_', '-', not starting with '.'); "
+                             "it names the run directory under output_dir")
+        return v
 
     @model_validator(mode="after")
     def _batch_size_is_hf_only(self) -> "RunConfig":
@@ -206,8 +223,10 @@ class RunConfig(Strict):
         return profile(self.compat)
 
     def snapshot(self) -> dict[str, Any]:
-        """The resolved config as written to `config.yaml`: plain data, with no secret in it (keys live in env)."""
-        return self.model_dump(mode="json")
+        """The resolved config as written to `config.yaml`: plain data, with no secret in it (keys live in env; a
+        credential in a server address is masked)."""
+        redact.register_config(self)
+        return redact.data(self.model_dump(mode="json"))
 
     def identity(self) -> dict[str, Any]:
         """What must match for a run directory to be continued: the model, its prompt format and the judge."""
@@ -239,12 +258,13 @@ def read_yaml(path: Path, what: str = "config") -> Any:
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot read {what} file ({e})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml_limits.load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{path}: YAML syntax error at {where}: {problem}") from None
+        kind = "refused" if isinstance(e, yaml_limits.YAMLLimitError) else "syntax error"
+        raise UserError(f"{path}: YAML {kind} at {where}: {problem}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -255,7 +275,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise UserError(f"--set {text!r}: the key is empty or malformed")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_limits.load(raw) if raw.strip() else ""
+    except yaml_limits.YAMLLimitError as e:
+        raise UserError(f"--set {key}: the value is refused ({e.problem})") from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -325,7 +347,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: the config must be a YAML mapping (key: value), not {type(data).__name__}")
-    cfg = build_config(data, str(path), overrides)
+    cfg = build_config(_rebase_paths(data, path.resolve().parent), str(path), overrides)
+    redact.register_config(cfg)
     known = task_names()
     for name in cfg.tasks:
         if name not in known:
@@ -335,6 +358,39 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     return cfg
 
 
+def _rebase_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The config with its relative file paths made absolute against `base` (the config file's folder, or the
+    working directory for `--set`): a task file's `path:` in task_options, a replay file, asset mirrors, the judge
+    cache. A model `path` of the hf/vllm backends stays as written: it may be a hub id."""
+    data = copy.deepcopy(data)
+
+    def absolute(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            return str(base / value)
+        return value
+
+    def task_paths(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "path":
+                    node[key] = absolute(value)
+                else:
+                    task_paths(value)
+        elif isinstance(node, list):
+            for value in node:
+                task_paths(value)
+
+    task_paths(data.get("task_options"))
+    model = data.get("model")
+    if isinstance(model, dict) and model.get("backend") == "replay" and "path" in model:
+        model["path"] = absolute(model["path"])
+    if isinstance(data.get("asset_mirrors"), dict):
+        data["asset_mirrors"] = {prefix: absolute(folder) for prefix, folder in data["asset_mirrors"].items()}
+    if isinstance(data.get("judge"), dict) and "cache_path" in data["judge"]:
+        data["judge"]["cache_path"] = absolute(data["judge"]["cache_path"])
+    return data
+
+
 def build_config(data: dict[str, Any], source: str, overrides: list[str] = ()) -> RunConfig:
     data = copy.deepcopy(data)
     override_keys = []
@@ -342,6 +398,8 @@ def build_config(data: dict[str, Any], source: str, overrides: list[str] = ()) -
         parts, value = parse_override(text)
         apply_override(data, parts, value)
         override_keys.append(".".join(parts))
+    if overrides:  # what --set names is relative to where the command was typed
+        data = _rebase_paths(data, Path.cwd())
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:

@@ -28,10 +28,9 @@ from .judge.mock_server import MockServer
 from .judge.requests import Excluded, JudgeRequest, build_request
 from .records import Generation, Judgment, Slot, content_key
 from .rundir import RunLock
+from .statuses import is_transient
 from .store import Store
 from .tasks import Task, load_spec, load_task
-
-RETRY_ON_RESUME = {"api_error", "timeout", "error"}  # outcomes a later run asks again
 
 
 @dataclass
@@ -105,9 +104,15 @@ def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
             store.set_plan(plan_slots(tasks, cfg.rounds))
             runner = Runner(cfg, tasks, store, run_dir)
             runner.execute()
-            return report.write_run(run_dir, store, cfg, runner.activity())
+            summary = report.write_run(run_dir, store, cfg, runner.activity())
+            print(runner.account())
+            return summary
         finally:
             store.close()
+
+
+class _RunStopped(Exception):
+    """Raised into a backend's generation loop to end it once the run stops."""
 
 
 class Runner:
@@ -130,16 +135,25 @@ class Runner:
                 "judgments_reused": self.judgments_reused, "budget_reached": self.budget_reached,
                 "warnings": self.warnings, "judge_seen": self.fingerprints}
 
+    def account(self) -> str:
+        """One line saying what this invocation computed — in particular when it computed nothing."""
+        reused = f"{self.judgments_reused} judgments came from the shared judge cache" if self.judgments_reused else ""
+        if self.generation_calls == 0 and self.judge_calls == 0:
+            return f"{self.run_dir}: nothing to compute — every answer was already stored" + \
+                (f" and {reused}." if reused else " and judged.")
+        return (f"{self.run_dir}: this run generated {self.generation_calls} answers and made {self.judge_calls} "
+                f"judgments" + (f"; {reused}." if reused else "."))
+
     # ---------------------------------------------------------------- orchestration
 
     def execute(self) -> None:
         self.backend = make_backend(self.cfg)  # tokenizer only: the weights load with the first batch
         self.store.set_meta("backend_identity", self.backend.identity())
         try:
+            self._check_answers_available()
             pending_generations = self._pending_generation_count()
             pending_judgments = self._pending_judgment_count()
             if pending_generations == 0 and pending_judgments == 0:
-                print(f"{self.run_dir}: every generation and judgment is already stored; nothing to compute.")
                 return
             mock = MockServer(self.cfg.judge.mock_settings).start() if self.cfg.judge.mock else None
             try:
@@ -149,6 +163,19 @@ class Runner:
                     mock.stop()
         finally:
             self.backend.close()
+
+    def _check_answers_available(self) -> None:
+        """A backend that replays a file cannot produce what the file lacks: say what, before paying for any judging."""
+        unavailable = getattr(self.backend, "unavailable", None)
+        if unavailable is None:
+            return
+        planned = [slot for slot, _ in self._plan()]
+        missing = unavailable(planned)
+        if missing:
+            shown = ", ".join(f"{s.task} item {s.item_id} turn {s.turn} round {s.round}" for s in missing[:3])
+            raise UserError(f"model.path: {self.cfg.model.path} has no answer for {len(missing)} of {len(planned)} planned "
+                            f"turns ({shown}{', …' if len(missing) > 3 else ''}); give a file with every answer, or "
+                            "narrow the run with --tasks, --limit or --rounds")
 
     async def _execute(self, base_url: str | None, pending_generations: int) -> None:
         ledger = Ledger(self.cfg.judge)
@@ -279,7 +306,7 @@ class Runner:
         stored = self.store.generation(slot)
         if stored is None:
             return False
-        if stored.status in RETRY_ON_RESUME and not (to_judge and self._judged_as_is(slot.task)):
+        if is_transient(stored) and not (to_judge and self._judged_as_is(slot.task)):
             return False
         request = self._request(slot)
         return request is not None and stored.key == self.generation_key(request)
@@ -302,7 +329,7 @@ class Runner:
 
                 def store_result(result: GenerationResult) -> None:
                     if self.stop.is_set():
-                        raise RuntimeError("run stopped")
+                        raise _RunStopped()
                     self.generation_calls += 1
                     gen = self._record(result)
                     self.store.put_generation(gen)
@@ -313,6 +340,8 @@ class Runner:
                 assert self.backend is not None
                 self.backend.generate(requests, store_result)
                 checkpoint("turn_done")
+        except _RunStopped:
+            return  # the run is stopping (a failure elsewhere, or a signal); what was stored stays
         finally:
             bar.close()
 
@@ -349,7 +378,7 @@ class Runner:
             return False
         if isinstance(request, Excluded):
             return stored.status == "excluded" and stored.generation_key == request.generation_key
-        if stored.status in RETRY_ON_RESUME or stored.key != request.key:
+        if is_transient(stored) or stored.key != request.key:
             return False
         if stored.generation_key != request.generation_key:
             stored.generation_key = request.generation_key

@@ -127,7 +127,7 @@ def compute_summary(store: Store) -> dict[str, Any]:
             entry["published"] = _versus_published(published[task_name], stats.get("score"))
         tasks[task_name] = entry
     complete = all(t["counts"]["missing"] == 0 and t["counts"]["api_error"] + t["counts"]["timeout"] == 0 for t in tasks.values())
-    return {"schema": SUMMARY_SCHEMA, "run": cfg["name"], "model": answering_model(cfg)["path"], "label": row_label(name, effort),
+    return {"schema": SUMMARY_SCHEMA, "run": cfg["name"], "model": answering_model(cfg)["path"], "label": cfg.get("label") or row_label(name, effort),
             "reasoning_effort": effort, "judge_model": cfg["judge"]["model"], "variant": cfg["variant"],
             "rounds": cfg["rounds"], "compat": cfg.get("compat", DEFAULT_COMPAT), "complete": complete, "tasks": tasks}
 

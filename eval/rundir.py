@@ -12,14 +12,20 @@ import fcntl
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import redact
 from .errors import UserError
 from .failpoints import checkpoint
 
 TEMP_SUFFIX = ".partial"
+# The files a run writes into its directory (atomically); start-up removes half-written temporaries of these only.
+RUN_FILES = ("summary.json", "table.md", "table.csv", "generations.jsonl", "judgments.jsonl", "errors.json", "config.yaml",
+             "manifest.json", "plots/mt_bench_categories.png", "plots/benchmarks.png")
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")  # what mkstemp makes below
 
 
 def _umask() -> int:
@@ -51,7 +57,7 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    atomic_write(path, text.encode("utf-8"))
+    atomic_write(path, redact.text(text).encode("utf-8"))
 
 
 def strict_json(data: Any) -> Any:
@@ -70,8 +76,22 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    atomic_write(path, ((json.dumps(strict_json(r), ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    atomic_write(path, (redact.text(json.dumps(strict_json(r), ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
                         for r in rows))
+
+
+def leftover_temporaries(run_dir: Path) -> list[Path]:
+    """Half-written temporaries that a killed run left of its own files; nothing else in the folder matches."""
+    found = []
+    for folder in {(run_dir / name).parent for name in RUN_FILES}:
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            match = _TEMP_NAME.match(entry.name)
+            if match and entry.is_file() and not entry.is_symlink() and \
+                    str((folder / match["target"]).relative_to(run_dir)) in RUN_FILES:
+                found.append(entry)
+    return found
 
 
 class RunLock:
@@ -97,7 +117,7 @@ class RunLock:
         self.file.truncate()
         self.file.write(str(os.getpid()))
         self.file.flush()
-        for leftover in self.run_dir.rglob(f".*{TEMP_SUFFIX}"):  # half-written files of a killed run
+        for leftover in leftover_temporaries(self.run_dir):
             leftover.unlink(missing_ok=True)
         if not os.access(self.run_dir, os.W_OK):
             raise UserError(f"{self.run_dir}: the run directory is not writable; choose another with --out")

@@ -148,7 +148,10 @@ def read_jsonl(path: Path, label: str) -> list[tuple[int, dict[str, Any]]]:
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 if line.strip():
-                    rows.append((lineno, json.loads(line)))
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise UserError(f"{label}: {path} line {lineno}: expected a JSON object, got {type(row).__name__}")
+                    rows.append((lineno, row))
     except json.JSONDecodeError as e:
         raise UserError(f"{label}: {path} line {lineno}: invalid JSON ({e.msg})") from None
     except UnicodeDecodeError:

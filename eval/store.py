@@ -15,6 +15,7 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
+from . import redact
 from .errors import UserError
 from .failpoints import checkpoint
 from .records import Generation, Judgment, Slot
@@ -48,6 +49,15 @@ class Store:
             self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
             raise UserError(f"{self.path}: cannot open the run store ({e}); is the file a run.sqlite of this harness?") from None
+        try:  # a valid header over damaged pages opens fine and fails at some later read: find out now
+            problems = [row[0] for row in self.db.execute("PRAGMA quick_check(3)")]
+        except sqlite3.DatabaseError as e:
+            problems = [str(e)]
+        if problems != ["ok"]:
+            self.db.close()
+            found = " ".join(" ".join(problems).split())[:200]
+            raise UserError(f"{self.path}: the run store is damaged ({found}); move it aside (`sqlite3 {self.path.name} "
+                            ".recover` may save its records) and run again, or choose another --out")
         self.lock = threading.Lock()
 
     def close(self) -> None:
@@ -81,7 +91,7 @@ class Store:
         return json.loads(row[0]) if row else None
 
     def set_meta(self, key: str, value: Any) -> None:
-        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, ensure_ascii=False)))
+        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, redact.text(json.dumps(value, ensure_ascii=False))))
 
     def set_plan(self, slots: Iterable[tuple[Slot, str | None]]) -> None:
         rows = [(s.round, s.task, s.item_id, s.turn, category) for s, category in slots]
@@ -104,6 +114,8 @@ class Store:
 
     def _put(self, kind: str, record: Generation | Judgment) -> None:
         data = record.to_dict()
+        if data.get("error"):  # a server's error text may echo the request's credentials
+            data["error"] = redact.text(data["error"], credentials=True)
         s = record.slot
         extra = (record.generation_key,) if isinstance(record, Judgment) else ()
         columns = "(round, task, item_id, turn, key, generation_key, status, record, created)" if extra else \
@@ -119,7 +131,7 @@ class Store:
             db.execute(
                 f"INSERT OR REPLACE INTO {_TABLES[kind]} {columns} VALUES ({marks})",
                 (s.round, s.task, s.item_id, s.turn, record.key, *extra, record.status,
-                 json.dumps(data, ensure_ascii=False), time.time()),
+                 redact.text(json.dumps(data, ensure_ascii=False)), time.time()),
             )
 
     def generation(self, slot: Slot) -> Generation | None:
@@ -171,7 +183,7 @@ class Store:
 
     def event(self, stage: str, kind: str, data: Any = None) -> None:
         self._write("INSERT INTO events (stage, kind, data, t) VALUES (?, ?, ?, ?)",
-                    (stage, kind, json.dumps(data, ensure_ascii=False), time.time()))
+                    (stage, kind, redact.text(json.dumps(data, ensure_ascii=False)), time.time()))
 
     def events(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT stage, kind, data, t FROM events ORDER BY id")

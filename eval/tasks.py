@@ -13,11 +13,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from .compat import NoAnswer
-from .config import Strict, read_yaml
+from .config import MAX_RETRIES, MAX_TOKENS, Strict, read_yaml
 from .errors import UserError
 from .judge.prompts import PromptSet, check_fits, read_prompt_set, required_templates
 from .sources import FileRef, ResolvedFile, hf_is_cached, is_cached, load_hf_rows, read_jsonl, resolve_file
@@ -105,11 +104,11 @@ class JudgeSpec(Strict):
     temperature: int | float | None = 0  # an int stays an int: upstream sends MT-Bench's `temperature: 0` as 0
     top_p: float | None = Field(None, gt=0, le=1)
     frequency_penalty: float | None = None
-    max_tokens: int = Field(2048, ge=1)
-    seed: int | None = None
+    max_tokens: int = Field(2048, ge=1, le=MAX_TOKENS)
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
     reference_categories: list[str] = Field(default_factory=list)
     use_reference: bool = True
-    parse_retries: int = Field(3, ge=0)
+    parse_retries: int = Field(3, ge=0, le=MAX_RETRIES)
     api_error_score: float | None = None
     primary_criterion: str | None = None
 
@@ -221,6 +220,12 @@ def load_spec(name: str, options: dict[str, Any] | None = None) -> TaskSpec:
         raise UserError(f"{src}: '{where}': {kind}") from None
     if spec.name != name:
         raise UserError(f"{path}: name {spec.name!r} does not match the file name")
+    for variant_name, variant in spec.variants.items():
+        if spec.metric == "mt_bench" and variant.judge_system_prompt is not None:
+            src = f"{path} (with task_options.{name})" if options else str(path)
+            raise UserError(f"{src}: 'variants.{variant_name}.judge_system_prompt' has no effect on an MT-Bench task (each "
+                            "judge template carries its own system prompt); remove it, or change the template's system "
+                            "prompt through judge_prompts")
     return spec
 
 
@@ -263,7 +268,7 @@ def _read_text(spec: TextSpec | None, label: str, mirrors: dict[str, str], prove
         return spec.text
     resolved = resolve_file(file_ref(spec, label), mirrors)
     provenance.append(resolved.provenance())
-    value: Any = yaml.safe_load(resolved.path.read_text(encoding="utf-8")) if spec.key else resolved.path.read_text(encoding="utf-8")
+    value: Any = read_yaml(resolved.path, label) if spec.key else resolved.path.read_text(encoding="utf-8")
     for part in (spec.key or "").split(".") if spec.key else ():
         if not isinstance(value, dict) or part not in value:
             raise UserError(f"{label}: key {spec.key!r} not found in {resolved.path}")

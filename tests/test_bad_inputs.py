@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import http.server
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 from conftest import LJJ_BASE, ROOT, UPSTREAM
 from helpers import SECRET, run_cli
 
+PROGRESS = re.compile(r"^(generate|judge|batch \S+): ")  # progress lines of a case that fails after generating
 SMOKE = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
 
 
@@ -257,6 +259,107 @@ def case_incompatible_run_directory(tmp, **_):
     return run_args(tmp, write_config(tmp, judge__model="another-judge")), {}, [str(tmp / "run"), "different judge_model", "--force"]
 
 
+def case_run_name_escapes_the_output_folder(tmp, **_):
+    return ["run", str(write_config(tmp, name=".."))], {}, ["config.yaml", "'name'", "plain folder name", "(got '..')"]
+
+
+def case_yaml_nested_a_thousand_levels(tmp, **_):
+    path = tmp / "c.yaml"
+    path.write_text((ROOT / "configs" / "smoke.yaml").read_text() + "task_options: " + "[" * 1000 + "]" * 1000 + "\n")
+    return ["run", str(path)], {}, [str(path), "YAML refused at line", "nested deeper than 64 levels"]
+
+
+def case_yaml_billion_laughs(tmp, **_):
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+    path = tmp / "c.yaml"
+    text = (ROOT / "configs" / "smoke.yaml").read_text().replace("  chat_template_kwargs:\n", "  chat_template_kwargs:\n    lol: *i\n")
+    path.write_text("\n".join(lines) + "\n" + text)
+    return ["run", str(path)], {}, [str(path), "YAML refused", "billion laughs"]
+
+
+def case_set_value_billion_laughs(tmp, **_):
+    value = "{a: &a [x, x, x, x, x, x, x, x, x], " + ", ".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)) + "}"
+    return ["run", str(write_config(tmp)), "--set", f"model.chat_template_kwargs={value}"], {}, \
+        ["--set model.chat_template_kwargs", "billion laughs"]
+
+
+def case_rounds_huge_even_in_a_dry_run(tmp, **_):
+    return ["run", str(write_config(tmp)), "--rounds", "100000000", "--dry-run"], {}, ["--rounds must be between 1 and 100"]
+
+
+def case_rounds_huge_in_the_config(tmp, **_):
+    return ["run", str(write_config(tmp, rounds=100000000))], {}, ["config.yaml", "'rounds'", "less than or equal to 100"]
+
+
+def case_judge_concurrency_huge(tmp, **_):
+    return ["run", str(write_config(tmp, judge__concurrency=10000000))], {}, \
+        ["config.yaml", "'judge.concurrency'", "less than or equal to 1024"]
+
+
+def case_tasks_option_names_no_task(tmp, **_):
+    return ["run", str(write_config(tmp)), "--tasks", ",,,"], {}, ["--tasks ',,,' names no task"]
+
+
+def case_judge_system_prompt_on_mt_bench(tmp, **_):
+    options = {"mt_bench_ja": {"variants": {"sample": {"judge_system_prompt": {"text": "You are strict."}}}}}
+    return run_args(tmp, write_config(tmp, task_options=options)), {}, \
+        ["mt_bench_ja.yaml (with task_options.mt_bench_ja)", "judge_system_prompt' has no effect on an MT-Bench task"]
+
+
+def case_replay_line_not_an_object(tmp, **_):
+    answers = tmp / "answers.jsonl"
+    answers.write_text('[1, 2, 3]\n')
+    config = write_config(tmp, model={"backend": "replay", "path": str(answers)})
+    return run_args(tmp, config), {}, ["model.path", "answers.jsonl line 1: expected a JSON object, got list"]
+
+
+def case_replay_missing_answers(tmp, **_):
+    answers = tmp / "answers.jsonl"
+    answers.write_text(json.dumps({"question_id": "no-such-question", "choices": [{"turns": ["a", "b"]}]}) + "\n")
+    config = write_config(tmp, model={"backend": "replay", "path": str(answers)}, tasks=["mt_bench_en"])
+    return run_args(tmp, config), {}, ["model.path", "answers.jsonl has no answer for 2 of 2 planned turns",
+                                       "turn 1 round 1", "--tasks, --limit or --rounds"]
+
+
+def case_store_with_valid_header_and_damaged_pages(tmp, **_):
+    import sqlite3
+
+    from eval.store import Store
+
+    run = tmp / "run"
+    run.mkdir()
+    store = Store(run / "run.sqlite")
+    for i in range(300):
+        store.set_meta(f"filler-{i}", "x" * 500)
+    store.close()
+    db = sqlite3.connect(run / "run.sqlite")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    data = bytearray((run / "run.sqlite").read_bytes())
+    for offset in range(2 * 4096, len(data), 4096):  # keep the header page, damage every page after the first two
+        data[offset:offset + 200] = b"\xff" * 200
+    (run / "run.sqlite").write_bytes(bytes(data))
+    return run_args(tmp, write_config(tmp)), {}, [str(run / "run.sqlite"), "the run store is damaged", "move it aside"]
+
+
+def case_judge_cache_path_is_a_directory(tmp, **_):
+    folder = tmp / "cache-folder"
+    folder.mkdir()
+    config = write_config(tmp, judge__cache="read_write", judge__cache_path=str(folder))
+    return run_args(tmp, config), {}, ["judge.cache_path", "cache-folder is a directory", "judge.cache: off"]
+
+
+def case_batch_mode_without_files_api(tmp, **_):
+    from misbehaving_server import GOOD, MisbehavingJudge
+
+    server = MisbehavingJudge(lambda n, body, headers: (200, GOOD))
+    config = write_config(tmp, judge__mock=False, judge__base_url=server.url, judge__api_key_env="MOCK_JUDGE_KEY",
+                          judge__mode="batch", tasks=["mt_bench_en"])
+    return run_args(tmp, config), {"MOCK_JUDGE_KEY": SECRET}, ["judge.mode", "no Files/Batch API (HTTP 404", "judge.mode: sync"]
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 
@@ -266,7 +369,8 @@ def test_bad_input_gives_one_clear_line_and_exit_code_2(name, tmp_path, mock_ser
     result = run_cli(*args, env=env)
     assert result.returncode == 2, (name, result.returncode, result.stderr[-3000:])
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("WARNING")]
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines()
+             if line.strip() and not line.startswith("WARNING") and not PROGRESS.match(line)]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])

@@ -94,3 +94,35 @@ def test_set_overrides_and_unknown_set_key():
     assert cfg.judge.concurrency == 4 and cfg.rounds == 2
     with pytest.raises(UserError, match=r"unknown key 'judge.bogus' \(from --set\)"):
         build_config(data, "c.yaml", ["judge.bogus=1"])
+
+
+def test_a_relative_path_in_a_run_config_is_relative_to_the_config_files_folder(tmp_path, monkeypatch):
+    import json
+
+    from eval.config import load_config
+    from eval.pipeline import load_tasks
+
+    folder = tmp_path / "project"
+    (folder / "data").mkdir(parents=True)
+    row = {"question_id": 7, "category": "writing", "turns": ["a", "b"]}
+    (folder / "data" / "q.jsonl").write_text(json.dumps(row) + "\n")
+    (folder / "c.yaml").write_text(BASE + "variant: sample\ntask_options:\n  mt_bench_ja:\n    variants:\n      sample:\n"
+                                   "        data: {questions: {path: data/q.jsonl}}\n")
+    monkeypatch.chdir(tmp_path)  # the command is typed elsewhere
+    tasks = load_tasks(load_config(folder / "c.yaml"), None)
+    assert [item.item_id for item in tasks["mt_bench_ja"].items] == ["7"]
+    # what --set names stays relative to where the command was typed
+    cfg = load_config(folder / "c.yaml", ["task_options.mt_bench_ja.variants.sample.data.questions.path=project/data/q.jsonl"])
+    assert cfg.task_options["mt_bench_ja"]["variants"]["sample"]["data"]["questions"]["path"] == str(folder / "data" / "q.jsonl")
+
+
+def test_bounds_and_yaml_limits_hold_in_process():
+    from eval.config import build_config, load_config  # noqa: F401
+    from eval.errors import UserError
+    import yaml
+
+    data = yaml.safe_load(BASE)
+    for key, value in (("rounds", 101), ("judge.concurrency", 1025), ("judge.max_retries", 21), ("name", "."), ("name", "../x")):
+        with pytest.raises(UserError, match=key.split(".")[-1]):
+            build_config(data, "c.yaml", [f"{key}={value}"])
+    build_config(data, "c.yaml", ["rounds=100", "judge.concurrency=1024", "name=my.run-1"])

@@ -306,8 +306,8 @@ def test_side_run_judge_500_on_every_attempt_is_an_api_error_not_a_crash(golden,
 # answer (in the turn-2 history too); a failed generation is not judged before it is generated again; quality and
 # safety prompts are filled with the plain text; generation seeds are per request, the MT-Bench judge gets the
 # round's seed; an HTTP 400 is sent once (generator and judge); a judge reply cut off (`length`) ends the judgment;
-# a judge reply without content is a parse failure (safety: no api_error_score); safety scores outside 1-5 are no
-# score. Everything else is upstream's.
+# safety scores outside 1-5 are no score. (A judge reply without content is an api_error under both profiles;
+# the golden `null` case is also cut off, so strict records it as `length`.) Everything else is upstream's.
 
 STRICT = "strict"
 OK_CASES = {"normal", "ws"}  # generation cases whose status is ok

@@ -73,3 +73,18 @@ def test_judging_starts_while_generation_is_still_running(tmp_path):
     last_generation = db.execute("SELECT MAX(created) FROM generations").fetchone()[0]
     first_judgment = db.execute("SELECT MIN(created) FROM judgments").fetchone()[0]
     assert first_judgment < last_generation
+
+
+def test_a_run_says_what_it_computed_and_the_label_names_the_tables_row(tmp_path):
+    """A run whose judgments all come from the shared judge cache says so; `label` names the measured row."""
+    common = ["--tasks", "mt_bench_en", "--set", "judge.cache=read_write", "--set", f"judge.cache_path={tmp_path / 'cache.sqlite'}"]
+    first = run_cli(*BASE, "--out", str(tmp_path / "a"), *common)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert f"{tmp_path / 'a'}: this run generated 2 answers and made 2 judgments." in first.stdout
+    second = run_cli(*BASE, "--out", str(tmp_path / "b"), *common, "--set", "label=tiny (second try)")
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"{tmp_path / 'b'}: this run generated 2 answers and made 0 judgments; 2 judgments came from the shared judge cache." \
+        in second.stdout
+    assert "| **tiny (second try)** (measured) |" in (tmp_path / "b" / "table.md").read_text()
+    third = run_cli(*BASE, "--out", str(tmp_path / "b"), *common, "--set", "label=tiny (second try)")
+    assert f"{tmp_path / 'b'}: nothing to compute — every answer was already stored and judged." in third.stdout

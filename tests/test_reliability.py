@@ -202,3 +202,146 @@ def test_soak_realistic_size_memory_stays_flat_and_the_store_grows_linearly(tmp_
           + ", ".join(f"{b / 1024:.1f}" for b in per_record) + " KiB per stored record")
     assert growth < 0.10
     assert max(per_record) / min(per_record) < 1.5
+
+
+# ---------------------------------------------------------------- stop signals, the run directory, keys
+
+
+@pytest.mark.parametrize("sig, stage", [(signal.SIGINT, "generations"), (signal.SIGTERM, "judgments")],
+                         ids=["SIGINT-while-generating", "SIGTERM-while-judging"])
+def test_a_stop_signal_says_one_line_keeps_stored_work_and_the_run_resumes(sig, stage, tmp_path, mock_server):
+    server = mock_server(settings=MockSettings(latency_s=0.2), api_key=SECRET)
+    out, log = tmp_path / "run", tmp_path / "run.log"
+    proc = popen_cli(*smoke_args(out, server, "--rounds", "1"), env=ENV, log=log)
+    assert wait_until(lambda: len(stored(out, stage)) >= 2, timeout=300)
+    proc.send_signal(sig)
+    proc.wait(timeout=300)
+    text = log.read_text().replace("\r", "\n")
+    assert proc.returncode == 128 + sig, text[-3000:]
+    assert not any(word in text for word in ("Traceback", "Error", "ERROR", "never awaited")), text[-3000:]
+    said = [line for line in text.splitlines() if "stopping; everything stored so far is kept" in line]
+    assert len(said) == 1 and said[0].startswith(f"{'interrupted' if sig == signal.SIGINT else 'terminated'} "
+                                                 f"({signal.Signals(sig).name})"), text[-3000:]
+    kept = {r["key"] for r in stored(out, "generations")}
+    assert len(kept) >= 2
+    resumed = run_cli(*smoke_args(out, server, "--rounds", "1"), env=ENV)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert kept <= {g["key"] for g in read_jsonl(out / "generations.jsonl")}  # nothing stored was recomputed
+    assert json.loads((out / "manifest.json").read_text())["this_invocation"]["generation_calls"] == PLANNED // 3 - len(kept)
+    from eval.rundir import RUN_FILES
+
+    written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} - {"run.lock", "run.sqlite", "run.sqlite-wal", "run.sqlite-shm"}
+    assert written <= set(RUN_FILES)  # start-up cleans temporaries of exactly these
+
+
+def test_start_up_removes_only_the_half_written_files_the_harness_itself_creates(tmp_path):
+    from eval.rundir import RunLock
+
+    out = tmp_path / "shared-folder"  # --out pointing at a folder that holds other things
+    own = [out / ".summary.json.k2j4h5g6.partial", out / "plots" / ".benchmarks.png.a1b2c3d4.partial"]
+    foreign = [out / ".notes.txt.partial", out / ".summary.json.partial", out / ".summary.json.k2j4h5g6.partial.keep",
+               out / "other-project" / ".summary.json.k2j4h5g6.partial", out / "plots" / ".mine.png.abcdefgh.partial",
+               out / "other-project" / "results" / ".table.md.zzzzzzzz.partial"]
+    for path in own + foreign:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    outside = tmp_path / ".table.md.abcdefgh.partial"
+    outside.write_text("x")
+    with RunLock(out):
+        pass
+    assert not any(p.exists() for p in own)
+    assert all(p.exists() for p in foreign) and outside.exists()
+
+
+def test_no_key_is_stored_or_printed_even_when_the_server_echoes_it(tmp_path):
+    """The judge key, a key in judge.base_url's query string, and an Authorization header echoed in server errors."""
+    from misbehaving_server import GOOD, MisbehavingJudge
+
+    query_key = "QRYSECRET-9876543210zyxw"
+
+    def reply(n, body, headers):
+        if n % 3 == 0:  # every third request: an error that echoes the request's credentials
+            return 500, {"error": {"message": f"upstream rejected Authorization: {headers.get('Authorization')} for "
+                                              f"key={query_key}", "type": "server_error"}}
+        return 200, GOOD
+
+    server = MisbehavingJudge(reply)
+    out = tmp_path / "run"
+    try:
+        result = run_cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "1", "--tasks", "mt_bench_en",
+                         "--set", "judge.mock=false", "--set", f"judge.base_url={server.url}?api-key={query_key}",
+                         "--set", "judge.api_key_env=MOCK_JUDGE_KEY", "--set", "judge.max_retries=0",
+                         "--set", "judge.cache=read_write", "--set", f"judge.cache_path={tmp_path / 'cache.sqlite'}", env=ENV)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr[-2000:]
+    errors = json.loads((out / "errors.json").read_text())
+    assert any("Authorization: Bearer [REDACTED]" in (e["error"] or "") for e in errors), [e["error"] for e in errors]  # echoed, masked
+    assert f"?api-key=[REDACTED]" in (out / "config.yaml").read_text()
+    files = [p for p in [*out.rglob("*"), *tmp_path.glob("cache.sqlite*")] if p.is_file()]
+    assert {"config.yaml", "manifest.json", "run.sqlite", "judgments.jsonl", "errors.json"} <= {p.name for p in files}
+    for secret in (SECRET, query_key):
+        assert secret not in result.stdout + result.stderr
+        for path in files:
+            assert secret.encode() not in path.read_bytes(), (secret, path)
+
+
+def test_judge_cache_on_a_full_disk_is_a_clear_error_and_the_store_keeps_the_judgment(tmp_path, monkeypatch):
+    import sqlite3
+
+    from eval.errors import UserError
+    from eval.judge.cache import JudgeCache
+    from eval.records import Judgment
+
+    cache = JudgeCache("read_write", str(tmp_path / "cache.sqlite"))
+
+    class FullDisk:
+        def execute(self, *args):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        def close(self):
+            pass
+
+    cache.db = FullDisk()
+    judgment = Judgment(key="k", generation_key="g", round=1, task="t", item_id="1", turn=1, judge_model="m",
+                        prompt_name="p", prompt_hash="h", params={}, messages=[], raw="[[5]]", scores={"score": 5.0},
+                        status="ok", attempts=1)
+    with pytest.raises(UserError, match=r"judge cache .*cache.sqlite: cannot write \(database or disk is full\); free disk "
+                                        r"space .* judge.cache: off — everything stored in the run so far is kept"):
+        cache.put(judgment)
+
+
+def test_a_misbehaving_judge_slows_a_run_but_never_crashes_it_or_poisons_the_cache(tmp_path):
+    """Every malformed shape, no content and refusals, then a healthy server: the run ends, partial and labelled; only
+    real verdicts reach the shared cache; the next run completes it."""
+    import sqlite3
+
+    from misbehaving_server import GOOD, MisbehavingJudge, completion
+
+    bad = [[1, 2, 3], {**GOOD, "choices": "oops"}, {**GOOD, "choices": [{"message": "str"}]}, completion(7),
+           {**GOOD, "usage": "n/a"}, {**GOOD, "choices": []}, {**GOOD, "choices": [None]}, completion(None),
+           completion(None, refusal="I can't judge this.")]
+    healthy = {"now": False}
+
+    def reply(n, body, headers):
+        return (200, GOOD) if healthy["now"] or n > len(bad) + 1 else (200, bad[n % len(bad)])  # n = 1: the preflight
+
+    server = MisbehavingJudge(reply)
+    cache = tmp_path / "cache.sqlite"
+    args = ["run", "configs/smoke.yaml", "--out", str(tmp_path / "run"), "--rounds", "2", "--tasks", "mt_bench_en",
+            "--set", "judge.mock=false", "--set", f"judge.base_url={server.url}", "--set", "judge.api_key_env=MOCK_JUDGE_KEY",
+            "--set", "judge.max_retries=0", "--set", "judge.cache=read_write", "--set", f"judge.cache_path={cache}",
+            "--set", "judge.concurrency=2", "--set", "task_options.mt_bench_en.judge.parse_retries=1"]
+    try:
+        first = run_cli(*args, env=ENV)
+        assert first.returncode == 0 and "Traceback" not in first.stderr, first.stderr[-3000:]
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert summary["complete"] is False and summary["tasks"]["mt_bench_en"]["counts"]["api_error"] > 0
+        shared = [json.loads(r[0]) for r in sqlite3.connect(cache).execute("SELECT record FROM judgments")]
+        assert shared and all(j["status"] == "ok" and j["raw"] for j in shared)
+        healthy["now"] = True
+        second = run_cli(*args, env=ENV)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert json.loads((tmp_path / "run" / "summary.json").read_text())["complete"] is True
+    finally:
+        server.stop()

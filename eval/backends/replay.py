@@ -13,6 +13,7 @@ from typing import Any
 from ..chat import ParsedOutput
 from ..config import ReplayModel
 from ..errors import UserError
+from ..records import Slot
 from ..sources import read_jsonl, sha256_file
 from .base import GenerationRequest, GenerationResult, OnResult, error_result
 
@@ -30,14 +31,21 @@ class ReplayBackend:
         for lineno, row in read_jsonl(self.path, "model.path"):
             fmt = cfg.format if cfg.format != "auto" else ("fastchat" if "choices" in row else "harness")
             if fmt == "fastchat":
-                for turn, text in enumerate(row["choices"][0]["turns"], 1):
+                turns = _fastchat_turns(row)
+                if turns is None or "question_id" not in row:
+                    raise UserError(f"model.path: {self.path} line {lineno}: not a FastChat answer (expected question_id "
+                                    "and choices: [{turns: [text, …]}])")
+                for turn, text in enumerate(turns, 1):
                     self.fastchat[(str(row["question_id"]), turn)] = text
             else:
                 missing = {"task", "item_id", "turn", "round", "final", "status"} - set(row)
                 if missing:
                     raise UserError(f"model.path: {self.path} line {lineno}: not a generations.jsonl record "
                                     f"(no {', '.join(sorted(missing))})")
-                self.harness[(row["task"], str(row["item_id"]), int(row["turn"]), int(row["round"]))] = row
+                try:
+                    self.harness[(row["task"], str(row["item_id"]), int(row["turn"]), int(row["round"]))] = row
+                except (TypeError, ValueError):
+                    raise UserError(f"model.path: {self.path} line {lineno}: turn and round must be integers") from None
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "file": str(self.path), "sha256": self.sha256}
@@ -45,10 +53,17 @@ class ReplayBackend:
     def close(self) -> None:
         pass
 
+    def _harness_row(self, s: Slot) -> dict[str, Any] | None:
+        return self.harness.get((s.task, s.item_id, s.turn, s.round)) or self.harness.get((s.task, s.item_id, s.turn, 1))
+
+    def unavailable(self, slots: list[Slot]) -> list[Slot]:
+        """The slots this file holds no answer for (a run needing them cannot complete)."""
+        return [s for s in slots if self._harness_row(s) is None and (s.item_id, s.turn) not in self.fastchat]
+
     def generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
         for request in requests:
             s = request.slot
-            row = self.harness.get((s.task, s.item_id, s.turn, s.round)) or self.harness.get((s.task, s.item_id, s.turn, 1))
+            row = self._harness_row(s)
             if row is not None:
                 parsed = ParsedOutput(row["final"], row.get("reasoning") or "", row["status"])
                 on_result(GenerationResult(request, row.get("raw") or row["final"] or "", parsed, row.get("finish_reason"),
@@ -58,3 +73,10 @@ class ReplayBackend:
                 on_result(GenerationResult(request, text, ParsedOutput(text, "", "ok"), "stop", None, None, 0.0))
             else:
                 on_result(error_result(request, f"no answer in {self.path} for {s.task} item {s.item_id} turn {s.turn}"))
+
+
+def _fastchat_turns(row: dict[str, Any]) -> list[str] | None:
+    choices = row.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    turns = first.get("turns") if isinstance(first, dict) else None
+    return turns if isinstance(turns, list) and all(isinstance(t, str) for t in turns) else None

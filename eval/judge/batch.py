@@ -10,11 +10,14 @@ import json
 import logging
 from typing import Any, Awaitable, Callable
 
-from openai.types.chat import ChatCompletion
+import openai
+
 from .. import progress
+from ..errors import UserError
 from ..records import Judgment
 from ..store import Store
-from .client import JudgeClient, Progress, mentions_content_filter
+from .client import JudgeClient, Progress, _short, mentions_content_filter
+from .replies import MalformedReply, read_reply
 from .requests import JudgeRequest
 
 log = logging.getLogger("eval.judge")
@@ -48,9 +51,19 @@ class BatchJudge:
             body = {"model": self.client.cfg.model, "messages": r.messages, **self.client.policy.kwargs(r.params)}
             lines.append(json.dumps({"custom_id": r.key, "method": "POST", "url": "/v1/chat/completions", "body": body},
                                     ensure_ascii=False))
-        upload = await self.api.files.create(file=("judge-requests.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
-        batch = await self.api.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
-                                              metadata={"harness": "llmjp-eval"})
+        try:
+            upload = await self.api.files.create(file=("judge-requests.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
+            batch = await self.api.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                                  completion_window="24h", metadata={"harness": "llmjp-eval"})
+        except openai.APIStatusError as e:
+            if e.status_code in (404, 405, 501):
+                raise UserError(f"judge.mode: the judge server has no Files/Batch API (HTTP {e.status_code} from "
+                                f"{e.request.url.path}); set judge.mode: sync — everything stored so far is kept") from None
+            raise UserError(f"judge.mode batch: submitting the batch failed (HTTP {e.status_code}: {_short(e)}); run "
+                            "again later — everything stored so far is kept") from None
+        except openai.APIError as e:
+            raise UserError(f"judge.mode batch: submitting the batch failed ({_short(e)}); run again later — everything "
+                            "stored so far is kept") from None
         self.store.add_batch(batch.id, upload.id, [r.key for r in requests])
         return batch.id
 
@@ -61,9 +74,12 @@ class BatchJudge:
             if file_id:
                 content = await self.api.files.content(file_id)
                 for line in content.text.splitlines():
-                    if line.strip():
-                        row = json.loads(line)
-                        outputs[row["custom_id"]] = row
+                    try:
+                        row = json.loads(line) if line.strip() else None
+                    except ValueError:
+                        row = None
+                    if isinstance(row, dict) and isinstance(row.get("custom_id"), str):
+                        outputs[row["custom_id"]] = row  # a line of any other shape: its request is asked again
         retry = []
         for key, request in requests.items():
             progress = Progress(request, attempts=1, asks=1, sent=self.client.policy.kwargs(request.params))
@@ -87,10 +103,15 @@ class BatchJudge:
         if row is None:
             progress.asks = 0  # nothing came back for it: a full set of asks remains
             return None
-        response = row.get("response") or {}
-        body = response.get("body") or {}
+        response = row.get("response") if isinstance(row.get("response"), dict) else {}
+        body = response.get("body") if isinstance(response.get("body"), dict) else {}
         if response.get("status_code") == 200:
-            return self.client.interpret(progress, ChatCompletion.model_validate(body), batch=True)
+            try:
+                reply = read_reply(body)
+            except MalformedReply:
+                progress.asks = 0  # ask synchronously, with a full set of asks
+                return None
+            return self.client.interpret(progress, reply, batch=True)
         error = body.get("error") or {}
         if response.get("status_code") == 400 and mentions_content_filter(error.get("code"), str(error.get("message"))):
             return self.client.finish(progress, "content_filtered", {}, "the judge refused the prompt (content filter)")

@@ -1,11 +1,12 @@
-"""The judge client: `AsyncOpenAI` / `AsyncAzureOpenAI` with bounded concurrency, rate limits, the SDK's retries
-(exponential backoff with jitter, `Retry-After` honoured), a failure status for every outcome, parse re-asks, and
-parameter adaptation for reasoning judges.
+"""The judge client: `AsyncOpenAI` / `AsyncAzureOpenAI` with bounded concurrency, rate limits paid by every HTTP call,
+the SDK's retries (exponential backoff with jitter, `Retry-After` honoured), every reply checked (replies.py) before
+it is read, a failure status for every outcome, parse re-asks, and parameter adaptation for reasoning judges.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -23,6 +24,7 @@ from ..errors import UserError
 from ..records import Judgment, Usage
 from .ledger import Ledger
 from .limits import RateLimiter, estimate_tokens
+from .replies import Reply, read_reply
 from .requests import JudgeRequest
 
 log = logging.getLogger("eval.judge")
@@ -45,6 +47,7 @@ class Progress:
     usage: Usage = field(default_factory=Usage)
     cost: float | None = None
     raw: str | None = None
+    refusal: str | None = None
     returned_model: str | None = None
     fingerprint: str | None = None
     sent: dict[str, Any] = field(default_factory=dict)
@@ -109,8 +112,10 @@ class ParamPolicy:
         return {"dropped": sorted(self.dropped), "max_completion_tokens": self.max_tokens_field == "max_completion_tokens"}
 
 
-def make_openai_client(cfg: JudgeConfig, base_url: str | None, api_key: str):
-    common = {"api_key": api_key, "max_retries": cfg.max_retries, "timeout": cfg.timeout_s}
+def make_openai_client(cfg: JudgeConfig, base_url: str | None, api_key: str, on_request=None):
+    """`on_request` is awaited before every HTTP request the SDK sends, its own retries included."""
+    common = {"api_key": api_key, "max_retries": cfg.max_retries, "timeout": cfg.timeout_s,
+              "http_client": openai.DefaultAsyncHttpxClient(event_hooks={"request": [on_request] if on_request else []})}
     if cfg.provider == "azure" and not cfg.mock:
         assert cfg.azure is not None
         return openai.AsyncAzureOpenAI(azure_endpoint=cfg.azure.endpoint, api_version=cfg.azure.api_version,
@@ -133,7 +138,7 @@ class JudgeClient:
                  profile: Profile = compat.UPSTREAM):
         self.cfg = cfg
         self.profile = profile
-        self.client = make_openai_client(cfg, base_url, api_key_for(cfg))
+        self.client = make_openai_client(cfg, base_url, api_key_for(cfg), self._pace)
         self.semaphore = asyncio.Semaphore(cfg.concurrency)
         self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
         self.policy = ParamPolicy(cfg.model, learned)
@@ -144,6 +149,18 @@ class JudgeClient:
 
     async def close(self) -> None:
         await self.client.close()
+
+    async def _pace(self, http_request: Any) -> None:
+        """Every chat call waits for the rate limiter — first asks, re-asks, the SDK's retries, a batch's retries."""
+        if b"/chat/completions" not in http_request.url.raw_path:
+            return
+        try:
+            body = json.loads(http_request.content)
+            tokens = sum(estimate_tokens(m.get("content") or "") for m in body["messages"] if isinstance(m, dict))
+            tokens += body.get("max_completion_tokens") or body.get("max_tokens") or 0
+        except (ValueError, KeyError, TypeError, AttributeError):
+            tokens = 0
+        await self.limiter.acquire(tokens)
 
     # ---------------------------------------------------------------- checks
 
@@ -177,7 +194,6 @@ class JudgeClient:
         async with self.semaphore:
             if self.ledger.exhausted():
                 return None
-            await self.limiter.acquire(sum(estimate_tokens(m["content"]) for m in request.messages) + request.params["max_tokens"])
             return await self.continue_judging(Progress(request))
 
     async def continue_judging(self, progress: Progress) -> Judgment:
@@ -195,25 +211,26 @@ class JudgeClient:
             if judgment is not None:
                 return judgment
 
-    def interpret(self, progress: Progress, completion: Any, batch: bool = False) -> Judgment | None:
-        """The judgment a completion settles, or None when it holds no score and may be asked again."""
-        choice = completion.choices[0] if completion.choices else None
-        progress.raw = choice.message.content if choice and choice.message else None
-        progress.returned_model, progress.fingerprint = completion.model, completion.system_fingerprint
+    def interpret(self, progress: Progress, reply: Reply, batch: bool = False) -> Judgment | None:
+        """The judgment a reply settles, or None when it holds no score and may be asked again."""
+        progress.raw = reply.content
+        progress.returned_model, progress.fingerprint = reply.model, reply.fingerprint
         self._track(progress.returned_model, progress.fingerprint)
-        usage = _usage(completion)
-        progress.usage.add(usage)
-        cost = self.ledger.charge(usage, batch)
+        progress.usage.add(reply.usage)
+        cost = self.ledger.charge(reply.usage, batch)
         if cost is not None:
             progress.cost = (progress.cost or 0.0) + cost
-        return self.decide(progress, finish=choice.finish_reason if choice else None)
+        progress.refusal = reply.refusal
+        return self.decide(progress, finish=reply.finish_reason)
 
     def decide(self, progress: Progress, finish: str | None = None, failure: _Failed | None = None) -> Judgment | None:
         """The one place where the latest reply (or failed call) becomes the judgment's status, or None: ask again.
 
         The profile decides: upstream re-asks after an HTTP 400 and after a reply cut off or filtered
-        (finish_reason ignored), and when the asks are used up the last one decides (no content: api_error);
-        strict ends the judgment at a 400 (api_error / content_filtered) or a cut-off reply (length).
+        (finish_reason ignored); strict ends the judgment at a 400 (api_error / content_filtered), a filtered
+        reply (content_filtered) or a cut-off one (length). Under both, a reply with no content (a refusal
+        included) says nothing about the answer: asked again, and `api_error` (transient, never cached) when
+        the asks are used up.
         """
         profile, request = self.profile, progress.request
         may_ask_again = progress.asks <= request.parse_retries
@@ -221,17 +238,22 @@ class JudgeClient:
             if failure.bad_request and profile.bad_request_is_attempt and may_ask_again:
                 return None
             return self.finish(progress, failure.status, {}, failure.message)
-        if finish == "content_filter" and not profile.judge_finish_reason_ignored:
+        honour_finish = not profile.judge_finish_reason_ignored
+        if finish == "content_filter" and honour_finish:
             return self.finish(progress, "content_filtered", {}, "the judge's output was filtered")
+        cut_off = finish == "length" and honour_finish
+        if progress.raw is None and not cut_off:
+            if may_ask_again:
+                return None
+            said = f"the judge refused: {progress.refusal[:200]}" if progress.refusal else "the judge returned no content"
+            return self.finish(progress, "api_error", {}, said)
         scores = request.parser(progress.raw)
         if isinstance(scores, dict):
             return self.finish(progress, "ok", scores)
-        if finish == "length" and not profile.judge_finish_reason_ignored:
+        if cut_off:
             return self.finish(progress, "length", {}, f"judge output cut off at max tokens ({scores})")
         if may_ask_again:
             return None
-        if progress.raw is None and profile.null_content_is_api_error:
-            return self.finish(progress, "api_error", {}, "the judge returned no content")
         return self.finish(progress, "parse_failed", {}, scores)
 
     def finish(self, progress: Progress, status: str, scores: dict[str, float], error: str | None = None) -> Judgment:
@@ -280,8 +302,8 @@ class JudgeClient:
                 raise self._failure(e, attempts) from None
             attempts += raw.retries_taken + 1
             try:
-                return raw.parse(), attempts, kwargs
-            except (openai.APIResponseValidationError, ValueError) as e:
+                return read_reply(json.loads(raw.text)), attempts, kwargs
+            except ValueError as e:  # MalformedReply, or not JSON at all
                 # A 200 whose body is not a chat completion: the SDK does not retry these.
                 malformed += 1
                 if malformed > self.cfg.max_retries:
@@ -307,14 +329,6 @@ class JudgeClient:
                     self.warnings.append(f"judge {what} changed within the run: {sorted(seen)} -> {value}")
                     log.warning(self.warnings[-1])
                 seen.add(value)
-
-
-def _usage(completion: Any) -> Usage:
-    u = getattr(completion, "usage", None)
-    if u is None:
-        return Usage()
-    details = getattr(u, "completion_tokens_details", None)
-    return Usage(u.prompt_tokens or 0, u.completion_tokens or 0, (getattr(details, "reasoning_tokens", 0) or 0) if details else 0)
 
 
 def _sdk_attempts(error: openai.APIStatusError, cfg: JudgeConfig) -> int:

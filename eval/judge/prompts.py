@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from .. import yaml_limits
 from ..errors import UserError
 from ..sources import read_jsonl
 
@@ -97,7 +98,7 @@ def read_prompt_set(path: Path, fmt: str, label: str) -> PromptSet:
     templates: dict[str, Template] = {}
     if fmt == "llm_jp_judge":
         try:
-            data = yaml.safe_load(text)
+            data = yaml_limits.load(text)
         except yaml.YAMLError as e:
             raise UserError(f"{label}: {path}: YAML syntax error ({str(e).splitlines()[0]})") from None
         if not isinstance(data, dict):
