@@ -31,6 +31,7 @@ from .judge.limits import estimate_tokens
 from .metrics import (FAILURE_STATUSES, PUBLISHED_ROUNDS, TaskRules, observations, paired_difference, reject_non_finite,
                       reproduction, status_counts, summarize)
 from .records import Usage
+from .statuses import is_transient
 from .rundir import write_json, write_jsonl, write_text
 from .store import Store
 from .tasks import Task
@@ -477,10 +478,10 @@ def print_estimate(cfg: RunConfig, tasks: dict[str, Task], store: Store | None) 
         template_tokens = sum(len(t.text) + len(t.system_prompt or "") for t in templates) // len(templates) // 3
         for slot, _ in plan_slots({name: task}, cfg.rounds):
             generated = store.generation(slot) if store is not None else None
-            if generated is None or generated.status != "ok":
+            if generated is None or is_transient(generated):
                 gen_pending += 1
             judged = store.judgment(slot) if store is not None else None
-            if judged is not None and judged.status not in ("api_error", "timeout"):
+            if judged is not None and not is_transient(judged):
                 continue
             judge_pending += 1
             item = task.item(slot.item_id)
