@@ -4,6 +4,7 @@ cap, dry runs, the shared cache across runs, and the API key never written anywh
 from __future__ import annotations
 
 import json
+from collections import Counter
 import signal
 
 
@@ -25,8 +26,11 @@ def test_kill_during_judging_then_resume_never_resends_a_stored_judgment(tmp_pat
     result = run_cli(*smoke_args(out, server, "--set", "judge.concurrency=4"), env=ENV)
     assert result.returncode == 0, result.stderr[-2000:]
     bodies = server.state.snapshot()["bodies"]
-    assert before and all(bodies[body_hash(j)] == 1 for j in before)
     judgments = read_jsonl(out / "judgments.jsonl")
+    # As upstream, the MT-Bench judge gets no seed: a greedy answer gives the same body in every round. Each body is
+    # sent once per judgment that has it, so nothing stored before the kill was sent again.
+    per_body = Counter(body_hash(j) for j in judgments)
+    assert before and all(bodies[body_hash(j)] == per_body[body_hash(j)] for j in before)
     slots = [(j["round"], j["task"], j["item_id"], j["turn"]) for j in judgments]
     assert len(slots) == len(set(slots)) == 72
     assert json.loads((out / "summary.json").read_text())["complete"] is True
