@@ -204,6 +204,16 @@ def _category_differences(a: _RunReader, b: _RunReader) -> list[dict[str, Any]]:
     return out
 
 
+def _run_names(readers: list[_RunReader]) -> list[str]:
+    """The runs' names, made distinct (deep links and selectors name a run) by their folders, else their positions."""
+    names = [str(r.summary.get("run") or r.run_dir.name) for r in readers]
+    if len(set(names)) < len(names):
+        names = [f"{n} ({r.run_dir.name})" for n, r in zip(names, readers)]
+    if len(set(names)) < len(names):
+        names = [f"{n} #{i + 1}" for i, n in enumerate(names)]
+    return names
+
+
 def _published_rows() -> list[dict[str, Any]]:
     from .report import load_published, row_label
 
@@ -218,8 +228,8 @@ def page_data(run_dirs: list[Path], extra_plots: list[dict[str, str]] = ()) -> d
     items: dict[tuple[str, str], int] = {}
     item_rows: list[list[Any]] = []
     readers = [_RunReader(d, strings, items, item_rows) for d in run_dirs]
-    runs = [{"name": r.summary.get("run", r.run_dir.name), "dir": str(r.run_dir), "summary": r.summary,
-             "manifest": r.manifest, "plots": _plots(r.run_dir / "plots"), "rows": r.rows} for r in readers]
+    runs = [{"name": name, "dir": str(r.run_dir), "summary": r.summary, "manifest": r.manifest,
+             "plots": _plots(r.run_dir / "plots"), "rows": r.rows} for r, name in zip(readers, _run_names(readers))]
     pairs = [{"a": i, "b": k, "differences": _category_differences(readers[i], readers[k])}
              for i in range(len(readers)) for k in range(i + 1, len(readers))]
     return {"schema": VIEW_SCHEMA, "row_fields": ROW_FIELDS, "strings": strings.values, "items": item_rows,

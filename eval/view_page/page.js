@@ -2,7 +2,9 @@
 // The report page. Every text from the run is untrusted: it reaches the DOM only as text nodes (el(), append,
 // textContent), never as markup. The data blob is parsed once; lists draw only the rows in view.
 (function () {
+  const startMs = performance.now();
   const DATA = JSON.parse(document.getElementById("data").textContent);
+  const parsedMs = performance.now();
   const S = DATA.strings;
   const F = {};
   DATA.row_fields.forEach((name, i) => { F[name] = i; });
@@ -29,8 +31,20 @@
     return node;
   }
   const str = (i) => (i == null ? null : S[i]);
-  const fmt = (x, digits = 2) => (x == null || Number.isNaN(x) ? "–" : Number(x).toFixed(digits));
-  const signed = (x) => (x == null ? "–" : (x >= 0 ? "+" : "") + x.toFixed(2));
+  // Numbers as Python's format(x, ".2f") writes them in table.md: the exact binary value, ties to even
+  // (toFixed alone rounds 3.625 up to 3.63 where the table says 3.62).
+  function fmt(x, digits = 2) {
+    if (x == null || !Number.isFinite(x)) return "–";
+    const [whole, fraction] = Math.abs(x).toFixed(20).split(".");
+    const rest = fraction.slice(digits);
+    const half = "5" + "0".repeat(rest.length - 1);
+    let n = BigInt(whole + fraction.slice(0, digits));
+    if (rest > half || (rest === half && n % 2n === 1n)) n += 1n;
+    const text = n.toString().padStart(digits + 1, "0");
+    const sign = x < 0 || Object.is(x, -0) ? "-" : "";
+    return sign + (digits ? text.slice(0, -digits) + "." + text.slice(-digits) : text);
+  }
+  const signed = (x) => (x == null ? "–" : (x < 0 || Object.is(x, -0) ? "" : "+") + fmt(x));
   const pre = (text, cls) => el("pre", { class: cls }, text == null ? "" : text);
   const GOOD = new Set(["ok"]);
   const BAD = new Set(["api_error", "timeout", "error", "content_filtered", "missing"]);
@@ -75,6 +89,7 @@
     return task;
   };
 
+  const derivedMs = performance.now();
   // Text search: NFKC + lower case (full-width and half-width forms match), per distinct string, cached.
   const normalized = new Array(S.length);
   const norm = (i) => normalized[i] ?? (normalized[i] = S[i].normalize("NFKC").toLowerCase());
@@ -291,14 +306,15 @@
     $("filters").addEventListener("submit", (e) => e.preventDefault());
   }
 
-  // Category options follow the task; status options show how many rows of the chosen run have each status.
+  // Category options follow the task; status options (every status of the page) show how many rows of the chosen
+  // run and task have it.
   function refreshFacetOptions() {
     const task = $("f-task").value;
     const run = $("f-run").value;
     const categories = [...new Set(items.filter((i) => !task || i[ITEM.task] === task).map((i) => i[ITEM.category]).filter((c) => c))].sort();
     fillSelect($("f-category"), [["", "all"], ...categories.map((c) => [c, c])], true);
     for (const [id, field] of [["f-gen-status", F.gen_status], ["f-judge-status", F.judge_status]]) {
-      const counts = new Map();
+      const counts = new Map([...new Set(entries.map((e) => e.row[field]))].map((status) => [status, 0]));
       for (const e of entries) {
         if ((run !== "all" && e.run !== Number(run)) || (task && e.item[ITEM.task] !== task)) continue;
         counts.set(e.row[field], (counts.get(e.row[field]) || 0) + 1);
@@ -550,7 +566,7 @@
 
   // ------------------------------------------------------------ start
 
-  window.__view = { filterMs: null, readyMs: null };
+  window.__view = { filterMs: null, readyMs: null, startMs, parseMs: parsedMs - startMs, derivedMs: derivedMs - parsedMs };
   const first = runs[0] ? runs[0].summary : {};
   document.title = (runs.length > 1 ? runs.map((r) => r.name).join(" vs ") : `${first.run}: ${first.label}`) + " — llmjp-eval";
   $("title").textContent = document.title;
