@@ -89,10 +89,26 @@
     return task;
   };
 
-  const derivedMs = performance.now();
   // Text search: NFKC + lower case (full-width and half-width forms match), per distinct string, cached.
   const normalized = new Array(S.length);
-  const norm = (i) => normalized[i] ?? (normalized[i] = S[i].normalize("NFKC").toLowerCase());
+  function norm(i) {
+    let text = normalized[i];
+    if (text === undefined) {
+      text = S[i].normalize("NFKC").toLowerCase();
+      normalized[i] = text === S[i] ? S[i] : text; // most texts are already normal: keep one copy
+    }
+    return text;
+  }
+  // The searchable texts are normalized in small slices while the page sits idle, so a first search does not pay.
+  function warmSearch(position = 0) {
+    const until = performance.now() + 12;
+    while (position < entries.length && performance.now() < until) {
+      const { row, item } = entries[position++];
+      for (const i of [item[ITEM.turns][row[F.turn] - 1], row[F.final], row[F.judge_output]]) if (i != null) norm(i);
+    }
+    if (position < entries.length) setTimeout(() => warmSearch(position), 4);
+    else window.__view.searchWarmMs = performance.now();
+  }
   let searchQuery = "";
   let searchHits = new Int8Array(S.length);
   function textMatches(i) {
@@ -192,10 +208,12 @@
 
   function countsTable(run) {
     const tasks = Object.keys(run.summary.tasks || {});
-    const keys = [];
-    for (const t of tasks) for (const k of Object.keys(run.summary.tasks[t].counts || {})) if (!keys.includes(k)) keys.push(k);
+    const present = [];
+    for (const t of tasks) for (const k of Object.keys(run.summary.tasks[t].counts || {})) if (!present.includes(k)) present.push(k);
+    const first = ["items", "planned", "judgments", "valid"].filter((k) => present.includes(k));
+    const keys = [...first, ...present.filter((k) => !first.includes(k))];
     return el("table", { class: "counts" },
-      el("thead", null, el("tr", null, el("th", null, "Benchmark"), ...keys.map((k) => el("th", { class: "num" }, k)))),
+      el("thead", null, el("tr", null, el("th", null, "Benchmark"), ...keys.map((k) => el("th", { class: "num", title: k }, k.replace(/_/g, " "))))),
       el("tbody", null, ...tasks.map((t) => el("tr", null, el("td", null, taskColumn(t)),
         ...keys.map((k) => el("td", { class: "num", "data-task": t, "data-count": k }, String(run.summary.tasks[t].counts[k] ?? "–")))))));
   }
@@ -275,7 +293,9 @@
   function itemRow(entry) {
     const { row, item } = entry;
     const question = str(item[ITEM.turns][row[F.turn] - 1]) || "";
-    return el("div", { class: "items-grid", "data-link": linkFor(entry), on: { click: () => { location.hash = linkFor(entry); } } },
+    const link = linkFor(entry);
+    return el("div", { class: "items-grid" + (link === location.hash ? " selected" : ""), "data-link": link,
+                       on: { click: () => { location.hash = link; } } },
       el("span", null, item[ITEM.task]), el("span", { title: item[ITEM.id] }, item[ITEM.id]), el("span", null, row[F.turn]),
       el("span", null, runs.length > 1 ? `${row[F.round]} · ${runs[entry.run].name}` : row[F.round]),
       el("span", null, item[ITEM.category] || ""),
@@ -427,6 +447,7 @@
       body.push(box);
     }
     showDetail(`${task} / ${itemId} · turn ${turn} · round ${round}` + (runs.length > 1 ? ` · ${run.name}` : ""), body);
+    itemList.draw(); // mark the open row
     if (current) current.scrollIntoView({ block: "start" });
   }
 
@@ -566,7 +587,7 @@
 
   // ------------------------------------------------------------ start
 
-  window.__view = { filterMs: null, readyMs: null, startMs, parseMs: parsedMs - startMs, derivedMs: derivedMs - parsedMs };
+  window.__view = { filterMs: null, readyMs: null, searchWarmMs: null, startMs, parseMs: parsedMs - startMs };
   const first = runs[0] ? runs[0].summary : {};
   document.title = (runs.length > 1 ? runs.map((r) => r.name).join(" vs ") : `${first.run}: ${first.label}`) + " — llmjp-eval";
   $("title").textContent = document.title;
@@ -581,4 +602,5 @@
   route();
   window.__view.readyMs = performance.now();
   document.body.dataset.ready = "1";
+  setTimeout(warmSearch, 50);
 })();
