@@ -70,7 +70,7 @@ class Strings:
         return parts
 
 
-# Row layout shared with page.js (ROW): one array per planned slot.
+# One array per planned slot; the page reads the positions from `row_fields` in the data.
 ROW_FIELDS = ["item", "turn", "round", "gen_status", "final", "reasoning", "tokens_in", "tokens_out", "finish_reason",
               "gen_error", "judge_status", "score", "scores", "judge_output", "attempts", "judge_messages", "judge_error",
               "judge_model", "length"]

@@ -462,6 +462,7 @@
     $("detail").hidden = true;
     const tab = currentTab === "compare" ? "compare" : "items";
     history.replaceState(null, "", "#" + tab);
+    itemList.draw();
   }
 
   // ------------------------------------------------------------ compare view
