@@ -80,9 +80,6 @@ def test_view_of_several_runs_needs_out_and_a_missing_summary_names_the_fix(tmp_
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    import os
-    if os.environ.get("DEVSMOKE"):
-        return Path(os.environ["DEVSMOKE"])
     out = tmp_path_factory.mktemp("view") / "smoke"
     result = run_cli("run", "configs/smoke.yaml", "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -174,6 +171,23 @@ def test_smoke_page_shows_the_table_counts_and_plots_without_console_errors(smok
     assert all(browser.execute_script("return arguments[0].naturalWidth", img) > 100 for img in images)
     assert "mock-judge" in by_id(browser, "tab-summary").text  # the manifest's judge
     browser.save_screenshot(str(ARTIFACTS / "summary.png"))
+
+
+def test_the_table_shows_the_delta_to_a_published_row_and_fields_it_does_not_know(smoke, browser, tmp_path):
+    from eval.view import write_page
+
+    run = tmp_path / "published"
+    shutil.copytree(smoke, run, ignore=shutil.ignore_patterns("run.lock"))
+    summary = json.loads((run / "summary.json").read_text())
+    task = summary["tasks"]["mt_bench_en"]
+    task["published"] = {"value": 7.79, "delta": task["metrics"]["score"]["mean"] - 7.79, "outside_ci": True}
+    summary["compat_profile"] = "llm-jp-judge-2.0.0"  # a field added by a later summary schema
+    (run / "summary.json").write_text(json.dumps(summary))
+    open_page(browser, write_page([run]))
+    rows = [r.text for r in browser.find_elements("css selector", "#model-card tbody tr")]
+    assert f"{task['published']['delta']:+.2f} (outside CI)" in rows[1] and rows[1].startswith("Δ vs published")
+    assert "compat_profile llm-jp-judge-2.0.0" in by_id(browser, "tab-summary").text
+    assert console_errors(browser) == []
 
 
 def test_status_filters_show_exactly_the_counts_of_summary_json(smoke, browser):
