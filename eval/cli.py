@@ -1,4 +1,4 @@
-"""`python -m eval …`: run, rejudge, agree, report, compare, tasks, fetch, check, mock-judge.
+"""`python -m eval …`: run, rejudge, agree, report, compare, view, tasks, fetch, check, mock-judge.
 
 Exit codes: 0 success, 2 a user error (one line on stderr, no traceback), 130 interrupted (SIGINT), 143 terminated
 (SIGTERM).
@@ -94,6 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("run_dirs", type=Path, nargs="+")
     compare.add_argument("--reference", type=Path, help="published table (default: results/model_card.csv)")
     compare.add_argument("--out", type=Path, help="also write compare.md, compare.json and plots here")
+
+    view = sub.add_parser("view", help="write the self-contained report.html of one run, or a comparison of several",
+                          description="Write report.html (tables, plots, every item with its judge messages; one file, "
+                                      "no network) into the run directory, or --out for several runs, and print its path.")
+    view.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN")
+    view.add_argument("--out", type=Path, help="a folder (report.html is written into it) or a .html path; needed for several runs")
+    view.add_argument("--open", action="store_true", help="open the page in the default browser")
+    view.add_argument("--serve", action="store_true", help="serve the page on localhost until Ctrl-C (for a remote node: ssh -L)")
+    view.add_argument("--host", default="127.0.0.1", help="address for --serve (default 127.0.0.1)")
+    view.add_argument("--port", type=int, default=8765, help="port for --serve (default 8765; 0 picks a free one)")
 
     tasks = sub.add_parser("tasks", help="list the registered tasks with their sources and item counts")
     tasks.add_argument("--variant", default="full", choices=["full", "sample"])
@@ -225,6 +235,18 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _view(args: argparse.Namespace) -> int:
+    from .view import open_in_browser, serve, write_page
+
+    path = write_page(args.run_dirs, args.out)
+    print(path)
+    if args.open:
+        open_in_browser(path)
+    if args.serve:
+        serve(path, args.host, args.port)
+    return 0
+
+
 def _tasks(args: argparse.Namespace) -> int:
     from .tasks import cache_status, load_spec, load_task, task_file_refs, task_names
 
@@ -342,5 +364,5 @@ def _mock_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "rejudge": _rejudge, "agree": _agree, "report": _report, "compare": _compare, "tasks": _tasks,
-            "fetch": _fetch, "check": _check, "mock-judge": _mock_judge}
+COMMANDS = {"run": _run, "rejudge": _rejudge, "agree": _agree, "report": _report, "compare": _compare, "view": _view,
+            "tasks": _tasks, "fetch": _fetch, "check": _check, "mock-judge": _mock_judge}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,7 @@ def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
             store.set_meta("config", cfg.snapshot())
             store.set_meta("tasks", {name: report.task_meta(t) for name, t in tasks.items()})
             store.set_meta("provenance", {name: t.provenance for name, t in tasks.items()})
+            store.set_meta("items", {name: [asdict(item) for item in t.items] for name, t in tasks.items()})
             store.set_meta("warnings", [w for t in tasks.values() for w in t.warnings])
             store.set_meta("command", options.command)
             store.set_plan(plan_slots(tasks, cfg.rounds))

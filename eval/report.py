@@ -35,6 +35,7 @@ from .statuses import is_transient
 from .rundir import write_json, write_jsonl, write_text
 from .store import Store
 from .tasks import Task
+from .view import compare_plots, write_page
 
 SUMMARY_SCHEMA = "llmjp-eval/summary/v2"
 BENCHMARK_ORDER = ["mt_bench_ja", "mt_bench_en", "answer_carefully", "llm_jp_instructions"]
@@ -358,9 +359,10 @@ def _errors(store: Store) -> list[dict[str, Any]]:
 def write_run(run_dir: Path, store: Store, cfg: RunConfig, activity: dict[str, Any]) -> dict[str, Any]:
     summary = write_reports(run_dir, store)
     write_json(run_dir / "manifest.json", manifest(store, cfg, activity))
+    write_page([run_dir])
     print()
     print(render_console(summary))
-    print(f"\nResults in {run_dir}/ (table.md, summary.json, plots/)")
+    print(f"\nResults in {run_dir}/ (table.md, summary.json, plots/, report.html)")
     return summary
 
 
@@ -459,6 +461,7 @@ def regenerate(run_dir: Path) -> dict[str, Any]:
         summary = write_reports(run_dir, store)
     finally:
         store.close()
+    write_page([run_dir])
     print(render_console(summary))
     return summary
 
@@ -562,5 +565,6 @@ def compare(run_dirs: list[Path], reference: Path | None, out: Path | None) -> d
         write_text(out / "compare.md", text)
         write_json(out / "compare.json", result)
         write_compare_plot(out, [r["summary"] for r in runs], published)
+        write_page(run_dirs, out, compare_plots(out))
     return result
 

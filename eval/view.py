@@ -1,0 +1,325 @@
+"""A run you can look at: one self-contained `report.html` (styles, script, data and plots inline; no network).
+
+The page shows what the reports already computed (summary.json, manifest.json, plots/*.png) plus every item from
+the store: answers, reasoning, the exact judge messages and outputs. Several runs make a compare view, with the
+per-category paired differences computed by the same code as `compare`.
+
+The data travel as one JSON blob in `<script type="application/json">`. Every text appears once in a string
+table and records refer to it by index; a judge message is stored as the list of strings it concatenates (template
+pieces, question, reference, answer), so the answers inside the judge prompts cost nothing twice. The blob escapes
+`<`, `>`, `&`, U+2028 and U+2029, so no text can close the script element; the page's Content-Security-Policy allows
+only its own script (by hash), so even markup that got in could not run.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import json
+import math
+import re
+import webbrowser
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import UserError
+from .metrics import TaskRules, observations, paired_difference
+from .rundir import write_text
+from .store import Store
+
+VIEW_SCHEMA = "llmjp-eval/view/v1"
+PAGE_DIR = Path(__file__).resolve().parent / "view_page"
+SPLIT_MIN = 8  # shorter strings are not worth a reference inside a judge message
+
+
+class Strings:
+    """The page's string table: each distinct text once, referred to by index."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def add(self, text: str | None) -> int | None:
+        if text is None:
+            return None
+        index = self._index.get(text)
+        if index is None:
+            index = self._index[text] = len(self.values)
+            self.values.append(text)
+        return index
+
+    def split(self, content: str, known: list[str]) -> list[int]:
+        """`content` as indices of strings that concatenate to it, reusing `known` texts where they occur."""
+        known = sorted({k for k in known if k and len(k) >= SPLIT_MIN}, key=len, reverse=True)
+        parts: list[int] = []
+        position = 0
+        while known:
+            hits = [(i, -len(k), k) for k in known if (i := content.find(k, position)) >= 0]
+            if not hits:
+                break
+            start, _, text = min(hits)
+            if start > position:
+                parts.append(self.add(content[position:start]))
+            parts.append(self.add(text))
+            position = start + len(text)
+        if position < len(content) or not parts:
+            parts.append(self.add(content[position:]))
+        return parts
+
+
+# One array per planned slot; the page reads the positions from `row_fields` in the data.
+ROW_FIELDS = ["item", "turn", "round", "gen_status", "final", "reasoning", "tokens_in", "tokens_out", "finish_reason",
+              "gen_error", "judge_status", "score", "scores", "judge_output", "attempts", "judge_messages", "judge_error",
+              "judge_model", "length"]
+
+
+def _run_files(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    if not (run_dir / "run.sqlite").is_file():
+        raise UserError(f"{run_dir}: no run.sqlite here; give run directories (results/<name>)")
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise UserError(f"{summary_path}: not found; run `python -m eval report {run_dir}` first")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        manifest_path = run_dir / "manifest.json"
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{run_dir}: unreadable report file ({e}); run `python -m eval report {run_dir}` again") from None
+    return summary, manifest
+
+
+def _plots(folder: Path, names: list[str] | None = None) -> list[dict[str, str]]:
+    paths = [folder / n for n in names] if names is not None else sorted(folder.glob("*.png"))
+    return [{"name": p.stem, "src": "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode("ascii")}
+            for p in paths if p.is_file()]
+
+
+def _rules(meta: dict[str, Any]) -> TaskRules:
+    return TaskRules(**{**meta["rules"], "criteria": tuple(meta["rules"]["criteria"])})
+
+
+class _RunReader:
+    """One run's rows for the page, and its observations for paired differences."""
+
+    def __init__(self, run_dir: Path, strings: Strings, items: dict[tuple[str, str], int], item_rows: list[list[Any]]):
+        self.run_dir = run_dir
+        self.summary, self.manifest = _run_files(run_dir)
+        store = Store(run_dir / "run.sqlite")
+        try:
+            self.metas = store.meta("tasks") or {}
+            stored_items = {(task, i["item_id"]): i for task, rows in (store.meta("items") or {}).items() for i in rows}
+            plan = store.plan()
+            generations = {_slot(g): g for g in store.records("generation")}
+            judgments = {_slot(j): j for j in store.records("judgment")}
+        finally:
+            store.close()
+        self.categories = {(p["task"], p["item_id"]): p["category"] for p in plan}
+        self.observations = self._observations(plan, judgments)
+        scores = {task: obs[obs["metric"] == "score"].set_index(["round", "item_id", "turn"])["value"].to_dict()
+                  for task, obs in self.observations.items()}
+        seen = _seen_turns(generations) if not stored_items else {}
+        self.rows = []
+        for p in plan:
+            slot = (p["round"], p["task"], p["item_id"], p["turn"])
+            key = (p["task"], p["item_id"])
+            if key not in items:
+                items[key] = len(item_rows)
+                item_rows.append(_item_row(strings, p, stored_items.get(key), seen))
+            gen, judged = generations.get(slot), judgments.get(slot)
+            self.rows.append(_row(strings, items[key], p, gen, judged, scores.get(p["task"], {}).get(slot[:1] + slot[2:]),
+                                  stored_items.get(key)))
+
+    def _observations(self, plan: list[dict[str, Any]], judgments: dict[tuple, dict[str, Any]]) -> dict[str, pd.DataFrame]:
+        out = {}
+        for task, meta in self.metas.items():
+            rows = [{**{k: p[k] for k in ("round", "item_id", "turn", "category")}, "status": j["status"], "scores": j["scores"]}
+                    for p in plan if p["task"] == task and (j := judgments.get((p["round"], task, p["item_id"], p["turn"])))]
+            frame = pd.DataFrame(rows, columns=["round", "item_id", "turn", "category", "status", "scores"])
+            out[task] = observations(_rules(meta), frame)
+        return out
+
+
+def _slot(record: dict[str, Any]) -> tuple[int, str, str, int]:
+    return record["round"], record["task"], record["item_id"], record["turn"]
+
+
+def _seen_turns(generations: dict[tuple, dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
+    """Per item, the user turns of its latest-turn generation (for runs whose store does not keep its items)."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for (_, task, item_id, turn), g in generations.items():
+        if turn >= latest.get((task, item_id), {}).get("turn", 0):
+            latest[task, item_id] = g
+    return {key: [m["content"] for m in g["messages"] if m["role"] == "user"] for key, g in latest.items()}
+
+
+def _item_row(strings: Strings, p: dict[str, Any], item: dict[str, Any] | None, seen: dict[tuple[str, str], list[str]]) -> list[Any]:
+    """[task, item_id, category, turns, references]: from the store's items, else the user turns the model saw
+    (runs made before the store kept its items have no references)."""
+    if item is not None:
+        turns, references = item["turns"], item.get("references")
+    else:
+        turns, references = seen.get((p["task"], p["item_id"]), []), None
+    return [p["task"], p["item_id"], p["category"], [strings.add(t) for t in turns],
+            [strings.add(r) for r in references] if references else None]
+
+
+def _row(strings: Strings, item_index: int, p: dict[str, Any], gen: dict[str, Any] | None, judged: dict[str, Any] | None,
+         score: float | None, item: dict[str, Any] | None) -> list[Any]:
+    final = gen["final"] if gen else None
+    row = [item_index, p["turn"], p["round"], gen["status"] if gen else "missing", strings.add(final),
+           strings.add(gen["reasoning"] or None) if gen else None, gen and gen["tokens_in"], gen and gen["tokens_out"],
+           gen and gen["finish_reason"], strings.add(gen and gen.get("error")),
+           judged["status"] if judged else "missing", score, judged["scores"] if judged else None,
+           strings.add(judged and judged["raw"]), judged and judged["attempts"], None,
+           strings.add(judged and judged.get("error")), judged and (judged.get("returned_model") or judged["judge_model"]),
+           len(final or "")]
+    if judged:
+        # The texts a judge prompt is made of: earlier answers of this item and round, its turns and references.
+        known = [final or ""] + [m["content"] for m in (gen or {}).get("messages", []) if m["role"] != "system"]
+        if item is not None:
+            known += list(item["turns"]) + list(item.get("references") or ())
+        row[ROW_FIELDS.index("judge_messages")] = [[m["role"], strings.split(m["content"], known)] for m in judged["messages"]]
+    return row
+
+
+def _category_differences(a: _RunReader, b: _RunReader) -> list[dict[str, Any]]:
+    """b − a per task and per category, paired on the questions both judged (the code `compare` uses)."""
+    out = []
+    for task in a.observations:
+        if task not in b.observations:
+            continue
+        obs_a, obs_b = a.observations[task], b.observations[task]
+        overall = paired_difference(obs_a, obs_b, "score")
+        if overall:
+            out.append({"task": task, "category": None, **overall})
+        categories = sorted({c for (t, _), c in a.categories.items() if t == task and c})
+        for category in categories:
+            ids = {i for (t, i), c in a.categories.items() if t == task and c == category}
+            d = paired_difference(obs_a[obs_a["item_id"].isin(ids)], obs_b[obs_b["item_id"].isin(ids)], "score")
+            if d:
+                out.append({"task": task, "category": category, **d})
+    return out
+
+
+def _run_names(readers: list[_RunReader]) -> list[str]:
+    """The runs' names, made distinct (deep links and selectors name a run) by their folders, else their positions."""
+    names = [str(r.summary.get("run") or r.run_dir.name) for r in readers]
+    if len(set(names)) < len(names):
+        names = [f"{n} ({r.run_dir.name})" for n, r in zip(names, readers)]
+    if len(set(names)) < len(names):
+        names = [f"{n} #{i + 1}" for i, n in enumerate(names)]
+    return names
+
+
+def _published_rows() -> list[dict[str, Any]]:
+    from .report import load_published, row_label
+
+    table = load_published()
+    scores = table.select_dtypes("number").columns  # one column per benchmark
+    return [{"label": row_label(r["model"], r["reasoning_effort"] or None), "values": {c: float(r[c]) for c in scores}}
+            for r in table.to_dict("records")]
+
+
+def page_data(run_dirs: list[Path], extra_plots: list[dict[str, str]] = ()) -> dict[str, Any]:
+    strings = Strings()
+    items: dict[tuple[str, str], int] = {}
+    item_rows: list[list[Any]] = []
+    readers = [_RunReader(d, strings, items, item_rows) for d in run_dirs]
+    runs = [{"name": name, "dir": str(r.run_dir), "summary": r.summary, "manifest": r.manifest,
+             "plots": _plots(r.run_dir / "plots"), "rows": r.rows} for r, name in zip(readers, _run_names(readers))]
+    pairs = [{"a": i, "b": k, "differences": _category_differences(readers[i], readers[k])}
+             for i in range(len(readers)) for k in range(i + 1, len(readers))]
+    return {"schema": VIEW_SCHEMA, "row_fields": ROW_FIELDS, "strings": strings.values, "items": item_rows,
+            "runs": runs, "pairs": pairs, "published": _published_rows(), "compare_plots": list(extra_plots)}
+
+
+def _finite(value: Any) -> Any:
+    """JSON.parse knows no NaN or Infinity: they become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def script_json(data: Any) -> str:
+    """JSON that can sit inside a <script> element: nothing in it can close the element or open a comment."""
+    text = json.dumps(_finite(data), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    return text
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def render_page(data: dict[str, Any]) -> str:
+    template = (PAGE_DIR / "page.html").read_text(encoding="utf-8")
+    style = (PAGE_DIR / "page.css").read_text(encoding="utf-8")
+    script = (PAGE_DIR / "page.js").read_text(encoding="utf-8")
+    csp = (f"default-src 'none'; img-src data:; style-src {_csp_hash(style)}; script-src {_csp_hash(script)}; "
+           "base-uri 'none'; form-action 'none'")
+    parts = {"CSP": csp, "STYLE": style, "DATA": script_json(data), "SCRIPT": script}
+    pieces = re.split(r"/\*(CSP|STYLE|DATA|SCRIPT)\*/", template)  # text, marker, text, …: inserted text is never searched
+    if sorted(pieces[1::2]) != sorted(parts):
+        raise RuntimeError(f"{PAGE_DIR / 'page.html'}: each of the markers {sorted(parts)} must appear once")
+    return "".join(parts[p] if i % 2 else p for i, p in enumerate(pieces))
+
+
+def write_page(run_dirs: list[Path], out: Path | None = None, extra_plots: list[dict[str, str]] = ()) -> Path:
+    """Write report.html (into the single run, or `out`: a folder or an .html path) and return its path."""
+    if out is None:
+        if len(run_dirs) > 1:
+            raise UserError("several runs: give --out (a folder or a .html file) for the comparison page")
+        out = run_dirs[0]
+    path = out if out.suffix == ".html" else out / "report.html"
+    page = render_page(page_data(run_dirs, extra_plots))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, page)
+    return path
+
+
+def compare_plots(out: Path) -> list[dict[str, str]]:
+    return _plots(out, ["compare.png", "compare_mt_bench_categories.png"])
+
+
+def open_in_browser(path: Path) -> None:
+    webbrowser.open(path.resolve().as_uri())
+
+
+def serve(path: Path, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve the page alone (nothing else of the folder) until Ctrl-C; for a GPU node reached through ssh -L."""
+    body = path.read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+            if self.path.split("?", 1)[0] not in ("/", f"/{path.name}"):
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    try:
+        server = http.server.ThreadingHTTPServer((host, port), Handler)
+    except OSError as e:
+        raise UserError(f"--serve: cannot listen on {host}:{port} ({e.strerror}); pick another --port") from None
+    print(f"serving {path} at http://{host}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.server_close()
+
