@@ -45,16 +45,25 @@ class ParsedOutput:
     status: Status
 
 
-def parse_output(text: str, hit_limit: bool, fmt: ReasoningFormat, strip_tokens: Sequence[str] = ()) -> ParsedOutput:
-    """Split raw output (special tokens kept) into final answer and reasoning, with a status."""
-    for token in strip_tokens:
-        if token and token not in HARMONY_MARKERS:
-            text = text.replace(token, "")
+def parse_output(text: str, hit_limit: bool, fmt: ReasoningFormat, special_tokens: Sequence[str] = ()) -> ParsedOutput:
+    """Split raw output (special tokens kept) into final answer and reasoning, with a status.
+
+    `special_tokens`: the tokenizer's special tokens; none of them reaches the final answer or the reasoning.
+    A final that is empty once whitespace is ignored is `no_final` (its text is kept as written, like the rest).
+    """
+    structural = {"harmony": set(HARMONY_MARKERS), "think": {fmt.think_start, fmt.think_end}}.get(fmt.format, set())
+    stray = [t for t in special_tokens if t and t not in structural]
+    if stray:
+        text = re.sub("|".join(re.escape(t) for t in sorted(stray, key=len, reverse=True)), "", text)
     if fmt.format == "harmony":
-        return _parse_harmony(text, hit_limit)
-    if fmt.format == "think":
-        return _parse_think(text, hit_limit, fmt.think_start, fmt.think_end)
-    return _plain(text, "", hit_limit)
+        parsed = _parse_harmony(text, hit_limit)
+    elif fmt.format == "think":
+        parsed = _parse_think(text, hit_limit, fmt.think_start, fmt.think_end)
+    else:
+        parsed = _plain(text, "", hit_limit)
+    if parsed.status == "ok" and not (parsed.final or "").strip():
+        return ParsedOutput(parsed.final, parsed.reasoning, "no_final")
+    return parsed
 
 
 def _plain(text: str, reasoning: str, hit_limit: bool) -> ParsedOutput:
@@ -84,7 +93,7 @@ def _parse_harmony(text: str, hit_limit: bool) -> ParsedOutput:
             if part in _TERMINATORS:
                 close(terminated=True)
                 content, header = None, []
-            else:
+            elif part not in HARMONY_MARKERS:  # a stray marker inside a message is not text
                 content.append(part)
         elif part == "<|message|>":
             channel = _channel_of("".join(header))

@@ -6,6 +6,7 @@ Every mistake becomes a one-line `UserError` naming the file and the key.
 from __future__ import annotations
 
 import copy
+import datetime
 import difflib
 import re
 from pathlib import Path
@@ -43,7 +44,19 @@ class ReasoningFormat(Strict):
 class _Generator(Strict):
     path: str = Field(description="hub id, local directory, or builtin:<name>")
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    unchecked_template_kwargs: list[str] = Field(
+        default_factory=list, description="chat_template_kwargs the start-of-run check lets through although the "
+                                          "template renders the same with any value of them (local engines)")
     reasoning: ReasoningFormat = Field(default_factory=ReasoningFormat)
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _date_as_text(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # An unquoted YAML date is a `date`; the template needs the YYYY-MM-DD text.
+        date = kwargs.get("conversation_start_date")
+        if isinstance(date, datetime.date):
+            kwargs = {**kwargs, "conversation_start_date": date.isoformat()}
+        return kwargs
 
 
 def _yaml_switch(on: str, off: str) -> BeforeValidator:

@@ -296,8 +296,9 @@ class Runner:
     def generation_key(self, request: GenerationRequest) -> str:
         assert self.backend is not None
         identity = self.backend.identity()
-        return content_key("generation", identity, request.messages, request.sampling.__dict__, request.seed,
-                           request.slot.round, request.slot.task, request.slot.item_id, request.slot.turn)
+        return content_key("generation", identity, request.messages, self.backend.prompt_hash(request.messages),
+                           request.sampling.__dict__, request.seed, request.slot.round, request.slot.task,
+                           request.slot.item_id, request.slot.turn)
 
     def _is_stored(self, slot: Slot, to_judge: bool = False) -> bool:
         """The slot holds a final generation made from exactly the request this config would send.

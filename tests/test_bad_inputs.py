@@ -149,6 +149,18 @@ def case_template_kwargs_not_a_mapping(tmp, **_):
     return ["run", str(write_config(tmp, model__chat_template_kwargs="medium"))], {}, ["'model.chat_template_kwargs'", "valid dictionary"]
 
 
+def case_template_kwarg_typo(tmp, **_):
+    kwargs = {"reasoning_efort": "low", "conversation_start_date": "2026-07-15"}
+    return run_args(tmp, write_config(tmp, model__chat_template_kwargs=kwargs)), {}, \
+        ["model.chat_template_kwargs.reasoning_efort", "renders the same prompt", "unchecked_template_kwargs"]
+
+
+def case_conversation_date_not_a_date(tmp, **_):
+    kwargs = {"reasoning_effort": "low", "conversation_start_date": "15 July"}
+    return run_args(tmp, write_config(tmp, model__chat_template_kwargs=kwargs)), {}, \
+        ["model.chat_template_kwargs.conversation_start_date", "'15 July' is not a YYYY-MM-DD date"]
+
+
 def case_dataset_missing_field(tmp, **_):
     folder = hf_folder(tmp, [{"ID": "1", "question": "q", "output": "r"}])
     options = {"answer_carefully": {"variants": {"sample": {"data": {"dataset": folder}}}}}

@@ -114,7 +114,7 @@ def test_harmony_parsing_from_token_ids(smoke_model_dir, text, hit_limit, final,
     b = backend()
     ids = b.tokenizer(text, add_special_tokens=False)["input_ids"]
     assert any(i < 8 for i in ids)  # the markers are single special tokens of the test tokenizer
-    parsed = parse_output(b.chat.decode(ids), hit_limit, HARMONY, b.chat.strip_tokens)
+    parsed = parse_output(b.chat.decode(ids), hit_limit, HARMONY, b.chat.special_tokens)
     assert (parsed.final, parsed.reasoning, parsed.status) == (final, reasoning, status)
 
 

@@ -48,6 +48,10 @@ class Backend(Protocol):
     def identity(self) -> dict[str, Any]:
         """Everything about the model and its prompt format that determines an output (part of each key)."""
 
+    def prompt_hash(self, messages: list[dict[str, str]]) -> str:
+        """Hash of exactly what the model is given for these messages (part of each key): the rendered token ids
+        where the harness renders, else the request content it controls."""
+
     def generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
         """Generate every request and call `on_result` once per request, as soon as each is done."""
 

@@ -36,7 +36,8 @@ class HFBackend:
     def __init__(self, cfg: HFModel, generation: RunGenerationConfig):
         self.cfg = cfg
         self.generation = generation
-        self.chat = ChatRenderer(cfg.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template_kwargs)
+        self.chat = ChatRenderer(cfg.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template_kwargs,
+                                 cfg.unchecked_template_kwargs)
         self.tokenizer = self.chat.tokenizer
         self.model = None
         self.device = "cpu"
@@ -49,6 +50,9 @@ class HFBackend:
         return {"backend": self.name, "model": self.cfg.path, "revision": self.cfg.revision, "dtype": self.cfg.dtype,
                 "template": self.chat.template_hash, "chat_template_kwargs": self.cfg.chat_template_kwargs,
                 "reasoning": self.cfg.reasoning.model_dump()}
+
+    def prompt_hash(self, messages: list[dict[str, str]]) -> str:
+        return self.chat.prompt_hash(messages)
 
     def close(self) -> None:
         self.model = None
@@ -75,7 +79,9 @@ class HFBackend:
         self.model = model.to(self.device).eval()
         checkpoint("model_loaded")
         self.dtype_bytes = next(self.model.parameters()).element_size()
-        self.eos_ids = self.chat.eos_ids(getattr(self.model.generation_config, "eos_token_id", None))
+        self.stop_rule = self.chat.stop_rule(self.cfg.reasoning.format == "harmony",
+                                             getattr(self.model.generation_config, "eos_token_id", None))
+        self.eos_ids = sorted(self.stop_rule.eos_ids)
 
     # ---------------------------------------------------------------- generation
 
@@ -177,32 +183,33 @@ class HFBackend:
         from .hf_decode import FinalMessageStop
 
         stops = StoppingCriteriaList()
-        special = self.chat.special
-        if self.cfg.reasoning.format == "harmony" and {"<|channel|>", "<|message|>", "<|end|>"} <= set(special):
-            final_ids = self.tokenizer("final", add_special_tokens=False)["input_ids"]
-            stops.append(FinalMessageStop(special["<|channel|>"], special["<|message|>"], special["<|end|>"],
-                                          final_ids, rows, self.device))
+        if self.stop_rule.final_header:
+            stops.append(FinalMessageStop(self.stop_rule.final_header, self.stop_rule.end_id, rows, self.device))
         return stops
 
     def _result(self, request: GenerationRequest, prompt_ids: list[int], tokens: list[int], prompt_hash: str,
                 seconds: float) -> GenerationResult:
         limit = request.sampling.max_new_tokens
         tokens = tokens[:limit]  # rows of a batch with a larger limit keep only their own budget
-        stop_ids = set(self.eos_ids) | ({self.tokenizer.pad_token_id} if self.tokenizer.pad_token_id is not None else set())
-        end = next((i + 1 for i, t in enumerate(tokens) if t in stop_ids), None)
+        end = self.stop_rule.length(tokens)  # what follows the stop token is padding (or a batch-mate's longer run)
         if end is not None:
             tokens = tokens[:end]
         hit_limit = end is None and len(tokens) >= limit
         raw = self.chat.decode(tokens)
-        parsed = parse_output(raw, hit_limit, self.cfg.reasoning, self.chat.strip_tokens)
+        parsed = parse_output(raw, hit_limit, self.cfg.reasoning, self.chat.special_tokens)
         finish = "length" if hit_limit else "stop"
         return GenerationResult(request, raw, parsed, finish, len(prompt_ids), len(tokens), seconds, prompt_hash)
 
     def _generate_paged(self, encoded: list, on_result: OnResult) -> None:
         """Continuous batching: one manager per (temperature, top_p); each request keeps its own token budget and is
-        handed to `on_result` (stored) the moment it finishes."""
+        handed to `on_result` (stored) the moment it finishes.
+
+        The manager knows only stop tokens, so `<|end|>` is one: a request that closed a message other than the final
+        one is resubmitted at once with its output appended (and the rest of its budget); one that closed the final
+        message is done."""
         from transformers import GenerationConfig
 
+        stop_ids = self.eos_ids + ([self.stop_rule.end_id] if self.stop_rule.final_header else [])
         groups: dict[tuple, list] = {}
         for entry in encoded:
             s = entry[0].sampling
@@ -210,7 +217,7 @@ class HFBackend:
         for (temperature, top_p), group in groups.items():
             config = GenerationConfig(do_sample=temperature > 0, temperature=temperature or None, top_p=top_p,
                                       max_new_tokens=max(r.sampling.max_new_tokens for r, _, _ in group),
-                                      eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id)
+                                      eos_token_id=stop_ids, pad_token_id=self.tokenizer.pad_token_id)
             batching = self._continuous_batching_config(group)
             batching.seed = min(r.seed for r, _, _ in group)
             release_cached_memory(self.device)
@@ -232,8 +239,15 @@ class HFBackend:
 
     def _collect_paged(self, manager, group: list, on_result: OnResult) -> None:
         started = time.perf_counter()
-        waiting = {manager.add_request(ids, max_new_tokens=request.sampling.max_new_tokens): (request, ids, prompt_hash)
-                   for request, ids, prompt_hash in group}
+        waiting: dict[str, tuple] = {}
+
+        def submit(request: GenerationRequest, ids: list[int], prompt_hash: str, generated: list[int]) -> None:
+            budget = request.sampling.max_new_tokens - len(generated)
+            waiting[manager.add_request(ids + generated, max_new_tokens=budget)] = (request, ids, prompt_hash, generated)
+
+        for request, ids, prompt_hash in group:
+            submit(request, ids, prompt_hash, [])
+        done = 0
         while waiting:
             out = manager.get_result(timeout=1)
             if out is None:
@@ -242,12 +256,17 @@ class HFBackend:
                 continue
             if out.request_id not in waiting or not out.is_finished():
                 continue
-            request, ids, prompt_hash = waiting.pop(out.request_id)
-            elapsed = (time.perf_counter() - started) / max(1, len(group) - len(waiting))
+            request, ids, prompt_hash, generated = waiting.pop(out.request_id)
+            tokens = generated + list(out.generated_tokens)
+            if not out.error and self.stop_rule.message_closed(tokens) and len(tokens) < request.sampling.max_new_tokens:
+                submit(request, ids, prompt_hash, tokens)
+                continue
+            done += 1
+            elapsed = (time.perf_counter() - started) / done
             if out.error:
                 on_result(error_result(request, f"continuous batching: {out.error}"))
             else:
-                on_result(self._result(request, ids, list(out.generated_tokens), prompt_hash, elapsed))
+                on_result(self._result(request, ids, tokens, prompt_hash, elapsed))
 
 
 def _bucket(length: int) -> int:

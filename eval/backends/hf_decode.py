@@ -62,18 +62,16 @@ class RowSampler(LogitsProcessor):
 
 
 class FinalMessageStop(StoppingCriteria):
-    """Stop a row at `<|end|>` once it is inside the Harmony `final` channel (the answer is complete)."""
+    """Stop a row at `<|end|>` once it is inside the Harmony `final` channel (the answer is complete); the same rule
+    as `StopRule.length`, vectorised over the batch."""
 
-    def __init__(self, channel_id: int, message_id: int, end_id: int, final_ids: list[int], rows: int, device):
-        self.header = torch.tensor([channel_id, *final_ids], device=device)
-        self.message_id = message_id
+    def __init__(self, final_header: tuple[int, ...], end_id: int, rows: int, device):
+        self.header = torch.tensor(final_header, device=device)
         self.end_id = end_id
         self.in_final = torch.zeros(rows, dtype=torch.bool, device=device)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        last = input_ids[:, -1]
         width = self.header.numel()
-        if input_ids.shape[1] > width:
-            opened = (last == self.message_id) & (input_ids[:, -width - 1:-1] == self.header).all(dim=-1)
-            self.in_final |= opened
-        return self.in_final & (last == self.end_id)
+        if input_ids.shape[1] >= width:
+            self.in_final |= (input_ids[:, -width:] == self.header).all(dim=-1)
+        return self.in_final & (input_ids[:, -1] == self.end_id)

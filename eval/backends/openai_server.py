@@ -15,6 +15,7 @@ import openai
 from ..chat import ParsedOutput
 from ..config import OpenAIModel
 from ..errors import UserError
+from ..records import content_key
 from .base import GenerationRequest, GenerationResult, OnResult, error_result
 
 
@@ -53,6 +54,10 @@ class OpenAIServerBackend:
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.cfg.path, "chat_template_kwargs": self.cfg.chat_template_kwargs}
+
+    def prompt_hash(self, messages: list[dict[str, str | None]]) -> str:
+        # The server renders the template: what the harness controls is the messages and the template kwargs.
+        return content_key("openai-chat", messages, self.cfg.chat_template_kwargs)
 
     def close(self) -> None:
         pass
@@ -108,7 +113,7 @@ class OpenAIServerBackend:
         usage = completion.usage
         return GenerationResult(request, parsed.final or "", parsed, choice.finish_reason,
                                 usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
-                                time.perf_counter() - started)
+                                time.perf_counter() - started, self.prompt_hash(request.messages))
 
 
 def _error_text(error: openai.APIError) -> str:

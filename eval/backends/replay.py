@@ -13,7 +13,7 @@ from typing import Any
 from ..chat import ParsedOutput
 from ..config import ReplayModel
 from ..errors import UserError
-from ..records import Slot
+from ..records import Slot, content_key
 from ..sources import read_jsonl, sha256_file
 from .base import GenerationRequest, GenerationResult, OnResult, error_result
 
@@ -49,6 +49,9 @@ class ReplayBackend:
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "file": str(self.path), "sha256": self.sha256}
+
+    def prompt_hash(self, messages: list[dict[str, str]]) -> str:
+        return content_key("replay", messages)  # answers are looked up by slot; the messages are all there is
 
     def close(self) -> None:
         pass

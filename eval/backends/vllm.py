@@ -1,6 +1,11 @@
 """vLLM offline engine (optional extra `[vllm]`, imported lazily): token ids rendered by the model's own chat
 template, one `SamplingParams` per request (temperature by category, seed per request), output parsed from token
 ids by the same Harmony code as the hf backend.
+
+vLLM stops on token ids and strings only, neither of which can tell the `<|end|>` of the final message from that of
+the analysis. So `<|end|>` is a stop token, and the requests that closed a message other than the final one are
+sent again with their output appended (vLLM's prefix cache makes that prefill nearly free) until each has closed its
+final message, ended its output or spent its budget.
 """
 
 from __future__ import annotations
@@ -27,13 +32,18 @@ class VLLMBackend:
                             "or use backend: hf") from None
         self.cfg = cfg
         self.generation = generation
-        self.chat = ChatRenderer(cfg.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template_kwargs)
+        self.chat = ChatRenderer(cfg.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template_kwargs,
+                                 cfg.unchecked_template_kwargs)
+        self.stop_rule = self.chat.stop_rule(cfg.reasoning.format == "harmony")
         self.llm = None
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.cfg.path, "revision": self.cfg.revision, "dtype": self.cfg.dtype,
                 "template": self.chat.template_hash, "chat_template_kwargs": self.cfg.chat_template_kwargs,
                 "reasoning": self.cfg.reasoning.model_dump()}
+
+    def prompt_hash(self, messages: list[dict[str, str]]) -> str:
+        return self.chat.prompt_hash(messages)
 
     def close(self) -> None:
         self.llm = None
@@ -60,19 +70,29 @@ class VLLMBackend:
         from vllm.inputs import TokensPrompt
 
         llm = self._load()
-        eos = self.chat.eos_ids()
-        encoded = [self.chat.encode(r.messages) for r in requests]
-        params = [SamplingParams(temperature=r.sampling.temperature, top_p=r.sampling.top_p or 1.0,
-                                 max_tokens=r.sampling.max_new_tokens, seed=r.seed, stop_token_ids=eos,
-                                 frequency_penalty=r.sampling.frequency_penalty or 0.0,
-                                 skip_special_tokens=False) for r in requests]
+        stop_ids = sorted(self.stop_rule.eos_ids) + ([self.stop_rule.end_id] if self.stop_rule.final_header else [])
         started = time.perf_counter()
-        outputs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids, _ in encoded], params, use_tqdm=True)
-        seconds = (time.perf_counter() - started) / len(requests)
-        for request, (ids, prompt_hash), output in zip(requests, encoded, outputs):
-            completion = output.outputs[0]
-            tokens = list(completion.token_ids)
-            raw = self.chat.decode(tokens)
-            hit_limit = completion.finish_reason == "length"
-            parsed = parse_output(raw, hit_limit, self.cfg.reasoning, self.chat.strip_tokens)
-            on_result(GenerationResult(request, raw, parsed, completion.finish_reason, len(ids), len(tokens), seconds, prompt_hash))
+        # (request, prompt ids, prompt hash, output so far)
+        pending = [(r, *self.chat.encode(r.messages), []) for r in requests]
+        while pending:
+            params = [SamplingParams(temperature=r.sampling.temperature, top_p=r.sampling.top_p or 1.0,
+                                     max_tokens=r.sampling.max_new_tokens - len(so_far), seed=r.seed,
+                                     stop_token_ids=stop_ids, frequency_penalty=r.sampling.frequency_penalty or 0.0,
+                                     skip_special_tokens=False) for r, _, _, so_far in pending]
+            outputs = llm.generate([TokensPrompt(prompt_token_ids=ids + so_far) for _, ids, _, so_far in pending], params,
+                                   use_tqdm=True)
+            seconds = (time.perf_counter() - started) / len(requests)
+            unfinished = []
+            for (request, ids, prompt_hash, so_far), output in zip(pending, outputs):
+                completion = output.outputs[0]
+                tokens = so_far + list(completion.token_ids)
+                stopped = completion.finish_reason == "stop"
+                if stopped and self.stop_rule.message_closed(tokens) and len(tokens) < request.sampling.max_new_tokens:
+                    unfinished.append((request, ids, prompt_hash, tokens))
+                    continue
+                raw = self.chat.decode(tokens)
+                # "length": max_tokens or the model's context window (max_model_len) ran out
+                parsed = parse_output(raw, completion.finish_reason == "length", self.cfg.reasoning, self.chat.special_tokens)
+                on_result(GenerationResult(request, raw, parsed, completion.finish_reason, len(ids), len(tokens), seconds,
+                                           prompt_hash))
+            pending = unfinished
