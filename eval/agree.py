@@ -28,7 +28,7 @@ from .errors import UserError
 from .metrics import TaskRules, _cluster_arrays, _round_means, bootstrap_means, observations, paired_difference
 from .report import _frames, compute_summary
 from .rundir import write_json, write_text
-from .store import Store
+from .store import open_run
 
 SLOT = ["round", "item_id", "turn"]
 RATE_METRICS = ("violation_rate", "acceptable_rate")  # 0/100 indicators: "within one" means nothing for them
@@ -96,13 +96,8 @@ class RunData:
 
 
 def load_run(run_dir: Path) -> RunData:
-    path = run_dir / "run.sqlite"
-    if not path.is_file():
-        raise UserError(f"{run_dir}: no run.sqlite here; give run directories (results/<name>)")
-    store = Store(path)
+    store = open_run(run_dir, "run directories")
     try:
-        if store.meta("config") is None:
-            raise UserError(f"{path}: the store holds no run (it was never planned)")
         summary = compute_summary(store)
         metas = store.meta("tasks") or {}
         _, gens, judged = _frames(store)

@@ -17,7 +17,7 @@ from typing import Any
 from .config import RunConfig, build_config, parse_override
 from .errors import UserError
 from .rundir import write_jsonl
-from .store import Store
+from .store import Store, open_run
 
 SOURCE_FILE = "source_generations.jsonl"
 TASK_JUDGE_KEYS = ("judge", "judge_prompts", "judge_system_prompt")  # per-task settings that belong to the judge
@@ -34,17 +34,6 @@ def check_override(text: str) -> None:
                     "asset_mirrors, name); to change the model or generation, start a new run")
 
 
-def _open_run(run_dir: Path) -> Store:
-    path = run_dir / "run.sqlite"
-    if not path.is_file():
-        raise UserError(f"{run_dir}: no run.sqlite here; give the run directory whose answers to rejudge (results/<name>)")
-    store = Store(path)
-    if store.meta("config") is None:
-        store.close()
-        raise UserError(f"{path}: the store holds no run (it was never planned)")
-    return store
-
-
 def rejudge_config(run_dir: Path, overrides: list[str], out: Path, export: bool = True) -> tuple[RunConfig, int]:
     """The config of the rejudge run in `out`, and the item limit that reproduces RUN's plan.
 
@@ -53,7 +42,7 @@ def rejudge_config(run_dir: Path, overrides: list[str], out: Path, export: bool 
         check_override(text)
     if out.resolve() == run_dir.resolve():
         raise UserError(f"--out {out}: a rejudge is a new run; give a directory other than {run_dir}")
-    store = _open_run(run_dir)
+    store = open_run(run_dir, "the run directory whose answers to rejudge")
     try:
         original: dict[str, Any] = store.meta("config")
         plan = store.plan()

@@ -33,7 +33,7 @@ from .metrics import (FAILURE_STATUSES, PUBLISHED_ROUNDS, TaskRules, observation
 from .records import Usage
 from .statuses import is_transient
 from .rundir import write_json, write_jsonl, write_text
-from .store import Store
+from .store import Store, open_run
 from .tasks import Task
 from .view import compare_plots, write_page
 
@@ -451,13 +451,8 @@ def _accelerator() -> dict[str, Any]:
 
 
 def regenerate(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "run.sqlite"
-    if not path.is_file():
-        raise UserError(f"{run_dir}: no run.sqlite here; give a run directory (results/<name>)")
-    store = Store(path)
+    store = open_run(run_dir)
     try:
-        if store.meta("config") is None:
-            raise UserError(f"{path}: the store holds no run (it was never planned)")
         summary = write_reports(run_dir, store)
     finally:
         store.close()

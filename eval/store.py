@@ -188,3 +188,15 @@ class Store:
     def events(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT stage, kind, data, t FROM events ORDER BY id")
         return [{"stage": s, "kind": k, "data": json.loads(d), "t": t} for s, k, d, t in cur]
+
+
+def open_run(run_dir: Path, what: str = "a run directory") -> Store:
+    """The store of a planned run in `run_dir`, or a one-line error saying what to give instead."""
+    path = run_dir / "run.sqlite"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no run.sqlite here; give {what} (results/<name>)")
+    store = Store(path)
+    if store.meta("config") is None:
+        store.close()
+        raise UserError(f"{path}: the store holds no run (it was never planned)")
+    return store
