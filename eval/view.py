@@ -17,7 +17,6 @@ import base64
 import hashlib
 import http.server
 import json
-import math
 import re
 import webbrowser
 from pathlib import Path
@@ -27,7 +26,7 @@ import pandas as pd
 
 from .errors import UserError
 from .metrics import TaskRules, observations, paired_difference
-from .rundir import write_text
+from .rundir import strict_json, write_text
 from .store import Store
 
 VIEW_SCHEMA = "llmjp-eval/view/v1"
@@ -236,20 +235,9 @@ def page_data(run_dirs: list[Path], extra_plots: list[dict[str, str]] = ()) -> d
             "runs": runs, "pairs": pairs, "published": _published_rows(), "compare_plots": list(extra_plots)}
 
 
-def _finite(value: Any) -> Any:
-    """JSON.parse knows no NaN or Infinity: they become null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def script_json(data: Any) -> str:
     """JSON that can sit inside a <script> element: nothing in it can close the element or open a comment."""
-    text = json.dumps(_finite(data), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(strict_json(data), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(char, escape)
     return text

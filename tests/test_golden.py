@@ -160,18 +160,22 @@ def flat(scores: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 # ---------------------------------------------------------------- the main capture, upstream profile
 
 
-@pytest.fixture(scope="module")
-def upstream_run(golden, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("golden-upstream")
+def golden_run(golden: Path, tmp: Path, compat: str):
+    """The harness run on the golden inputs against the scripted server (SDK backoff shortened to 1 ms)."""
     mp = pytest.MonkeyPatch()
     mp.setattr(openai._base_client.BaseClient, "_calculate_retry_timeout", lambda self, *a, **k: 0.001)
     mp.setenv("GOLDEN_JUDGE_KEY", "dummy-key")
     try:
         with ScriptedServer(Script.load(golden / "scripted", golden / "inputs")) as server:
-            out = run_harness(tmp, golden / "inputs", server, "llm-jp-judge-2.0.0")
+            out = run_harness(tmp, golden / "inputs", server, compat)
     finally:
         mp.undo()
     return server, out
+
+
+@pytest.fixture(scope="module")
+def upstream_run(golden, tmp_path_factory):
+    return golden_run(golden, tmp_path_factory.mktemp("golden-upstream"), "llm-jp-judge-2.0.0")
 
 
 @pytest.mark.parametrize("phase", PHASES)
@@ -316,16 +320,7 @@ STRICT_ASKS = {"length": 1, "null": 1, "http400_first": 1, "http400_all": 1, "oo
 
 @pytest.fixture(scope="module")
 def strict_run(golden, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("golden-strict")
-    mp = pytest.MonkeyPatch()
-    mp.setattr(openai._base_client.BaseClient, "_calculate_retry_timeout", lambda self, *a, **k: 0.001)
-    mp.setenv("GOLDEN_JUDGE_KEY", "dummy-key")
-    try:
-        with ScriptedServer(Script.load(golden / "scripted", golden / "inputs")) as server:
-            out = run_harness(tmp, golden / "inputs", server, STRICT)
-    finally:
-        mp.undo()
-    return server, out
+    return golden_run(golden, tmp_path_factory.mktemp("golden-strict"), STRICT)
 
 
 def generation_cases(golden: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
