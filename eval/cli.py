@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Iterator
 
 from . import redact
-from .config import MAX_ROUNDS, MockSettings, load_config
+from .config import BUNDLED_CONFIGS, MAX_ROUNDS, MockSettings, load_config
 from .errors import UserError
 
-SMOKE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 
 
 def _quiet_libraries() -> None:
@@ -56,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="generate, judge and report one configuration",
                          description="Run a configuration end to end; a second run resumes and computes only what is missing.")
-    run.add_argument("config", nargs="?", default=str(SMOKE_CONFIG), help="YAML config (default: the offline smoke config)")
+    run.add_argument("config", nargs="?", default=str(BUNDLED_CONFIGS / "smoke.yaml"),
+                     help="YAML config: a path, or a bundled config by name (default: the offline smoke config)")
     run.add_argument("--out", type=Path, help="run directory (default: <output_dir>/<name>)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key, e.g. --set judge.concurrency=8 (repeatable)")
@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="one model-card table over several runs, with paired differences")
     compare.add_argument("run_dirs", type=Path, nargs="+")
-    compare.add_argument("--reference", type=Path, help="published table (default: results/model_card.csv)")
+    compare.add_argument("--reference", type=Path, help="published table (default: the bundled eval/resources/model_card.csv)")
     compare.add_argument("--out", type=Path, help="also write compare.md, compare.json and plots here")
 
     view = sub.add_parser("view", help="write the self-contained report.html of one run, or a comparison of several",

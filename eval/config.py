@@ -353,10 +353,24 @@ def _union_members(annotation: Any) -> list[type[BaseModel]]:
     return members
 
 
+BUNDLED_CONFIGS = Path(__file__).resolve().parent / "resources" / "configs"
+
+
+def config_path(argument: str | Path) -> Path:
+    """The file a config argument names: the path itself when it exists, else the bundled config of that file name
+    (so `configs/8b-medium.yaml`, `8b-medium.yaml` and `8b-medium` work from any directory, installed or not)."""
+    path = Path(argument).expanduser()
+    if path.exists() or path.is_absolute():
+        return path
+    name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    bundled = BUNDLED_CONFIGS / name
+    return bundled if bundled.is_file() else path
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     from .tasks import task_names
 
-    path = Path(path)
+    path = config_path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: the config must be a YAML mapping (key: value), not {type(data).__name__}")

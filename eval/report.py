@@ -39,7 +39,7 @@ from .view import compare_plots, write_page
 
 SUMMARY_SCHEMA = "llmjp-eval/summary/v2"
 BENCHMARK_ORDER = ["mt_bench_ja", "mt_bench_en", "answer_carefully", "llm_jp_instructions"]
-DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent / "results" / "model_card.csv"
+DEFAULT_REFERENCE = Path(__file__).resolve().parent / "resources" / "model_card.csv"
 
 
 # ---------------------------------------------------------------- run metadata
@@ -238,7 +238,7 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
         out.append(f"| {label} (published) | " + " | ".join(
             _fmt(float(getattr(row, c))) if c in BENCHMARK_ORDER else "–" for c in cols) + " | |")
     out += ["", "Published rows: the llm-jp-4 model card (judge gpt-5.4-2026-03-05, mean of three rounds); "
-            "see results/model_card.csv."]
+            "see eval/resources/model_card.csv."]
     notes = [f"{tasks[c]['column']}: {tasks[c]['published']['verdict_note']}" for c in compared
              if tasks[c]["published"]["verdict_note"]]
     if notes:

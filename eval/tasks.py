@@ -27,7 +27,7 @@ MetricKind = Literal["mt_bench", "quality", "safety"]
 def tasks_dir() -> Path:
     if explicit := os.environ.get("LLMJP_EVAL_TASKS"):
         return Path(explicit)
-    return Path(__file__).resolve().parent.parent / "tasks"
+    return Path(__file__).resolve().parent / "resources" / "tasks"
 
 
 class FileSpec(Strict):
