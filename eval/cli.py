@@ -248,7 +248,8 @@ def _view(args: argparse.Namespace) -> int:
 
 
 def _tasks(args: argparse.Namespace) -> int:
-    from .tasks import cache_status, load_spec, load_task, task_file_refs, task_names
+    from .task_files import task_names
+    from .tasks import cache_status, load_spec, load_task, task_file_refs
 
     cfg = load_config(args.config) if args.config else None
     mirrors = cfg.asset_mirrors if cfg else {}

@@ -18,6 +18,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from . import redact, yaml_limits
 from .compat import DEFAULT as DEFAULT_COMPAT, Profile, ProfileName, profile
 from .errors import UserError
+from .task_files import task_names
+from .yaml_limits import read_yaml
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Upper bounds: far above any real use, low enough that a typo cannot exhaust memory or open a million sockets.
@@ -261,25 +263,6 @@ def _check_env_name(v: str | None) -> str | None:
     return v
 
 
-def read_yaml(path: Path, what: str = "config") -> Any:
-    if not path.exists():
-        raise UserError(f"{path}: {what} file not found")
-    if not path.is_file():
-        raise UserError(f"{path}: {what} path is not a file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read {what} file ({e})") from None
-    try:
-        return yaml_limits.load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        kind = "refused" if isinstance(e, yaml_limits.YAMLLimitError) else "syntax error"
-        raise UserError(f"{path}: YAML {kind} at {where}: {problem}") from None
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise UserError(f"--set {text!r}: expected key=value, e.g. --set judge.concurrency=8")
@@ -368,8 +351,6 @@ def config_path(argument: str | Path) -> Path:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    from .tasks import task_names
-
     path = config_path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):
@@ -387,8 +368,9 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
 
 def _rebase_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """The config with its relative file paths made absolute against `base` (the config file's folder, or the
-    working directory for `--set`): a task file's `path:` in task_options, a replay file, asset mirrors, the judge
-    cache. A model `path` of the hf/vllm backends stays as written: it may be a hub id."""
+    working directory for `--set`): a task file's `path:` in task_options (and a `dataset:` that is a folder there),
+    a replay file, asset mirrors, the judge cache. A model `path` of the hf/vllm backends stays as written: it may be
+    a hub id."""
     data = copy.deepcopy(data)
 
     def absolute(value: Any) -> Any:
@@ -401,6 +383,8 @@ def _rebase_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             for key, value in node.items():
                 if key == "path":
                     node[key] = absolute(value)
+                elif key == "dataset" and isinstance(value, str) and value and (base / value).is_dir():
+                    node[key] = str(base / value)
                 else:
                     task_paths(value)
         elif isinstance(node, list):

@@ -1,4 +1,4 @@
-"""Task registry: `tasks/*.yaml` → `TaskSpec`; a spec plus a variant → `Task` with its `Item`s and prompts.
+"""Task specs: a task file (found by `task_files`) → `TaskSpec`; a spec plus a variant → `Task` with its `Item`s and prompts.
 
 A task file says where the questions come from, how to generate (system prompt, sampling) and how to judge
 (prompt set, sampling, parsing policy). Code exists only per *metric kind* (mt_bench, quality, safety).
@@ -7,31 +7,25 @@ A task file says where the questions come from, how to generate (system prompt, 
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
 from .compat import NoAnswer
-from .config import MAX_RETRIES, MAX_TOKENS, Strict, read_yaml
+from .config import MAX_RETRIES, MAX_TOKENS, Strict
 from .errors import UserError
 from .judge.prompts import PromptSet, check_fits, read_prompt_set, required_templates
 from .sources import FileRef, ResolvedFile, hf_is_cached, is_cached, load_hf_rows, read_jsonl, resolve_file
+from .task_files import asset_table, task_file
+from .yaml_limits import read_yaml
 
 MetricKind = Literal["mt_bench", "quality", "safety"]
 
 
-def tasks_dir() -> Path:
-    if explicit := os.environ.get("LLMJP_EVAL_TASKS"):
-        return Path(explicit)
-    return Path(__file__).resolve().parent / "resources" / "tasks"
-
-
 class FileSpec(Strict):
-    """One file: a named pinned asset (tasks/_assets.yaml), a URL with sha256, or a path (relative to tasks/)."""
+    """One file: a named pinned asset (`_assets.yaml`), a URL with sha256, or a path (relative to the task file)."""
 
     asset: str | None = None
     url: str | None = None
@@ -169,23 +163,12 @@ class Task:
 # ---------------------------------------------------------------- registry
 
 
-@lru_cache(maxsize=1)
-def _asset_table() -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
-    path = tasks_dir() / "_assets.yaml"
-    data = read_yaml(path, "asset table") or {}
-    return data.get("bases", {}), data.get("assets", {})
-
-
 def asset_ref(name: str, label: str) -> FileRef:
-    bases, assets = _asset_table()
+    bases, assets = asset_table()
     if name not in assets:
-        raise UserError(f"{label}: unknown asset {name!r} (see tasks/_assets.yaml)")
+        raise UserError(f"{label}: unknown asset {name!r} (see eval/resources/tasks/_assets.yaml)")
     entry = assets[name]
     return FileRef(label=f"{label} [{name}]", url=bases[entry["base"]] + entry["path"], sha256=entry.get("sha256"))
-
-
-def task_names() -> list[str]:
-    return sorted(p.stem for p in tasks_dir().glob("*.yaml") if not p.name.startswith("_"))
 
 
 SOURCE_KEYS = {"asset", "url", "path", "text"}
@@ -201,13 +184,29 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _rebase_paths(node: Any, folder: Path) -> Any:
+    """A task file's data with its relative file paths, and local dataset folders, made absolute against the file's
+    folder (a `dataset` that is no folder there is a hub id and stays as written)."""
+    if isinstance(node, list):
+        return [_rebase_paths(value, folder) for value in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "path" and isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            value = str(folder / value)
+        elif key == "dataset" and isinstance(value, str) and value and (folder / value).is_dir():
+            value = str(folder / value)
+        out[key] = _rebase_paths(value, folder)
+    return out
+
+
 def load_spec(name: str, options: dict[str, Any] | None = None) -> TaskSpec:
-    path = tasks_dir() / f"{name}.yaml"
-    if not path.is_file():
-        raise UserError(f"unknown task {name!r}; registered tasks: {', '.join(task_names())}")
+    path = task_file(name)
     data = read_yaml(path, "task")
     if not isinstance(data, dict):
         raise UserError(f"{path}: a task file must be a YAML mapping")
+    data = _rebase_paths(data, path.parent)
     if options:
         data = _deep_merge(data, options)
     try:
@@ -234,8 +233,7 @@ def load_spec(name: str, options: dict[str, Any] | None = None) -> TaskSpec:
 
 def file_ref(spec: FileSpec, label: str) -> FileRef:
     if spec.path is not None:
-        p = Path(spec.path).expanduser()
-        return FileRef(label=label, path=p if p.is_absolute() else tasks_dir() / p, sha256=spec.sha256)
+        return FileRef(label=label, path=Path(spec.path).expanduser(), sha256=spec.sha256)
     if spec.url is not None:
         return FileRef(label=label, url=spec.url, sha256=spec.sha256)
     ref = asset_ref(spec.asset or "", label)
@@ -338,11 +336,7 @@ def _load_items(spec: TaskSpec, data: DataSpec, mirrors: dict[str, str], provena
             items.append(Item(spec.name, qid, tuple(turns), category, reference))
     else:
         assert data.dataset is not None
-        dataset = data.dataset
-        local = Path(dataset) if Path(dataset).is_absolute() else tasks_dir() / dataset
-        if local.is_dir():
-            dataset = str(local)
-        rows = load_hf_rows(label, dataset, data.config, data.split, data.revision)
+        rows = load_hf_rows(label, data.dataset, data.config, data.split, data.revision)
         provenance.append({"label": f"{label}: dataset", "dataset": data.dataset, "config": data.config,
                            "split": data.split, "revision": data.revision, "rows": len(rows)})
         where = f"{data.dataset} ({data.config}/{data.split})"

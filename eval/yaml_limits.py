@@ -6,10 +6,13 @@ document is small on disk but explodes in every later copy, dump or validation).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
+
+from .errors import UserError
 
 MAX_DEPTH = 64
 MAX_VALUES = 200_000
@@ -67,3 +70,24 @@ def load(text: str) -> Any:
         return loader.get_single_data()
     finally:
         loader.dispose()
+
+
+def read_yaml(path: Path, what: str = "config") -> Any:
+    """A YAML file read through `load`; a missing, unreadable, malformed or refused file is a one-line `UserError`
+    naming the file (and the line)."""
+    if not path.exists():
+        raise UserError(f"{path}: {what} file not found")
+    if not path.is_file():
+        raise UserError(f"{path}: {what} path is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read {what} file ({e})") from None
+    try:
+        return load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        kind = "refused" if isinstance(e, YAMLLimitError) else "syntax error"
+        raise UserError(f"{path}: YAML {kind} at {where}: {problem}") from None

@@ -14,7 +14,7 @@ import pytest
 from eval.errors import UserError
 from eval.sources import FileRef, resolve_file
 
-from conftest import LJJ_BASE, ROOT, UPSTREAM
+from conftest import LJJ_BASE, UPSTREAM
 from helpers import run_cli
 
 
@@ -139,12 +139,10 @@ def test_fetch_downloads_and_verifies_everything_a_config_needs(tmp_path, file_s
     config = {"name": "f", "variant": "full", "tasks": ["mt_bench_en", "answer_carefully"],
               "model": {"backend": "hf", "path": "builtin:tiny-harmony"}, "judge": {"model": "m", "mock": True},
               "asset_mirrors": {}, "task_options": {"answer_carefully": {"variants": {"full": {"data": {"dataset": str(standin)}}}}}}
-    # Point the pinned llm-jp-judge addresses at the local server by mirroring the base URL onto it.
+    # Point the pinned llm-jp-judge addresses at the local server: a user's asset table readdresses the base.
     tasks_dir = tmp_path / "tasks"
-    shutil.copytree(ROOT / "tasks", tasks_dir)
-    assets = yaml.safe_load((tasks_dir / "_assets.yaml").read_text())
-    assets["bases"]["llm_jp_judge"] = base + "ljj/"
-    (tasks_dir / "_assets.yaml").write_text(yaml.safe_dump(assets))
+    tasks_dir.mkdir()
+    (tasks_dir / "_assets.yaml").write_text(yaml.safe_dump({"bases": {"llm_jp_judge": base + "ljj/"}}))
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {"LLMJP_EVAL_TASKS": str(tasks_dir), "LLMJP_EVAL_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "0"}
