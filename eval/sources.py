@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -195,8 +197,26 @@ def _folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def hf_datasets_cache() -> Path:
+    """Where `datasets` keeps prepared datasets, by the rule of `datasets.config` (read without importing datasets):
+    `$HF_DATASETS_CACHE`, else `$HF_HOME/datasets`, else `$XDG_CACHE_HOME/huggingface/datasets`."""
+    home = os.environ.get("HF_HOME", os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface"))
+    return Path(os.environ.get("HF_DATASETS_CACHE", os.path.join(os.path.expanduser(home), "datasets"))).expanduser()
+
+
+def _snake_case(name: str) -> str:
+    """`datasets.naming.camelcase_to_snakecase`: "AnswerCarefully" → "answer_carefully", "HTMLPage" → "html_page"."""
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    return re.sub(r"([a-z\d])([A-Z])", r"\1_\2", name).lower()
+
+
 def hf_is_cached(dataset: str, config: str | None) -> bool:
+    """Whether `load_dataset(dataset, config)` works offline: a local folder, or a hub dataset prepared in the
+    datasets cache, which keeps it under `<namespace>___<snake_case name>/<config>/<version>/<hash>/` (the folder
+    that `datasets` reads back when the hub cannot be reached)."""
     if Path(dataset).is_dir():
         return True
-    hub_cache = Path(os.environ.get("HF_DATASETS_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache/huggingface")) / "datasets")
-    return any(hub_cache.glob(f"{dataset.replace('/', '___')}/{config or 'default'}*"))
+    namespace, _, name = dataset.rpartition("/")
+    folder = hf_datasets_cache() / "___".join([*filter(None, [namespace]), _snake_case(name)])
+    return any((prepared / "dataset_info.json").is_file()
+               for prepared in folder.glob(f"{glob.escape(config) if config else '*'}/*/*"))

@@ -152,3 +152,65 @@ def test_fetch_downloads_and_verifies_everything_a_config_needs(tmp_path, file_s
     assert any(h.endswith("question-v0.jsonl") for h in hits)
     offline = run_cli("run", str(path), "--dry-run", env={**env, "HF_HUB_OFFLINE": "1"})
     assert offline.returncode == 0, offline.stderr[-2000:]  # everything needed is now in the cache
+
+
+def prepare_hub_dataset(cache: Path, repo_id: str, config: str, rows: list[dict]) -> None:
+    """What `load_dataset(repo_id, config)` leaves in the datasets cache after a download, built by datasets itself."""
+    import datasets
+    from datasets.packaged_modules.generator.generator import Generator
+
+    builder = Generator(cache_dir=str(cache), dataset_name=repo_id.split("/")[-1], repo_id=repo_id, config_name=config,
+                        config_id=config, generator=lambda: iter(rows), split=datasets.Split.TEST, hash="0123abcd")
+    builder.download_and_prepare()
+
+
+def test_hf_is_cached_finds_a_hub_dataset_where_datasets_reads_it_back_offline(tmp_path, monkeypatch):
+    import datasets
+
+    from eval.sources import hf_is_cached
+
+    cache = tmp_path / "datasets"
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    assert not hf_is_cached("llm-jp/AnswerCarefully", "v2.0")
+    prepare_hub_dataset(cache, "llm-jp/AnswerCarefully", "v2.0", [{"ID": "1", "text": "q", "output": "r"}])
+    # datasets itself loads it offline from there (folder llm-jp___answer_carefully: the name is snake-cased)...
+    rows = datasets.load_dataset("llm-jp/AnswerCarefully", "v2.0", split="test", cache_dir=str(cache))
+    assert rows[0] == {"ID": "1", "text": "q", "output": "r"}
+    # ...and so the check says cached, for that config only
+    assert hf_is_cached("llm-jp/AnswerCarefully", "v2.0")
+    assert not hf_is_cached("llm-jp/AnswerCarefully", "v2")
+    assert not hf_is_cached("llm-jp/AnswerCarefully", "v1.0")
+    assert not hf_is_cached("other/AnswerCarefully", "v2.0")
+
+
+def test_hf_datasets_cache_follows_the_rule_of_datasets_config(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from eval.sources import hf_datasets_cache
+
+    cases = [{"HF_DATASETS_CACHE": str(tmp_path / "explicit")}, {"HF_HOME": str(tmp_path / "hf")},
+             {"XDG_CACHE_HOME": str(tmp_path / "xdg")}, {}]
+    expected = []
+    for case in cases:
+        for name in ("HF_DATASETS_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in case.items():
+            monkeypatch.setenv(name, value)
+        expected.append(str(hf_datasets_cache()))
+    probe = ("import importlib, json, os, sys, datasets.config as c\n"
+             "for case in json.loads(sys.argv[1]):\n"
+             "    for n in ('HF_DATASETS_CACHE', 'HF_HOME', 'XDG_CACHE_HOME'): os.environ.pop(n, None)\n"
+             "    os.environ.update(case); print(os.path.expanduser(str(importlib.reload(c).HF_DATASETS_CACHE)))\n")
+    out = subprocess.run([sys.executable, "-c", probe, json.dumps(cases)], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == expected
+
+
+def test_every_bundled_sample_set_is_cached_from_any_working_directory(tmp_path, monkeypatch):
+    from eval.task_files import task_names
+    from eval.tasks import cache_status, load_spec
+
+    monkeypatch.chdir(tmp_path)
+    assert {name: cache_status(load_spec(name), "sample", {}) for name in task_names()} == {
+        name: "cached" for name in task_names()}
