@@ -1,9 +1,11 @@
 """The offline smoke model `builtin:tiny-harmony`: a real transformers model directory built on this machine.
 
 A byte-level tokenizer with the Harmony special tokens, a Harmony-style chat template written for this project,
-and a 2-layer Llama trained for a few seconds to emit the analysis/final channel structure. It is loaded through
-the same `from_pretrained` path as a real model. Its answers are canned phrases; some outputs run out of tokens
-or lose the final channel, which exercises the no-answer policies.
+and a 2-layer Llama trained for a few seconds on a fixed corpus of its own (`resources/smoke_corpus.yaml`) to emit
+the analysis/final channel structure. It is loaded through the same `from_pretrained` path as a real model. Its
+answers are canned phrases; some outputs run out of tokens, which exercises the no-answer policies. The cache folder
+is named by a hash of the corpus and of this file (template and training recipe), so changing either builds a new
+model and no cached model ever stands for another recipe.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import UserError
 from .sources import cache_root
+from .yaml_limits import read_yaml
 
 BUILTIN_PREFIX = "builtin:"
 NAME = "tiny-harmony"
+CORPUS = Path(__file__).resolve().parent / "resources" / "smoke_corpus.yaml"
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|return|>", "<|call|>", "<|constrain|>"]
 
@@ -45,34 +50,25 @@ Channels you may write to: analysis, final.<|end|>
 {%- endfor -%}
 {%- if add_generation_prompt -%}<|start|>assistant{%- endif -%}"""
 
-# Canned outputs the tiny model learns; the structure matters, not the words.
-_THOUGHTS = {"low": ["ok.", "short."], "medium": ["Let me think about it.", "I check the question."],
-             "high": ["Let me think about it step by step, then check each part again.",
-                      "I read the question twice and weigh two ways to answer before I decide."]}
-_ANSWERS_JA = ["はい、お答えします。", "承知しました。要点をまとめます。", "次のとおりです。"]
-_ANSWERS_EN = ["Here is my answer.", "Sure, in short:", "The answer follows."]
-_QUESTIONS = ["日本の首都はどこですか？", "おすすめの本を教えてください。", "Explain gravity briefly.",
-              "Write a short poem.", "天気について話してください。", "What is two plus two?"]
-
-BUILD_VERSION = "1"
-
-
 def is_builtin(path: str) -> bool:
     return path.startswith(BUILTIN_PREFIX)
 
 
 def builtin_path(path: str) -> Path:
-    """Directory of a builtin model, built on first use (a few seconds on a CPU)."""
+    """Directory of a builtin model, built on first use (well under a minute on one CPU core)."""
     name = path[len(BUILTIN_PREFIX):]
-    from .errors import UserError
-
     if name != NAME:
         raise UserError(f"model.path: unknown builtin model {name!r} (available: {BUILTIN_PREFIX}{NAME})")
-    digest = hashlib.sha256((BUILD_VERSION + CHAT_TEMPLATE).encode()).hexdigest()[:12]
-    target = cache_root() / "models" / f"{NAME}-{digest}"
+    target = model_dir()
     if not (target / "config.json").is_file():
         build(target)
     return target
+
+
+def model_dir() -> Path:
+    """Where the model of this corpus and this recipe (this file) lives in the cache."""
+    digest = hashlib.sha256(CORPUS.read_bytes() + Path(__file__).read_bytes()).hexdigest()[:12]
+    return cache_root() / "models" / f"{NAME}-{digest}"
 
 
 def build_tokenizer():
@@ -91,33 +87,26 @@ def build_tokenizer():
     return tokenizer
 
 
-def _examples(tokenizer, rng: random.Random) -> list[tuple[list[int], int]]:
-    """(token ids, length of the prompt part) for training: prompt → analysis + final."""
-    from .tasks import load_spec, load_task, task_names
-
-    questions = list(_QUESTIONS)
-    systems = [None]
-    for name in task_names():
-        task = load_task(load_spec(name), "sample", {})
-        systems.append(task.system_prompt)
-        questions += [t for item in task.items for t in item.turns]
+def _examples(tokenizer, rng: random.Random, count: int = 240) -> list[tuple[list[int], int]]:
+    """(token ids, length of the prompt part) for training: prompt → analysis + final, in the question's language."""
+    corpus = read_yaml(CORPUS, "smoke model corpus")
+    questions = [(q, lang) for lang, texts in corpus["questions"].items() for q in texts]
+    answers, thoughts = corpus["answers"], corpus["thoughts"]
     examples = []
-    for _ in range(240):
-        effort = rng.choice(list(_THOUGHTS))
-        system = rng.choice(systems)
-        question = rng.choice(questions)
-        history = []
-        if rng.random() < 0.4:
-            history = [rng.choice(questions), rng.choice(_ANSWERS_JA + _ANSWERS_EN)]
-        messages = ([{"role": "system", "content": system}] if system else [])
-        if history:
-            messages += [{"role": "user", "content": history[0]}, {"role": "assistant", "content": history[1]}]
+    for _ in range(count):
+        effort = rng.choice(list(thoughts))
+        system = rng.choice(corpus["systems"])
+        question, lang = rng.choice(questions)
+        messages = [{"role": "system", "content": system}] if system else []
+        if rng.random() < 0.4:  # a second turn: an earlier question and its final answer
+            earlier, earlier_lang = rng.choice(questions)
+            messages += [{"role": "user", "content": earlier},
+                         {"role": "assistant", "content": rng.choice(answers[earlier_lang])}]
         messages.append({"role": "user", "content": question})
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                reasoning_effort=effort, conversation_start_date="2026-01-01")
-        answers = _ANSWERS_EN if question.isascii() else _ANSWERS_JA
-        target = (f"<|channel|>analysis<|message|>{rng.choice(_THOUGHTS[effort])}<|end|>"
-                  f"<|start|>assistant<|channel|>final<|message|>{rng.choice(answers)}<|return|>")
+        target = (f"<|channel|>analysis<|message|>{rng.choice(thoughts[effort])}<|end|>"
+                  f"<|start|>assistant<|channel|>final<|message|>{rng.choice(answers[lang])}<|return|>")
         p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         t_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
         examples.append((p_ids + t_ids, len(p_ids)))
@@ -138,12 +127,14 @@ def build(target: Path, steps: int = 200) -> None:
                              bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                              tie_word_embeddings=False)
         model = LlamaForCausalLM(config)
-        examples = _examples(tokenizer, random.Random(0))
+        # batches of examples of similar length: little padding, so a step costs what its tokens cost
+        examples = sorted(_examples(tokenizer, random.Random(0)), key=lambda example: len(example[0]))
+        batches = [examples[i: i + 8] for i in range(0, len(examples), 8)]
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
         rng = random.Random(1)
         model.train()
         for _ in range(steps):
-            batch = rng.sample(examples, 8)
+            batch = rng.choice(batches)
             width = max(len(ids) for ids, _ in batch)
             input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)
             labels = torch.full((len(batch), width), -100)

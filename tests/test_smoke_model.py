@@ -1,0 +1,38 @@
+"""The built-in smoke model trains on a fixed corpus of its own: the registered tasks never change it, and its cache
+name follows the corpus (and the recipe)."""
+
+from __future__ import annotations
+
+import random
+import shutil
+
+import yaml
+
+from eval import smoke_model
+from eval.task_files import BUNDLED_TASKS
+
+
+def test_the_training_examples_do_not_depend_on_the_registered_tasks(tmp_path, monkeypatch):
+    tokenizer = smoke_model.build_tokenizer()
+    before = smoke_model._examples(tokenizer, random.Random(0))
+    name_before = smoke_model.model_dir().name
+    # a user's benchmark with no sample variant, which a model trained on the tasks' sample sets cannot load
+    spec = yaml.safe_load((BUNDLED_TASKS / "mt_bench_en.yaml").read_text(encoding="utf-8"))
+    spec["name"] = "full_only"
+    del spec["variants"]["sample"]
+    (tmp_path / "full_only.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    monkeypatch.setenv("LLMJP_EVAL_TASKS", str(tmp_path))
+    assert smoke_model._examples(tokenizer, random.Random(0)) == before
+    assert smoke_model.model_dir().name == name_before
+
+
+def test_the_cache_name_changes_with_the_corpus(tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus.yaml"
+    shutil.copy(smoke_model.CORPUS, corpus)
+    original = smoke_model.model_dir()
+    monkeypatch.setattr(smoke_model, "CORPUS", corpus)
+    assert smoke_model.model_dir() == original  # the name is the content's, not the file's
+    corpus.write_text(corpus.read_text(encoding="utf-8").replace("Here is my answer.", "Here is what I think."),
+                      encoding="utf-8")
+    changed = smoke_model.model_dir()
+    assert changed != original and changed.parent == original.parent and changed.name.startswith("tiny-harmony-")
