@@ -352,6 +352,9 @@ def config_path(argument: str | Path) -> Path:
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     path = config_path(path)
+    if not path.exists():
+        bundled = ", ".join(sorted(p.stem for p in BUNDLED_CONFIGS.glob("*.yaml")))
+        raise UserError(f"{path}: config file not found, and no bundled config has that name (bundled: {bundled})")
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: the config must be a YAML mapping (key: value), not {type(data).__name__}")
