@@ -30,7 +30,7 @@ def task_dirs() -> list[Path]:
         if not folder.is_dir():
             raise UserError(f"{ENV}: {folder} is not a folder; list folders of task YAML files, separated by "
                             f"{os.pathsep!r}")
-    return [folder for folder in folders if folder != BUNDLED_TASKS] + [BUNDLED_TASKS]
+    return list(dict.fromkeys([*folders, BUNDLED_TASKS]))  # each folder once, at its first place
 
 
 def task_files() -> dict[str, Path]:

@@ -44,9 +44,9 @@ def test_a_users_task_folder_adds_to_the_bundled_tasks_and_its_paths_are_its_own
     from eval.tasks import load_spec, load_task
 
     mine = user_benchmark(tmp_path / "mine")
-    monkeypatch.setenv("LLMJP_EVAL_TASKS", os.pathsep.join([str(tmp_path / "mine"), str(BUNDLED_TASKS)]))
-    monkeypatch.chdir(tmp_path)  # relative paths are the task file's, not the working directory's
-    assert task_dirs() == [mine.parent, BUNDLED_TASKS]  # the bundled folder is searched once, last
+    monkeypatch.setenv("LLMJP_EVAL_TASKS", os.pathsep.join([str(tmp_path / "mine"), "mine", str(BUNDLED_TASKS)]))
+    monkeypatch.chdir(tmp_path)  # relative paths in a task file are its folder's, not the working directory's
+    assert task_dirs() == [mine.parent, BUNDLED_TASKS]  # each folder searched once
     assert set(task_names()) == BUNDLED | {"my_bench"}
     assert task_file("my_bench") == mine and task_file("mt_bench_ja") == BUNDLED_TASKS / "mt_bench_ja.yaml"
     task = load_task(load_spec("my_bench"), "sample", {})
