@@ -1,11 +1,11 @@
 """The offline smoke model `builtin:tiny-harmony`: a real transformers model directory built on this machine.
 
 A byte-level tokenizer with the Harmony special tokens, a Harmony-style chat template written for this project,
-and a 2-layer Llama trained for a few seconds on a fixed corpus of its own (`resources/smoke_corpus.yaml`) to emit
-the analysis/final channel structure. It is loaded through the same `from_pretrained` path as a real model. Its
-answers are canned phrases; some outputs run out of tokens, which exercises the no-answer policies. The cache folder
-is named by a hash of the corpus and of this file (template and training recipe), so changing either builds a new
-model and no cached model ever stands for another recipe.
+and a 2-layer Llama trained on one CPU thread (under a minute) on a fixed corpus of its own
+(`resources/smoke_corpus.yaml`) to emit the analysis/final channel structure. It is loaded through the same
+`from_pretrained` path as a real model. Its answers are canned phrases; some outputs run out of tokens, which
+exercises the no-answer policies. The cache folder is named by a hash of the corpus and of this file (template and
+training recipe), so changing either builds a new model and no cached model ever stands for another recipe.
 """
 
 from __future__ import annotations
