@@ -25,8 +25,10 @@ import pandas as pd
 from scipy import stats
 
 from .errors import UserError
-from .metrics import TaskRules, _cluster_arrays, _round_means, bootstrap_means, observations, paired_difference
-from .report import _frames, compute_summary
+from .kinds import TaskRules
+from .metrics import bootstrap_means, cluster_arrays, observations, paired_difference, round_means
+from .plots import write_confusion_plot
+from .summary import compute_summary, run_frames
 from .rundir import write_json, write_text
 from .store import open_run
 
@@ -100,10 +102,10 @@ def load_run(run_dir: Path) -> RunData:
     try:
         summary = compute_summary(store)
         metas = store.meta("tasks") or {}
-        _, gens, judged = _frames(store)
+        _, gens, judged = run_frames(store)
     finally:
         store.close()
-    rules = {t: TaskRules(**{**m["rules"], "criteria": tuple(m["rules"]["criteria"])}) for t, m in metas.items()}
+    rules = {t: TaskRules.from_meta(m) for t, m in metas.items()}
     gens = gens.copy()
     gens["answer"] = [_answer_hash(s, f) for s, f in zip(gens["gen_status"], gens["final"])]
     return RunData(run_dir, summary, rules, gens[["task", *SLOT, "category", "answer"]], judged)
@@ -283,8 +285,8 @@ def ranking_agreement(rows: list[tuple[RunData, RunData]]) -> dict[str, Any]:
         items = sorted(set.intersection(*(set(o["item_id"]) for o in obs)))
         if not items:
             continue
-        arrays = [_cluster_arrays(o[o["item_id"].isin(items)], items, sorted(o["round"].unique().tolist())) for o in obs]
-        means = np.array([_round_means(*arr).mean() for arr in arrays])
+        arrays = [cluster_arrays(o[o["item_id"].isin(items)], items, sorted(o["round"].unique().tolist())) for o in obs]
+        means = np.array([round_means(*arr).mean() for arr in arrays])
         score_a, score_b = means[0::2], means[1::2]
         tau = kendall_tau_b(score_a, score_b)
         entry: dict[str, Any] = {"column": runs[0].summary["tasks"][task]["column"], "questions": len(items),
@@ -398,8 +400,6 @@ def render_rows(result: dict[str, Any]) -> str:
 
 
 def agree_command(run_dirs: list[Path], rows: list[str], out: Path | None, top: int) -> dict[str, Any]:
-    from .plots import write_confusion_plot
-
     if top < 0:
         raise UserError(f"--top must be 0 or more (got {top})")
     if rows and run_dirs:

@@ -229,7 +229,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .report import compare
+    from .compare import compare
 
     compare(args.run_dirs, args.reference, args.out)
     return 0
@@ -331,7 +331,7 @@ def _check(args: argparse.Namespace) -> int:
         finally:
             await client.close()
 
-    mock = MockServer(cfg.judge.mock_settings).start() if cfg.judge.mock else None
+    mock = MockServer(cfg.judge.mock_settings, tasks=tasks.values()).start() if cfg.judge.mock else None
     try:
         warnings = asyncio.run(probe(mock.url if mock else cfg.judge.base_url))
     finally:

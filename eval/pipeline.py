@@ -156,7 +156,7 @@ class Runner:
             pending_judgments = self._pending_judgment_count()
             if pending_generations == 0 and pending_judgments == 0:
                 return
-            mock = MockServer(self.cfg.judge.mock_settings).start() if self.cfg.judge.mock else None
+            mock = MockServer(self.cfg.judge.mock_settings, tasks=self.tasks.values()).start() if self.cfg.judge.mock else None
             try:
                 asyncio.run(self._execute(mock.url if mock else self.cfg.judge.base_url, pending_generations))
             finally:

@@ -1,5 +1,6 @@
-"""Plots (matplotlib, headless): MT-Bench categories as a radar chart, and the four benchmark means with their
-confidence intervals beside the published model-card rows.
+"""Plots (matplotlib, headless), over whatever tasks the summaries hold: per-category scores as a radar chart for
+every task whose plot is `categories` (MT-Bench's by default), every task's mean with its confidence interval beside
+the published model-card rows, and the confusion matrices of `agree`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .rundir import atomic_write  # noqa: E402
+from .summary import published_value, report_order  # noqa: E402
 
-BENCHMARKS = ["mt_bench_ja", "mt_bench_en", "answer_carefully", "llm_jp_instructions"]
 # Published table: a fixed date and no software banner keep the PNG bytes reproducible.
 _META = {"Software": None}
 
@@ -31,11 +32,10 @@ def _save(fig: plt.Figure, path: Path) -> None:
 
 def write_plots(run_dir: Path, summary: dict[str, Any], published: pd.DataFrame) -> list[str]:
     written = []
-    radar = [t for t in ("mt_bench_ja", "mt_bench_en") if t in summary["tasks"]]
-    if radar:
-        _save(_radar([summary], radar), run_dir / "plots" / "mt_bench_categories.png")
-        written.append("plots/mt_bench_categories.png")
-    if any(t in summary["tasks"] for t in BENCHMARKS):
+    if _category_tasks([summary]):
+        _save(_radar([summary]), run_dir / "plots" / "categories.png")
+        written.append("plots/categories.png")
+    if summary["tasks"]:
         _save(_bars([summary], published), run_dir / "plots" / "benchmarks.png")
         written.append("plots/benchmarks.png")
     return written
@@ -43,20 +43,34 @@ def write_plots(run_dir: Path, summary: dict[str, Any], published: pd.DataFrame)
 
 def write_compare_plot(out: Path, summaries: list[dict[str, Any]], published: pd.DataFrame) -> None:
     _save(_bars(summaries, published), out / "compare.png")
-    if any(t in s["tasks"] for s in summaries for t in ("mt_bench_ja", "mt_bench_en")):
-        _save(_radar(summaries, [t for t in ("mt_bench_ja", "mt_bench_en") if any(t in s["tasks"] for s in summaries)]),
-              out / "compare_mt_bench_categories.png")
+    if _category_tasks(summaries):
+        _save(_radar(summaries), out / "compare_categories.png")
 
 
-def _radar(summaries: list[dict[str, Any]], tasks: list[str]) -> plt.Figure:
+def _tasks(summaries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every task of the summaries in report order, as the first summary that has it shows it."""
+    entries: dict[str, dict[str, Any]] = {}
+    for s in summaries:
+        for task, entry in s["tasks"].items():
+            entries.setdefault(task, entry)
+    return {t: entries[t] for t in report_order(entries)}
+
+
+def _category_tasks(summaries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {t: e for t, e in _tasks(summaries).items() if e.get("plot") == "categories"}
+
+
+def _radar(summaries: list[dict[str, Any]]) -> plt.Figure:
+    """One polar axis per task whose plot is `categories`: its `category:<c>` means, one line per run."""
+    tasks = _category_tasks(summaries)
     fig, axes = plt.subplots(1, len(tasks), subplot_kw={"projection": "polar"}, figsize=(6.5 * len(tasks), 6.5))
     fig.subplots_adjust(wspace=0.5)
     axes = [axes] if len(tasks) == 1 else list(axes)
-    for ax, task in zip(axes, tasks):
+    for ax, (task, entry) in zip(axes, tasks.items()):
         categories = sorted({m.split(":", 1)[1] for s in summaries if task in s["tasks"]
                              for m in s["tasks"][task]["metrics"] if m.startswith("category:")})
         if not categories:
-            ax.set_title(f"{task}: no category scores")
+            ax.set_title(f"{entry['title']}: no category scores")
             continue
         angles = [2 * math.pi * i / len(categories) for i in range(len(categories))] + [0.0]
         for s in summaries:
@@ -67,18 +81,19 @@ def _radar(summaries: list[dict[str, Any]], tasks: list[str]) -> plt.Figure:
             ax.plot(angles, values + values[:1], marker="o", label=f"{s['label']} ({s['run']})")
             ax.fill(angles, values + values[:1], alpha=0.1)
         ax.set_xticks(angles[:-1], categories)
-        ax.set_ylim(0, 10)
+        ax.set_ylim(0, entry["scale"][1])
         ax.tick_params(axis="x", pad=10)
-        ax.set_title(summaries[0]["tasks"].get(task, {}).get("title", task), pad=24)
+        ax.set_title(entry["title"], pad=24)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), fontsize=8)
-    fig.suptitle("MT-Bench per category (mean over rounds; the model card publishes no category scores)", fontsize=10, y=1.02)
+    fig.suptitle("Scores per category (mean over rounds; the model card publishes no category scores)", fontsize=10, y=1.02)
     return fig
 
 
 def _bars(summaries: list[dict[str, Any]], published: pd.DataFrame) -> plt.Figure:
-    tasks = [t for t in BENCHMARKS if any(t in s["tasks"] for s in summaries)]
+    """One panel per task: each run's mean score with its 95 % CI, and the published rows' values."""
+    tasks = _tasks(summaries)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 5.2), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, (task, entry) in zip(axes[0], tasks.items()):
         labels, values, errors, colors = [], [], [[], []], []
         for s in summaries:
             score = s["tasks"].get(task, {}).get("metrics", {}).get("score")
@@ -90,18 +105,20 @@ def _bars(summaries: list[dict[str, Any]], published: pd.DataFrame) -> plt.Figur
             errors[0].append(score["mean"] - lo if lo is not None else 0)
             errors[1].append(hi - score["mean"] if hi is not None else 0)
             colors.append("tab:orange")
-        for row in published.itertuples(index=False):
-            labels.append(f"{row.model} ({row.reasoning_effort})" if row.reasoning_effort else row.model)
-            values.append(float(getattr(row, task)))
+        for row in published.to_dict("records"):
+            value = published_value(row, entry["published_column"])
+            if value is None:
+                continue
+            labels.append(f"{row['model']} ({row['reasoning_effort']})" if row["reasoning_effort"] else row["model"])
+            values.append(value)
             errors[0].append(0)
             errors[1].append(0)
             colors.append("tab:gray")
         ax.barh(range(len(values)), values, xerr=errors, color=colors, capsize=3)
         ax.set_yticks(range(len(values)), labels, fontsize=7)
         ax.invert_yaxis()
-        title = next((s["tasks"][task]["column"] for s in summaries if task in s["tasks"]), task)
-        ax.set_title(title)
-        ax.set_xlim(0, 10 if task.startswith("mt_bench") else 5)
+        ax.set_title(entry["column"])
+        ax.set_xlim(0, entry["scale"][1])
     fig.suptitle("Measured (orange, 95 % CI) beside the published model-card rows (gray)", fontsize=10)
     fig.tight_layout()
     return fig

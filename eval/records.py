@@ -56,7 +56,7 @@ class Generation(_Record):
     raw: str
     final: str | None
     reasoning: str
-    status: str  # ok | truncated | no_final | error
+    status: str  # a statuses.GenerationStatus
     finish_reason: str | None
     tokens_in: int | None
     tokens_out: int | None
@@ -91,7 +91,7 @@ class Judgment(_Record):
     messages: list[dict[str, str]]
     raw: str | None
     scores: dict[str, float]
-    status: str  # ok | parse_failed | api_error | timeout | content_filtered | length | skipped
+    status: str  # a statuses.JudgmentStatus
     attempts: int
     usage: dict[str, int] = field(default_factory=dict)
     returned_model: str | None = None

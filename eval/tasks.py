@@ -9,19 +9,20 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
 from .compat import NoAnswer
 from .config import MAX_RETRIES, MAX_TOKENS, Strict
 from .errors import UserError
-from .judge.prompts import PromptSet, check_fits, read_prompt_set, required_templates
+from .judge.prompts import PromptSet, Template, check_fits, read_prompt_set
+from .kinds import KINDS, kind
 from .sources import FileRef, ResolvedFile, hf_is_cached, is_cached, load_hf_rows, read_jsonl, resolve_file
-from .task_files import asset_table, task_file
+from .task_files import asset_table, task_dirs, task_file, task_names
 from .yaml_limits import read_yaml
 
-MetricKind = Literal["mt_bench", "quality", "safety"]
+MetricName = Literal[tuple(KINDS)]  # type: ignore[valid-type]  # the registered metric kinds
 
 
 class FileSpec(Strict):
@@ -107,16 +108,25 @@ class JudgeSpec(Strict):
     primary_criterion: str | None = None
 
 
+class ReportSpec(Strict):
+    """How reports show the task; nothing in the report, plot or compare code names a benchmark."""
+
+    order: int | None = None  # the column's place in tables and plots; tasks without one follow, by name
+    published: str | None = None  # the column of eval/resources/model_card.csv with the task's published values
+    plot: Literal["categories", "none"] | None = None  # per-category radar or none; unset: the metric kind's
+
+
 class TaskSpec(Strict):
     name: str
     title: str
-    column: str
-    metric: MetricKind
+    column: str  # the task's column title in tables and plots
+    metric: MetricName
     turns: int = Field(1, ge=1, le=2)
     expected_items: int = Field(ge=1)
     variants: dict[str, VariantSpec]
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     judge: JudgeSpec = Field(default_factory=JudgeSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)
 
     def variant(self, name: str) -> VariantSpec:
         if name not in self.variants:
@@ -201,12 +211,41 @@ def _rebase_paths(node: Any, folder: Path) -> Any:
     return out
 
 
-def load_spec(name: str, options: dict[str, Any] | None = None) -> TaskSpec:
-    path = task_file(name)
+def _included_file(path: Path, name: str) -> Path:
+    """An included file: next to the including file, else in the other task folders (so a folder of one's own
+    tasks can include the bundled `_mt_bench.yaml`)."""
+    for folder in dict.fromkeys([path.parent, *task_dirs()]):
+        if (folder / name).is_file():
+            return folder / name
+    raise UserError(f"{path}: 'include': {name} not found next to it or in the task folders "
+                    f"({', '.join(str(f) for f in task_dirs())})")
+
+
+def _read_task_file(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """A task file with the files it names in `include:` merged under it (in order; the file's own keys win), each
+    file's relative paths its own folder's, and the names of the included files."""
     data = read_yaml(path, "task")
     if not isinstance(data, dict):
         raise UserError(f"{path}: a task file must be a YAML mapping")
-    data = _rebase_paths(data, path.parent)
+    include = data.pop("include", [])
+    names = [include] if isinstance(include, str) else include
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{path}: 'include': expected a file name or a list of file names")
+    merged: dict[str, Any] = {}
+    for included_name in names:
+        included_path = _included_file(path, included_name)
+        included = read_yaml(included_path, f"included (by {path.name})")
+        if not isinstance(included, dict):
+            raise UserError(f"{included_path}: an included task file must be a YAML mapping")
+        if "include" in included:
+            raise UserError(f"{included_path}: 'include': an included file cannot include others")
+        merged = _deep_merge(merged, _rebase_paths(included, included_path.parent))
+    return _deep_merge(merged, _rebase_paths(data, path.parent)), names
+
+
+def load_spec(name: str, options: dict[str, Any] | None = None) -> TaskSpec:
+    path = task_file(name)
+    data, included = _read_task_file(path)
     if options:
         data = _deep_merge(data, options)
     try:
@@ -214,14 +253,16 @@ def load_spec(name: str, options: dict[str, Any] | None = None) -> TaskSpec:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        src = f"{path} (with task_options.{name})" if options else str(path)
+        src = str(path) + (f" (including {', '.join(included)})" if included else "")
+        src += f" (with task_options.{name})" if options else ""
         kind = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
         raise UserError(f"{src}: '{where}': {kind}") from None
     if spec.name != name:
         raise UserError(f"{path}: name {spec.name!r} does not match the file name")
     for variant_name, variant in spec.variants.items():
         if spec.metric == "mt_bench" and variant.judge_system_prompt is not None:
-            src = f"{path} (with task_options.{name})" if options else str(path)
+            src = str(path) + (f" (including {', '.join(included)})" if included else "")
+            src += f" (with task_options.{name})" if options else ""
             raise UserError(f"{src}: 'variants.{variant_name}.judge_system_prompt' has no effect on an MT-Bench task (each "
                             "judge template carries its own system prompt); remove it, or change the template's system "
                             "prompt through judge_prompts")
@@ -292,9 +333,31 @@ def load_task(spec: TaskSpec, variant: str, mirrors: dict[str, str], limit: int 
     prompts = read_prompt_set(resolved.path, v.judge_prompts.format, label=prompts_ref.label)
     system_prompt = _read_text(v.system_prompt, f"task {spec.name}: system prompt", mirrors, provenance)
     judge_system = _read_text(v.judge_system_prompt, f"task {spec.name}: judge system prompt", mirrors, provenance)
-    needs = required_templates(spec.metric, spec.turns, bool(spec.judge.reference_categories), spec.judge.use_reference)
-    check_fits(prompts, needs, criteria_needed=spec.metric == "quality")
+    metric = kind(spec.metric)
+    check_fits(prompts, metric.templates(spec), criteria_needed=metric.needs_criteria)
     return Task(spec, variant, items, system_prompt, judge_system, prompts, provenance, warnings)
+
+
+def judge_templates(tasks: Iterable[Task]) -> list[tuple[str, Template]]:
+    """(metric kind, template) of every judge template the tasks use: what a mock judge recognises a prompt by."""
+    return [(task.spec.metric, template) for task in tasks for template in task.prompts.templates.values()]
+
+
+def local_judge_templates() -> list[tuple[str, Template]]:
+    """(metric kind, template) of every registered task variant whose judge prompt file is on this machine (a path,
+    or an asset already in the cache): what a mock judge started on its own recognises."""
+    out: list[tuple[str, Template]] = []
+    for name in task_names():
+        try:
+            spec = load_spec(name)
+            for variant in spec.variants.values():
+                ref = file_ref(variant.judge_prompts, f"task {name}: judge prompts")
+                if is_cached(ref):
+                    prompts = read_prompt_set(resolve_file(ref, {}).path, variant.judge_prompts.format, ref.label)
+                    out += [(spec.metric, template) for template in prompts.templates.values()]
+        except UserError:  # a broken task file is reported by the run that uses it, not by the mock
+            continue
+    return out
 
 
 def _jsonl(resolved: ResolvedFile) -> list[dict[str, Any]]:

@@ -25,9 +25,11 @@ from typing import Any
 import pandas as pd
 
 from .errors import UserError
-from .metrics import TaskRules, observations, paired_difference
+from .kinds import TaskRules
+from .metrics import observations, paired_difference
 from .rundir import strict_json, write_text
 from .store import Store
+from .summary import load_published, published_label, published_value
 
 VIEW_SCHEMA = "llmjp-eval/view/v1"
 PAGE_DIR = Path(__file__).resolve().parent / "view_page"
@@ -96,10 +98,6 @@ def _plots(folder: Path, names: list[str] | None = None) -> list[dict[str, str]]
             for p in paths if p.is_file()]
 
 
-def _rules(meta: dict[str, Any]) -> TaskRules:
-    return TaskRules(**{**meta["rules"], "criteria": tuple(meta["rules"]["criteria"])})
-
-
 class _RunReader:
     """One run's rows for the page, and its observations for paired differences."""
 
@@ -137,7 +135,7 @@ class _RunReader:
             rows = [{**{k: p[k] for k in ("round", "item_id", "turn", "category")}, "status": j["status"], "scores": j["scores"]}
                     for p in plan if p["task"] == task and (j := judgments.get((p["round"], task, p["item_id"], p["turn"])))]
             frame = pd.DataFrame(rows, columns=["round", "item_id", "turn", "category", "status", "scores"])
-            out[task] = observations(_rules(meta), frame)
+            out[task] = observations(TaskRules.from_meta(meta), frame)
         return out
 
 
@@ -213,13 +211,13 @@ def _run_names(readers: list[_RunReader]) -> list[str]:
     return names
 
 
-def _published_rows() -> list[dict[str, Any]]:
-    from .report import load_published, row_label
-
-    table = load_published()
-    scores = table.select_dtypes("number").columns  # one column per benchmark
-    return [{"label": row_label(r["model"], r["reasoning_effort"] or None), "values": {c: float(r[c]) for c in scores}}
-            for r in table.to_dict("records")]
+def _published_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The published rows, each with its value per task of the runs (under the column the task names; a summary
+    written before tasks named one reads the task's own name)."""
+    columns = {task: entry.get("published_column", task) for s in summaries for task, entry in s["tasks"].items()}
+    return [{"label": published_label(row),
+             "values": {task: v for task, column in columns.items() if (v := published_value(row, column)) is not None}}
+            for row in load_published().to_dict("records")]
 
 
 def page_data(run_dirs: list[Path], extra_plots: list[dict[str, str]] = ()) -> dict[str, Any]:
@@ -232,7 +230,7 @@ def page_data(run_dirs: list[Path], extra_plots: list[dict[str, str]] = ()) -> d
     pairs = [{"a": i, "b": k, "differences": _category_differences(readers[i], readers[k])}
              for i in range(len(readers)) for k in range(i + 1, len(readers))]
     return {"schema": VIEW_SCHEMA, "row_fields": ROW_FIELDS, "strings": strings.values, "items": item_rows,
-            "runs": runs, "pairs": pairs, "published": _published_rows(), "compare_plots": list(extra_plots)}
+            "runs": runs, "pairs": pairs, "published": _published_rows([r.summary for r in readers]), "compare_plots": list(extra_plots)}
 
 
 def script_json(data: Any) -> str:

@@ -1,8 +1,8 @@
 """An OpenAI-compatible mock server for offline runs and tests: chat completions (as a judge, or as a generator
 for models named `mock-gen*`), files and batches, and injected faults.
 
-Everything is deterministic: a verdict is a function of the request content, written in the format the prompt
-asks for (five `基準: [[n]]` lines, or `[[n]]` on a 1–5 or 1–10 scale), plus `score_shift` clipped to the scale (a
+Everything is deterministic: a verdict is a function of the request content, written by the metric kind of the
+judge template the prompt was rendered from, in the format its parser reads (`eval/kinds/`), plus `score_shift` clipped to the scale (a
 second judge that differs from the first by a known rule); a fault is drawn from (seed, request
 content, how often that content was seen). Counters are served at `GET /mock/counters`.
 """
@@ -20,11 +20,13 @@ from collections import Counter
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Iterable
 
 from ..config import MockSettings
+from ..kinds import KINDS, kind, renders
+from ..tasks import Task, judge_templates, local_judge_templates
+from .prompts import Template
 
-QUALITY_CRITERIA = ("正確性", "流暢性", "詳細性", "関連性", "総合評価")
 FAULTS = ("429", "500", "503", "hang", "drop", "malformed", "empty", "content_filter", "length")
 REASONING_FAMILIES = ("gpt-5", "o1", "o3", "o4")
 
@@ -38,23 +40,22 @@ def request_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def verdict(messages: list[dict[str, Any]], shift: int = 0) -> str:
+def verdict(messages: list[dict[str, Any]], shift: int = 0, templates: list[tuple[str, Template]] = ()) -> str:
     """A judge reply in the format the prompt asks for; the score is a function of the prompt, plus `shift`
-    clipped to the scale."""
+    clipped to the scale.
+
+    A prompt rendered from one of `templates` is answered by that template's metric kind, in the format its parser
+    reads (a quality template: one line per criterion of its own list); any other prompt gets one `[[n]]`, on
+    1–5 when it names that scale, else 1–10.
+    """
     prompt = "\n".join(str(m.get("content") or "") for m in messages)
     h = _digest(prompt)
-
-    def score(base: int, top: int) -> int:
-        return min(top, max(1, base + shift))
-
-    if sum(c in prompt for c in QUALITY_CRITERIA) >= 3:
-        lines = []
-        for i, criterion in enumerate(QUALITY_CRITERIA):
-            lines.append(f"{criterion}(評価理由): モックの採点です。\n{criterion}: [[{score(1 + (h >> (3 * i)) % 5, 5)}]]")
-        return "\n\n".join(lines)
+    for metric, template in templates:
+        if renders(template, prompt):
+            return kind(metric).mock_reply(template, h, shift)
     if any(marker in prompt for marker in ("1から5", "1 to 5", "1-5", "1–5")):
-        return f"モックの判定です。評価：[[{score(1 + h % 5, 5)}]]"
-    return f"This is a mock judgment. Rating: [[{score(1 + h % 10, 10)}]]"
+        return KINDS["safety"].mock_reply(None, h, shift)
+    return KINDS["mt_bench"].mock_reply(None, h, shift)
 
 
 def generation(messages: list[dict[str, Any]], max_tokens: int | None, effort: str | None) -> tuple[str, str | None, str, int]:
@@ -72,8 +73,10 @@ def generation(messages: list[dict[str, Any]], max_tokens: int | None, effort: s
 
 
 class MockState:
-    def __init__(self, settings: MockSettings, api_key: str | None = None, reject_params: tuple[str, ...] = ()):
+    def __init__(self, settings: MockSettings, api_key: str | None = None, reject_params: tuple[str, ...] = (),
+                 templates: list[tuple[str, Template]] = ()):
         self.settings = settings
+        self.templates = list(templates)
         self.api_key = api_key
         self.reject_params = set(reject_params)
         self.lock = threading.Lock()
@@ -148,7 +151,7 @@ def answer_chat(state: MockState, body: dict[str, Any], fault: str | None) -> tu
     if model.startswith("mock-gen"):
         reasoning, content, finish, tokens = generation(messages, limit, body.get("reasoning_effort"))
         return 200, _completion(model, content, finish, prompt_tokens, tokens, reasoning, len(reasoning) // 4 + 1)
-    text = verdict(messages, state.settings.score_shift)
+    text = verdict(messages, state.settings.score_shift, state.templates)
     if fault == "empty":
         return 200, _completion(model, "", "stop", prompt_tokens, 0)
     if fault == "length":
@@ -342,11 +345,16 @@ class _Server(ThreadingHTTPServer):
 
 
 class MockServer:
-    """Start with `start()` (a background thread) or `serve_forever()`; `url` is the OpenAI base URL."""
+    """Start with `start()` (a background thread) or `serve_forever()`; `url` is the OpenAI base URL.
+
+    It recognises a judge prompt by the templates of `tasks` (a run's own), by default by those of every registered
+    task variant on this machine.
+    """
 
     def __init__(self, settings: MockSettings | None = None, host: str = "127.0.0.1", port: int = 0,
-                 api_key: str | None = None, reject_params: tuple[str, ...] = ()):
-        self.state = MockState(settings or MockSettings(), api_key, reject_params)
+                 api_key: str | None = None, reject_params: tuple[str, ...] = (), tasks: Iterable[Task] | None = None):
+        templates = local_judge_templates() if tasks is None else judge_templates(tasks)
+        self.state = MockState(settings or MockSettings(), api_key, reject_params, templates)
         self.httpd = _Server((host, port), self.state)
         self.host, self.port = self.httpd.server_address[:2]
         self.thread: threading.Thread | None = None

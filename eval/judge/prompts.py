@@ -1,4 +1,5 @@
-"""Judge prompt sets in the upstream file formats, and the templates each metric kind needs.
+"""Judge prompt sets in the upstream file formats, and the check that a set has the templates a task needs (which
+templates a metric kind needs is the kind's: `eval/kinds/`).
 
 Formats:
 - `llm_jp_judge`: llm-jp-judge prompt YAML. Either a mapping of named templates (MT-Bench: `single-v1`, … each with
@@ -124,28 +125,6 @@ def read_prompt_set(path: Path, fmt: str, label: str) -> PromptSet:
     if not templates:
         raise UserError(f"{label}: {path} contains no judge template")
     return PromptSet(label, str(path), fmt, digest, templates)
-
-
-# What each metric kind fills in: template name → placeholders.
-MT_BENCH_FIELDS = {
-    "single-v1": {"question", "answer"},
-    "single-math-v1": {"question", "answer", "ref_answer_1"},
-    "single-v1-multi-turn": {"question_1", "answer_1", "question_2", "answer_2"},
-    "single-math-v1-multi-turn": {"question_1", "answer_1", "question_2", "answer_2", "ref_answer_1", "ref_answer_2"},
-}
-
-
-def required_templates(metric: str, turns: int, with_reference_categories: bool, use_reference: bool) -> dict[str, set[str]]:
-    if metric == "mt_bench":
-        names = ["single-v1"] + (["single-v1-multi-turn"] if turns > 1 else [])
-        if with_reference_categories:
-            names += ["single-math-v1"] + (["single-math-v1-multi-turn"] if turns > 1 else [])
-        return {n: MT_BENCH_FIELDS[n] for n in names}
-    if metric == "quality":
-        return {"default": {"question", "response"}}
-    if metric == "safety":
-        return {"with_ref": {"question", "reference", "response"}} if use_reference else {"wo_ref": {"question", "response"}}
-    raise ValueError(metric)
 
 
 def check_fits(prompts: PromptSet, needs: dict[str, set[str]], criteria_needed: bool) -> None:

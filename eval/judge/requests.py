@@ -1,5 +1,5 @@
-"""From stored generations to judge requests, per metric kind — the part of llm-jp-judge's evaluators that
-chooses the template, fills it, and picks the parser.
+"""From stored generations to judge requests: the task's no-answer policy, then the metric kind's template, fields
+and parser (`eval/kinds/`), then the messages, sampling parameters and key every kind shares.
 """
 
 from __future__ import annotations
@@ -7,12 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..compat import Profile, answer_for
+from ..compat import answer_for
 from ..config import RunConfig
+from ..kinds import kind
 from ..records import Generation, Slot, content_key
+from ..statuses import GenerationStatus
 from ..tasks import Item, Task
 from .parsing import Parser
-from .prompts import FASTCHAT_FALLBACK_REGEX, Template
 
 
 @dataclass(frozen=True)
@@ -54,55 +55,16 @@ def build_request(task: Task, item: Item, turn: int, gens: list[Generation], cfg
     own = gens[turn - 1]
     slot = own.slot
     no_answer = spec.generation.no_answer or profile.no_answer
-    if own.status != "ok" and no_answer == "exclude":
+    if own.status != GenerationStatus.OK and no_answer == "exclude":
         return Excluded(slot, own.key, f"generation {own.status}")
     answers = [answer_for(profile, g.status, g.final, no_answer) for g in gens]
-    list_repr = False  # upstream fills MT-Bench templates with the plain strings
-    if spec.metric == "mt_bench":
-        refs = item.references
-        if turn == 1:
-            name = "single-math-v1" if refs else "single-v1"
-            fields = {"question": item.turns[0], "answer": answers[0]}
-            if refs:
-                fields["ref_answer_1"] = refs[0]
-        else:
-            name = "single-math-v1-multi-turn" if refs else "single-v1-multi-turn"
-            fields = {"question_1": item.turns[0], "answer_1": answers[0], "question_2": item.turns[1], "answer_2": answers[1]}
-            if refs:
-                fields.update(ref_answer_1=refs[0], ref_answer_2=refs[1])
-        template = task.prompts.get(name)
-        system = template.system_prompt
-        scale = (1, 10)
-    elif spec.metric == "safety":
-        name = "with_ref" if spec.judge.use_reference else "wo_ref"
-        fields = {"question": item.turns[0], "response": answers[0]}
-        if spec.judge.use_reference:
-            fields["reference"] = (item.references or ("",))[0]
-        template = task.prompts.get(name)
-        system = task.judge_system_prompt if task.judge_system_prompt is not None else template.system_prompt
-        scale, list_repr = (1, 5), profile.list_repr_prompts
-    else:
-        name = "default"
-        fields = {"question": item.turns[0], "response": answers[0]}
-        template = task.prompts.get(name)
-        system = task.judge_system_prompt if task.judge_system_prompt is not None else template.system_prompt
-        scale, list_repr = (1, 5), profile.list_repr_prompts
-    parser, parse_retries = _parser(task, template, scale, profile)
-    prompt = template.render(list_repr=list_repr, **fields)
-    messages = ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": prompt}]
+    metric = kind(spec.metric)
+    call = metric.judge_call(task, item, turn, answers, profile)
+    parser, parse_retries = metric.parser(task, call.template, profile)
+    prompt = call.template.render(list_repr=call.list_repr, **call.fields)
+    messages = ([{"role": "system", "content": call.system}] if call.system is not None else []) + \
+               [{"role": "user", "content": prompt}]
     params = judge_params(task, cfg, slot.round)
-    key = content_key("judgment", cfg.judge.model, params, slot.round, name, messages)
-    return JudgeRequest(slot, key, own.key, name, task.prompts.sha256, messages, params, parser, parse_retries,
+    key = content_key("judgment", cfg.judge.model, params, slot.round, call.name, messages)
+    return JudgeRequest(slot, key, own.key, call.name, task.prompts.sha256, messages, params, parser, parse_retries,
                         spec.judge.api_error_score)
-
-
-def _parser(task: Task, template: Template, scale: tuple[int, int], profile: Profile) -> tuple[Parser, int]:
-    """The score parser and the number of re-asks: the prompt set's own semantics under the upstream profile
-    (FastChat: `[[x]]` then `[x]`, no range check, never re-asks), the harness's under strict."""
-    retries = task.spec.judge.parse_retries
-    if task.spec.metric == "quality":
-        return Parser("criteria", template.regex, *scale, template.criteria or ()), retries
-    fastchat = task.prompts.format == "fastchat" and profile.fastchat_semantics
-    parser = Parser("single", template.regex, *scale, check_range=profile.score_range_check,
-                    fallback_regex=FASTCHAT_FALLBACK_REGEX if fastchat else None)
-    return parser, 0 if fastchat else retries

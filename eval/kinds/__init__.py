@@ -1,0 +1,20 @@
+"""The metric kinds, by the name a task file gives in `metric:`. Adding a kind: one module and one entry here."""
+
+from __future__ import annotations
+
+from ..errors import UserError
+from .base import JudgeCall, MetricKind, TaskRules, renders
+from .mt_bench import MTBench
+from .quality import Quality
+from .safety import Safety
+
+KINDS: dict[str, MetricKind] = {kind.name: kind for kind in (MTBench(), Quality(), Safety())}
+
+
+def kind(name: str) -> MetricKind:
+    if name not in KINDS:
+        raise UserError(f"unknown metric kind {name!r} (known: {', '.join(KINDS)})")
+    return KINDS[name]
+
+
+__all__ = ["KINDS", "JudgeCall", "MetricKind", "TaskRules", "kind", "renders"]

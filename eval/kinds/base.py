@@ -1,0 +1,107 @@
+"""What a metric kind is: the one unit that knows how a benchmark of its kind is judged and counted.
+
+A kind chooses and fills the judge template of each judgment, gives the parser and its re-asks, turns a judgment
+into the observations its metrics average, names the rows of its detail table, says which plot shows it by default,
+and writes a mock judge's reply in the format its parser reads. Everything generic — the judge request around the
+template, statistics over rounds and questions, the tables and plots themselves — lives outside the kinds.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..compat import Profile
+from ..judge.parsing import Parser
+from ..judge.prompts import FASTCHAT_FALLBACK_REGEX, Template
+from ..statuses import is_valid
+
+if TYPE_CHECKING:
+    from ..tasks import Item, Task, TaskSpec
+
+
+@dataclass(frozen=True)
+class TaskRules:
+    """What aggregation needs to know about a task (stored with the run, so reports need no task files)."""
+
+    metric: str
+    api_error_score: float | None = None
+    primary_criterion: str | None = None
+    criteria: tuple[str, ...] = ()
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> "TaskRules":
+        rules = meta["rules"]
+        return cls(**{**rules, "criteria": tuple(rules.get("criteria") or ())})
+
+
+@dataclass(frozen=True)
+class JudgeCall:
+    """One judgment as the kind decides it: which template, filled with what, sent with which system prompt."""
+
+    name: str  # the template's name in the prompt set (recorded as the judgment's prompt_name, part of its key)
+    template: Template
+    fields: dict[str, str | None]
+    system: str | None
+    list_repr: bool  # llm-jp-judge fills quality/safety templates with one-element lists (profile dependent)
+
+
+class MetricKind:
+    name: ClassVar[str]
+    scale: ClassVar[tuple[int, int]]
+    plot: ClassVar[str | None] = None  # the plot that shows a task of this kind, unless its file names another
+    needs_criteria: ClassVar[bool] = False
+
+    def templates(self, spec: "TaskSpec") -> dict[str, set[str]]:
+        """The templates a task of this kind needs: name → the placeholders it fills."""
+        raise NotImplementedError
+
+    def judge_call(self, task: "Task", item: "Item", turn: int, answers: list[str | None], profile: Profile) -> JudgeCall:
+        """`answers` are what the judge sees of turns 1..turn of one round."""
+        raise NotImplementedError
+
+    def parser(self, task: "Task", template: Template, profile: Profile) -> tuple[Parser, int]:
+        """The score parser and the number of re-asks: the prompt set's own semantics under the upstream profile
+        (FastChat: `[[x]]` then `[x]`, no range check, never re-asks), the harness's under strict."""
+        fastchat = task.prompts.format == "fastchat" and profile.fastchat_semantics
+        parser = Parser("single", template.regex, *self.scale, check_range=profile.score_range_check,
+                        fallback_regex=FASTCHAT_FALLBACK_REGEX if fastchat else None)
+        return parser, 0 if fastchat else task.spec.judge.parse_retries
+
+    def values(self, rules: TaskRules, status: str, scores: dict[str, float], turn: int,
+               category: str | None) -> list[tuple[str, float]]:
+        """The (metric, value) observations of one judgment; none for a judgment that enters no mean."""
+        return self.scored(rules, scores, turn, category) if is_valid(status) else []
+
+    def scored(self, rules: TaskRules, scores: dict[str, float], turn: int, category: str | None) -> list[tuple[str, float]]:
+        raise NotImplementedError
+
+    def detail_rows(self, entry: dict[str, Any]) -> list[tuple[str, str]]:
+        """(label, metric name) rows of the task's detail table, from its summary entry."""
+        raise NotImplementedError
+
+    def mock_reply(self, template: Template, draw: int, shift: int) -> str:
+        """A judge reply that this kind's parser reads: the score is a function of `draw`, plus `shift` clipped to
+        the scale (a second judge that differs from the first by a known rule)."""
+        return f"This is a mock judgment. Rating: [[{self._mock_score(draw, shift)}]]"
+
+    def _mock_score(self, draw: int, shift: int) -> int:
+        low, high = self.scale
+        return min(high, max(low, low + draw % (high - low + 1) + shift))
+
+
+def literal_pieces(template: Template) -> list[str]:
+    """The template's own text between its placeholders: what every prompt rendered from it contains, in order."""
+    return [text for text, _, _, _ in string.Formatter().parse(template.text) if text]
+
+
+def renders(template: Template, prompt: str) -> bool:
+    """Whether `prompt` could have been rendered from `template` (its literal pieces appear in it, in order)."""
+    start = 0
+    for piece in literal_pieces(template):
+        found = prompt.find(piece, start)
+        if found < 0:
+            return False
+        start = found + len(piece)
+    return True

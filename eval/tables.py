@@ -1,0 +1,168 @@
+"""The tables of a run, rendered from its summary: `table.md` (the model-card table with the published rows,
+counts, per-task detail tables), `table.csv`, and the console version. Columns are the summary's tasks in its
+order; a task's detail rows are its metric kind's.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .compat import DEFAULT as DEFAULT_COMPAT
+from .kinds import kind
+from .statuses import FAILURES, GENERATION_FAILURES, UNJUDGED
+from .summary import load_published, published_label, published_value, rounds_text
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def cell(metric: dict[str, Any] | None, counts: dict[str, int] | None = None) -> str:
+    """"mean ± SD [CI low, high]", the missing rounds, and * when judgments are missing or failed on the API."""
+    if not metric:
+        return "–"
+    text = fmt(metric["mean"])
+    if metric["sd"] is not None:
+        text += f" ± {fmt(metric['sd'])}"
+    lo, hi = metric["ci95"]
+    if lo is not None:
+        text += f" [{fmt(lo)}, {fmt(hi)}]"
+    if metric["missing_rounds"]:
+        text += f" ({rounds_text(metric['missing_rounds'])} missing)"
+    if counts and counts["missing"] + counts["api_error"] + counts["timeout"]:
+        text += " *"
+    return text
+
+
+def published_cells(row: dict[str, Any], entries: list[dict[str, Any]], digits: int = 2) -> list[str]:
+    """A published row's values under the given tasks' columns ("–" where the table has none)."""
+    return [fmt(published_value(row, entry["published_column"]), digits) for entry in entries]
+
+
+def _verdict(published: dict[str, Any]) -> str:
+    """"consistent (p = 0.41)", "lower (p = 0.003)", or "no verdict"."""
+    if published["verdict"] is None:
+        return "no verdict"
+    p = published["p"]
+    return f"{published['verdict']} ({'p < 0.001' if p < 0.001 else f'p = {p:.2g}'})"
+
+
+def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: list[str] = (), details: bool = True) -> str:
+    tasks = summary["tasks"]
+    entries = list(tasks.values())
+    out = [f"# {summary['run']}: {summary['label']}", ""]
+    if not summary["complete"]:
+        missing = sum(t["counts"]["missing"] for t in entries)
+        transient = sum(t["counts"]["api_error"] + t["counts"]["timeout"] for t in entries)
+        planned = sum(t["counts"]["planned"] for t in entries)
+        out += [f"**PARTIAL RESULTS: of {planned} planned judgments, {missing} are missing and {transient} failed on the "
+                "API (api_error/timeout)** (cells marked *; counts below); run the same command again to complete them.", ""]
+    out += [f"Judge: `{summary['judge_model']}` · rounds: {summary['rounds']} · data: {summary['variant']} · "
+            f"compat: `{summary['compat']}` · cells: mean over rounds ± SD over rounds [95 % CI over questions]; "
+            "verdict: is the published row consistent with this run's rounds (t-test on round means, 5 % level; "
+            "README: which interval answers which question)", ""]
+    if summary["compat"] != DEFAULT_COMPAT:
+        out += [f"**compat `{summary['compat']}`: the harness's own semantics, not llm-jp-judge v2.0.0's; these numbers "
+                "are not comparable with the published rows.**", ""]
+    out.append("| Model | " + " | ".join(t["column"] for t in entries) + " | Errors |")
+    out.append("|---|" + "---:|" * len(entries) + "---:|")
+    errors = sum(sum(t["counts"][s] for s in (*FAILURES, "missing")) for t in entries)
+    out.append(f"| **{summary['label']}** (measured) | " +
+               " | ".join(cell(t["metrics"].get("score"), t["counts"]) for t in entries) + f" | {errors} |")
+    compared = [t for t in entries if t["published"]]
+    if compared:
+        out.append("| Δ vs published · verdict | " + " | ".join(
+            (f"{t['published']['delta']:+.2f} · {_verdict(t['published'])}"
+             if t["published"] and t["published"]["delta"] is not None else "–") for t in entries) + " | |")
+    for row in published.to_dict("records"):
+        out.append(f"| {published_label(row)} (published) | " + " | ".join(published_cells(row, entries)) + " | |")
+    out += ["", "Published rows: the llm-jp-4 model card (judge gpt-5.4-2026-03-05, mean of three rounds); "
+            "see eval/resources/model_card.csv."]
+    notes = [f"{t['column']}: {t['published']['verdict_note']}" for t in compared if t["published"]["verdict_note"]]
+    if notes:
+        out += ["", "Verdict notes: " + "; ".join(notes) + "."]
+    columns = ["items", "planned", "valid", *UNJUDGED, "missing", *(f"gen_{s}" for s in GENERATION_FAILURES)]
+    out += ["", "## Counts", "", "| Benchmark | " + " | ".join(_count_header(c) for c in columns) + " |",
+            "|---|" + "---:|" * len(columns)]
+    for t in entries:
+        out.append(f"| {t['column']} | " + " | ".join(str(t["counts"][c]) for c in columns) + " |")
+    out += ["", "truncated / no_final: generations that hit max_new_tokens or ended without a final answer; "
+            "the judge saw what came back (partial text, or None), an empty answer, or nothing, per the task's "
+            "no_answer policy (default: the compat profile's)."]
+    if details:
+        out += _detail_tables(entries)
+    if plots:
+        out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    return "\n".join(out) + "\n"
+
+
+def _count_header(count: str) -> str:
+    return "gen error" if count == "gen_error" else count.removeprefix("gen_")
+
+
+def _metric_row(label: str, metric: dict[str, Any] | None, rounds: list[int]) -> str:
+    if not metric:
+        return f"| {label} | – | – | " + " | ".join("–" for _ in rounds) + " |"
+    per_round = [fmt(v) if (v := metric["per_round"].get(str(r))) is not None else "missing" for r in rounds]
+    return f"| {label} | {cell(metric)} | {metric['questions']} | " + " | ".join(per_round) + " |"
+
+
+def _detail_tables(entries: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for t in entries:
+        rounds = t["rounds"]
+        out += ["", f"## {t['title']}", "", "| Metric | mean ± SD [CI] | questions | " +
+                " | ".join(f"round {r}" for r in rounds) + " |", "|---|---:|---:|" + "---:|" * len(rounds)]
+        out += [_metric_row(label, t["metrics"].get(key), rounds) for label, key in kind(t["metric"]).detail_rows(t)]
+        published = t["published"]
+        if published and published["delta"] is not None:
+            interval = (f"; 95 % CI of Δ from round-to-round noise [{published['delta_ci95'][0]:+.2f}, "
+                        f"{published['delta_ci95'][1]:+.2f}]" if published["delta_ci95"] else "")
+            out.append(f"\nPublished: {fmt(published['value'])} (Δ {published['delta']:+.2f}: {_verdict(published)}"
+                       f"{interval}).")
+        if t.get("greedy_identical_items"):
+            g = t["greedy_identical_items"]
+            out.append(f"\nGreedy categories: {g['identical']} of {g['greedy_items']} items gave identical answers in every round.")
+    return out
+
+
+CSV_SUFFIXES = ("sd", "ci_low", "ci_high", "delta", "verdict", "p", "missing", "missing_rounds")
+
+
+def render_csv(summary: dict[str, Any], published: pd.DataFrame) -> str:
+    entries = list(summary["tasks"].values())
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["kind", "model", "reasoning_effort"] + [t["column"] for t in entries]
+    header += [f"{t['column']} {suffix}" for t in entries for suffix in CSV_SUFFIXES]
+    writer.writerow(header)
+    model, effort = summary["label"].split(" (reasoning_effort = ")[0], summary["reasoning_effort"] or ""
+    measured = ["measured", model, effort]
+    for t in entries:
+        score = t["metrics"].get("score")
+        measured.append(fmt(score["mean"], 4) if score else "")
+    for t in entries:
+        score = t["metrics"].get("score") or {"sd": None, "ci95": [None, None], "missing_rounds": []}
+        versus = t["published"] or {"delta": None, "verdict": None, "p": None}
+        measured += [_number(score["sd"]), _number(score["ci95"][0]), _number(score["ci95"][1]), _number(versus["delta"]),
+                     versus["verdict"] or "", f"{versus['p']:.3g}" if versus["p"] is not None else "", t["counts"]["missing"],
+                     ";".join(str(r) for r in score["missing_rounds"])]
+    writer.writerow(measured)
+    for row in published.to_dict("records"):
+        cells = [c if c != "–" else "" for c in published_cells(row, entries)]
+        writer.writerow(["published", row["model"], row["reasoning_effort"]] + cells + [""] * (len(CSV_SUFFIXES) * len(entries)))
+    return buffer.getvalue()
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def render_console(summary: dict[str, Any]) -> str:
+    return render_markdown(summary, load_published(), details=False)
