@@ -15,7 +15,8 @@ import pytest
 
 from eval.agree import RunData, agreement, confusion, judge_noise, kendall_tau_b, quadratic_kappa, ranking_agreement
 from eval.errors import UserError
-from eval.metrics import TaskRules, paired_difference
+from eval.kinds import TaskRules
+from eval.metrics import paired_difference
 from helpers import read_jsonl, run_cli
 
 SCORE_RULES = TaskRules(metric="mt_bench")

@@ -222,7 +222,8 @@ def test_quality_parser_needs_every_criterion_exactly_once(upstream):
 def test_aggregation_equals_the_upstream_formulas_on_synthetic_judgments():
     import pandas as pd
 
-    from eval.metrics import TaskRules, observations, summarize
+    from eval.kinds import TaskRules
+    from eval.metrics import observations, summarize
 
     rows = []
     for item, cat in (("1", "math"), ("2", "writing"), ("3", "writing")):

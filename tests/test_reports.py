@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eval.metrics import TaskRules, observations, paired_difference, summarize
+from eval.kinds import TaskRules
+from eval.metrics import observations, paired_difference, summarize
 
 from helpers import read_jsonl, run_cli
 
@@ -70,7 +71,7 @@ def test_report_rebuilds_byte_identical_tables_from_the_store_and_plots_exist(tw
     assert result.returncode == 0, result.stderr[-2000:]
     for name, data in before.items():
         assert (out / name).read_bytes() == data, name
-    for plot in ("plots/mt_bench_categories.png", "plots/benchmarks.png"):
+    for plot in ("plots/categories.png", "plots/benchmarks.png"):
         data = (out / plot).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 10_000
         assert f"]({plot})" in before["table.md"].decode()
@@ -115,7 +116,8 @@ def relabeled(two_runs, tmp_path):
 
 
 def test_published_value_delta_and_reproduction_verdict_for_a_matching_row(relabeled):
-    from eval.report import compute_summary, load_published, render_csv, render_markdown
+    from eval.summary import compute_summary, load_published
+    from eval.tables import render_csv, render_markdown
 
     summary = compute_summary(relabeled)
     ja = summary["tasks"]["mt_bench_ja"]
@@ -138,7 +140,8 @@ def test_a_round_without_valid_judgments_shows_in_summary_and_tables_and_one_rou
     import dataclasses
 
     from eval.records import Slot
-    from eval.report import compute_summary, load_published, render_markdown
+    from eval.summary import compute_summary, load_published
+    from eval.tables import render_markdown
 
     for row in relabeled.plan():
         if row["task"] == "mt_bench_ja" and row["round"] == 2:

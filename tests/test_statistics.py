@@ -16,7 +16,8 @@ import pytest
 from scipy import stats
 
 from eval.judge.parsing import Parser
-from eval.metrics import (TaskRules, _studentized_interval, observations, reject_non_finite,
+from eval.kinds import TaskRules
+from eval.metrics import (_studentized_interval, observations, reject_non_finite,
                           reproduction, status_counts, summarize)
 from eval.rundir import write_json
 

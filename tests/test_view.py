@@ -292,7 +292,8 @@ def test_search_finds_japanese_text_in_full_and_half_width_forms(smoke, browser)
 
 
 def test_compare_sorts_items_by_the_difference_and_shows_the_paired_cis(smoke, browser, tmp_path):
-    from eval.report import compare, regenerate
+    from eval.compare import compare
+    from eval.report import regenerate
 
     judged = read_jsonl(smoke / "judgments.jsonl")
     a_scores: dict[str, dict[int, float]] = {}
