@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from .errors import UserError
-from .kinds import TaskRules
+from .kinds import TaskRules, kind
 from .metrics import bootstrap_means, cluster_arrays, observations, paired_difference, round_means
 from .plots import write_confusion_plot
 from .summary import compute_summary, run_frames
@@ -33,7 +33,6 @@ from .rundir import write_json, write_text
 from .store import open_run
 
 SLOT = ["round", "item_id", "turn"]
-RATE_METRICS = ("violation_rate", "acceptable_rate")  # 0/100 indicators: "within one" means nothing for them
 
 
 # ---------------------------------------------------------------- statistics on paired scores
@@ -130,9 +129,15 @@ def require_same_answers(a: RunData, b: RunData) -> None:
 
 
 def _metric_names(obs: pd.DataFrame, rules: TaskRules) -> list[str]:
-    """The metrics worth comparing one by one, in reading order (categories are too small to say much alone)."""
+    """The metrics worth comparing one by one, in reading order: the kind's (categories are too small to say much
+    alone)."""
     present = set(obs["metric"].unique().tolist())
-    return [m for m in ("score", "turn1", "turn2", *RATE_METRICS, *rules.criteria) if m in present]
+    return [m for m in kind(rules.metric).compared_metrics(rules) if m in present]
+
+
+def _is_rate(rules: TaskRules, metric: str) -> bool:
+    """A 0/100 indicator: "within one" means nothing for it."""
+    return metric in kind(rules.metric).rate_metrics
 
 
 # ---------------------------------------------------------------- two judges on the same answers
@@ -149,7 +154,7 @@ def compare_judges(a: RunData, b: RunData, top: int = 10) -> dict[str, Any]:
         metrics = {}
         for metric in _metric_names(pairs, a.rules[task]):
             p = pairs[pairs["metric"] == metric]
-            stats = agreement(p["value_a"].to_numpy(), p["value_b"].to_numpy(), rate=metric in RATE_METRICS)
+            stats = agreement(p["value_a"].to_numpy(), p["value_b"].to_numpy(), rate=_is_rate(a.rules[task], metric))
             diff = paired_difference(obs_a[obs_a["metric"] == metric].merge(p[SLOT], on=SLOT),
                                      obs_b[obs_b["metric"] == metric].merge(p[SLOT], on=SLOT), metric)
             stats.update(difference=diff["difference"], ci95=diff["ci95"], questions=diff["items"])
@@ -216,7 +221,8 @@ def judge_noise(run: RunData) -> dict[str, Any]:
         metrics = {}
         for metric in _metric_names(obs, run.rules[task]):
             m = obs[obs["metric"] == metric]
-            metrics[metric] = _noise_of_metric(m, entry["metrics"].get(metric, {}).get("sd"), metric in RATE_METRICS)
+            metrics[metric] = _noise_of_metric(m, entry["metrics"].get(metric, {}).get("sd"),
+                                               _is_rate(run.rules[task], metric))
         tasks[task] = {"column": entry["column"], "rounds": entry["rounds"], "metrics": metrics}
     if not tasks:
         raise UserError(f"{run.dir}: judge noise needs at least two rounds; add rounds with `python -m eval run … --rounds 3`")

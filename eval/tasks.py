@@ -1,7 +1,7 @@
 """Task specs: a task file (found by `task_files`) → `TaskSpec`; a spec plus a variant → `Task` with its `Item`s and prompts.
 
 A task file says where the questions come from, how to generate (system prompt, sampling) and how to judge
-(prompt set, sampling, parsing policy). Code exists only per *metric kind* (mt_bench, quality, safety).
+(prompt set, sampling, parsing policy) and how reports show it. Code exists only per *metric kind* (`eval/kinds/`).
 """
 
 from __future__ import annotations
@@ -243,6 +243,12 @@ def _read_task_file(path: Path) -> tuple[dict[str, Any], list[str]]:
     return _deep_merge(merged, _rebase_paths(data, path.parent)), names
 
 
+def _source(path: Path, included: list[str], name: str, options: dict[str, Any] | None) -> str:
+    """Where a task's settings come from, for error messages: its file, the run's task_options, its includes."""
+    text = f"{path} (with task_options.{name})" if options else str(path)
+    return text + (f" (+ included {', '.join(included)})" if included else "")
+
+
 def load_spec(name: str, options: dict[str, Any] | None = None) -> TaskSpec:
     path = task_file(name)
     data, included = _read_task_file(path)
@@ -253,19 +259,18 @@ def load_spec(name: str, options: dict[str, Any] | None = None) -> TaskSpec:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        src = str(path) + (f" (including {', '.join(included)})" if included else "")
-        src += f" (with task_options.{name})" if options else ""
-        kind = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
-        raise UserError(f"{src}: '{where}': {kind}") from None
+        src = _source(path, included, name, options)
+        problem = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+        raise UserError(f"{src}: '{where}': {problem}") from None
     if spec.name != name:
         raise UserError(f"{path}: name {spec.name!r} does not match the file name")
     for variant_name, variant in spec.variants.items():
-        if spec.metric == "mt_bench" and variant.judge_system_prompt is not None:
-            src = str(path) + (f" (including {', '.join(included)})" if included else "")
-            src += f" (with task_options.{name})" if options else ""
-            raise UserError(f"{src}: 'variants.{variant_name}.judge_system_prompt' has no effect on an MT-Bench task (each "
-                            "judge template carries its own system prompt); remove it, or change the template's system "
-                            "prompt through judge_prompts")
+        metric = kind(spec.metric)
+        if metric.templates_carry_system_prompt and variant.judge_system_prompt is not None:
+            src = _source(path, included, name, options)
+            raise UserError(f"{src}: 'variants.{variant_name}.judge_system_prompt' has no effect on an {metric.title} task "
+                            "(each judge template carries its own system prompt); remove it, or change the template's "
+                            "system prompt through judge_prompts")
     return spec
 
 

@@ -272,7 +272,7 @@ def write_page(run_dirs: list[Path], out: Path | None = None, extra_plots: list[
 
 
 def compare_plots(out: Path) -> list[dict[str, str]]:
-    return _plots(out, ["compare.png", "compare_mt_bench_categories.png"])
+    return _plots(out, ["compare.png", "compare_categories.png"])
 
 
 def open_in_browser(path: Path) -> None:

@@ -49,9 +49,12 @@ class JudgeCall:
 
 class MetricKind:
     name: ClassVar[str]
+    title: ClassVar[str]  # for messages
     scale: ClassVar[tuple[int, int]]
     plot: ClassVar[str | None] = None  # the plot that shows a task of this kind, unless its file names another
-    needs_criteria: ClassVar[bool] = False
+    needs_criteria: ClassVar[bool] = False  # the prompt set must list criteria (`metrics:`)
+    templates_carry_system_prompt: ClassVar[bool] = False  # a task's judge_system_prompt would be ignored
+    rate_metrics: ClassVar[tuple[str, ...]] = ()  # metrics that are 0/100 indicators, not scores
 
     def templates(self, spec: "TaskSpec") -> dict[str, set[str]]:
         """The templates a task of this kind needs: name → the placeholders it fills."""
@@ -76,6 +79,10 @@ class MetricKind:
 
     def scored(self, rules: TaskRules, scores: dict[str, float], turn: int, category: str | None) -> list[tuple[str, float]]:
         raise NotImplementedError
+
+    def compared_metrics(self, rules: TaskRules) -> list[str]:
+        """The metrics `agree` compares one by one, in reading order."""
+        return ["score"]
 
     def detail_rows(self, entry: dict[str, Any]) -> list[tuple[str, str]]:
         """(label, metric name) rows of the task's detail table, from its summary entry."""

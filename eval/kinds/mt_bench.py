@@ -25,6 +25,8 @@ FIELDS = {
 
 class MTBench(MetricKind):
     name = "mt_bench"
+    title = "MT-Bench"
+    templates_carry_system_prompt = True
     scale = (1, 10)
     plot = "categories"
 
@@ -55,6 +57,9 @@ class MTBench(MetricKind):
     def scored(self, rules: TaskRules, scores: dict[str, float], turn: int, category: str | None) -> list[tuple[str, float]]:
         score = scores["score"]
         return [("score", score), (f"turn{turn}", score)] + ([(f"category:{category}", score)] if category else [])
+
+    def compared_metrics(self, rules: TaskRules) -> list[str]:
+        return ["score", "turn1", "turn2"]
 
     def detail_rows(self, entry: dict[str, Any]) -> list[tuple[str, str]]:
         categories = sorted(m for m in entry["metrics"] if m.startswith("category:"))

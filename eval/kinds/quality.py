@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 class Quality(MetricKind):
     name = "quality"
+    title = "quality"
     scale = (1, 5)
     needs_criteria = True
 
@@ -40,6 +41,9 @@ class Quality(MetricKind):
         if rules.primary_criterion in scores:
             rows.append(("score", scores[rules.primary_criterion]))
         return rows
+
+    def compared_metrics(self, rules: TaskRules) -> list[str]:
+        return ["score", *rules.criteria]
 
     def detail_rows(self, entry: dict[str, Any]) -> list[tuple[str, str]]:
         return [("score (primary)", "score")] + [(c, c) for c in entry["criteria"]]
