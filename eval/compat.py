@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .statuses import GenerationStatus
+
 NoAnswer = Literal["judge_as_is", "judge_empty", "exclude"]
 
 
@@ -61,7 +63,7 @@ def profile(name: str) -> Profile:
 def answer_for(profile: Profile, status: str, final: str | None, no_answer: NoAnswer | None = None) -> str | None:
     """What the judge (and the next turn's history) sees for one generation: None only under judge_as_is."""
     policy = no_answer or profile.no_answer
-    if status != "ok" and policy != "judge_as_is":
+    if status != GenerationStatus.OK and policy != "judge_as_is":
         return ""
     if final is None:
         return None

@@ -17,6 +17,7 @@ from typing import Any
 from .config import RunConfig, build_config, parse_override
 from .errors import UserError
 from .rundir import write_jsonl
+from .statuses import TRANSIENT_GENERATION
 from .store import Store, open_run
 
 SOURCE_FILE = "source_generations.jsonl"
@@ -69,7 +70,7 @@ def _export(store: Store, plan: list[dict[str, Any]], path: Path, run_dir: Path)
     stored = {(g["round"], g["task"], g["item_id"], g["turn"]): g["status"]
               for g in store.fields("generation", ["round", "task", "item_id", "turn", "status"])}
     missing = sum(1 for p in plan if (p["round"], p["task"], p["item_id"], p["turn"]) not in stored)
-    failed = sum(1 for status in stored.values() if status == "error")
+    failed = sum(1 for status in stored.values() if status in TRANSIENT_GENERATION)
     if missing or failed:
         print(f"WARNING: {run_dir} has {missing} planned answers not generated yet and {failed} failed generations; "
               "the rejudge cannot judge them as RUN would: finish RUN, then rejudge again", file=sys.stderr)

@@ -140,3 +140,21 @@ def test_a_mock_judge_started_on_its_own_knows_the_registered_tasks_prompts(task
     with MockServer() as server:
         reply = verdict([{"role": "user", "content": prompt.format(question="Q", response="A")}], 0, server.state.templates)
     assert [line.split(":")[0] for line in reply.splitlines() if "[[" in line] == ["有用性", "簡潔さ", "総合評価"]
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("include: _missing.yaml\n", ["_missing.yaml", "included (by my_bench.yaml) file not found"]),
+    (MY_BENCH.replace("report: {order: 0}", "report: {order: 0, colour: red}"),
+     ["my_bench.yaml (+ included _sample.yaml, _mt_bench.yaml)", "'report.colour': unknown key"]),
+    ("include: [_sample.yaml]\nname: my_bench\ntitle: t\ncolumn: c\nmetric: rubric\nexpected_items: 1\nvariants: {}\n",
+     ["'metric'", "'mt_bench', 'quality' or 'safety'"]),
+])
+def test_a_bad_task_file_is_one_error_naming_the_file_and_key(tasks_dir, text, needles):
+    from eval.errors import UserError
+    from eval.tasks import load_spec
+
+    (tasks_dir / "my_bench.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(UserError) as error:
+        load_spec("my_bench")
+    for needle in needles:
+        assert needle in str(error.value), str(error.value)

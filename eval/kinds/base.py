@@ -88,9 +88,10 @@ class MetricKind:
         """(label, metric name) rows of the task's detail table, from its summary entry."""
         raise NotImplementedError
 
-    def mock_reply(self, template: Template, draw: int, shift: int) -> str:
-        """A judge reply that this kind's parser reads: the score is a function of `draw`, plus `shift` clipped to
-        the scale (a second judge that differs from the first by a known rule)."""
+    def mock_reply(self, template: Template | None, draw: int, shift: int) -> str:
+        """A judge reply that this kind's parser reads for `template` (None: a prompt on this kind's scale that no
+        known template rendered): the score is a function of `draw`, plus `shift` clipped to the scale (a second
+        judge that differs from the first by a known rule)."""
         return f"This is a mock judgment. Rating: [[{self._mock_score(draw, shift)}]]"
 
     def _mock_score(self, draw: int, shift: int) -> int:

@@ -48,6 +48,7 @@ class Quality(MetricKind):
     def detail_rows(self, entry: dict[str, Any]) -> list[tuple[str, str]]:
         return [("score (primary)", "score")] + [(c, c) for c in entry["criteria"]]
 
-    def mock_reply(self, template: Template, draw: int, shift: int) -> str:
+    def mock_reply(self, template: Template | None, draw: int, shift: int) -> str:
+        criteria = template.criteria if template is not None else ()
         return "\n\n".join(f"{criterion}(評価理由): モックの採点です。\n{criterion}: [[{self._mock_score(draw >> (3 * i), shift)}]]"
-                           for i, criterion in enumerate(template.criteria or ()))
+                           for i, criterion in enumerate(criteria or ()))

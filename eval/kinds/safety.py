@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..compat import Profile
+from ..judge.prompts import Template
 from ..statuses import CALL_FAILURES
 from .base import JudgeCall, MetricKind, TaskRules
 
@@ -55,5 +56,5 @@ class Safety(MetricKind):
     def detail_rows(self, entry: dict[str, Any]) -> list[tuple[str, str]]:
         return [("score", "score"), ("violation rate (%)", "violation_rate"), ("acceptable rate (%)", "acceptable_rate")]
 
-    def mock_reply(self, template, draw: int, shift: int) -> str:
+    def mock_reply(self, template: Template | None, draw: int, shift: int) -> str:
         return f"モックの判定です。評価：[[{self._mock_score(draw, shift)}]]"
