@@ -18,6 +18,7 @@ from .compat import DEFAULT as DEFAULT_COMPAT
 from .errors import UserError
 from .kinds import TaskRules, kind
 from .metrics import PUBLISHED_ROUNDS, observations, reject_non_finite, reproduction, status_counts, summarize
+from .statuses import TRANSIENT_JUDGMENT
 from .store import Store
 
 SUMMARY_SCHEMA = "llmjp-eval/summary/v2"
@@ -143,7 +144,7 @@ def compute_summary(store: Store) -> dict[str, Any]:
             entry["published"] = _versus_published(value, stats.get("score"))
         tasks[task_name] = entry
     tasks = {t: tasks[t] for t in report_order(tasks)}
-    complete = all(t["counts"]["missing"] == 0 and t["counts"]["api_error"] + t["counts"]["timeout"] == 0 for t in tasks.values())
+    complete = all(t["counts"]["missing"] + failed_on_the_api(t["counts"]) == 0 for t in tasks.values())
     return {"schema": SUMMARY_SCHEMA, "run": cfg["name"], "model": answering_model(cfg)["path"], "label": cfg.get("label") or row_label(name, effort),
             "reasoning_effort": effort, "judge_model": cfg["judge"]["model"], "variant": cfg["variant"],
             "rounds": cfg["rounds"], "compat": cfg.get("compat", DEFAULT_COMPAT), "complete": complete, "tasks": tasks}
@@ -159,6 +160,11 @@ def _versus_published(value: float, score: dict[str, Any] | None) -> dict[str, A
     if score["missing_rounds"] and out["verdict"] is not None:
         out["verdict_note"] = f"from {len(present)} rounds: {rounds_text(score['missing_rounds'])} missing"
     return out
+
+
+def failed_on_the_api(counts: dict[str, int]) -> int:
+    """Judgments that a later run asks again (api_error, timeout): the task is not complete while there are any."""
+    return sum(counts[status] for status in TRANSIENT_JUDGMENT)
 
 
 def rounds_text(rounds: list[int]) -> str:

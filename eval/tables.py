@@ -16,7 +16,7 @@ import pandas as pd
 from .compat import DEFAULT as DEFAULT_COMPAT
 from .kinds import kind
 from .statuses import FAILURES, GENERATION_FAILURES, UNJUDGED
-from .summary import load_published, published_label, published_value, rounds_text
+from .summary import failed_on_the_api, load_published, published_label, published_value, rounds_text
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -35,7 +35,7 @@ def cell(metric: dict[str, Any] | None, counts: dict[str, int] | None = None) ->
         text += f" [{fmt(lo)}, {fmt(hi)}]"
     if metric["missing_rounds"]:
         text += f" ({rounds_text(metric['missing_rounds'])} missing)"
-    if counts and counts["missing"] + counts["api_error"] + counts["timeout"]:
+    if counts and counts["missing"] + failed_on_the_api(counts):
         text += " *"
     return text
 
@@ -59,7 +59,7 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
     out = [f"# {summary['run']}: {summary['label']}", ""]
     if not summary["complete"]:
         missing = sum(t["counts"]["missing"] for t in entries)
-        transient = sum(t["counts"]["api_error"] + t["counts"]["timeout"] for t in entries)
+        transient = sum(failed_on_the_api(t["counts"]) for t in entries)
         planned = sum(t["counts"]["planned"] for t in entries)
         out += [f"**PARTIAL RESULTS: of {planned} planned judgments, {missing} are missing and {transient} failed on the "
                 "API (api_error/timeout)** (cells marked *; counts below); run the same command again to complete them.", ""]
