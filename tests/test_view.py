@@ -161,7 +161,7 @@ def test_smoke_page_shows_the_table_counts_and_plots_without_console_errors(smok
     for task in summary["tasks"].values():
         assert f"{task['metrics']['score']['mean']:.2f}" in measured
     published = browser.find_elements("css selector", "#model-card tr.published")
-    assert len(published) == len((ROOT / "results" / "model_card.csv").read_text().strip().splitlines()) - 1
+    assert len(published) == len((ROOT / "eval" / "resources" / "model_card.csv").read_text().strip().splitlines()) - 1
     for name, task in summary["tasks"].items():
         for key, value in task["counts"].items():
             cell = browser.find_element("css selector", f'td[data-task="{name}"][data-count="{key}"]')
