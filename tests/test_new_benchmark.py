@@ -5,14 +5,11 @@ quality prompt of its own criteria), with sample data of their own, show up in s
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from eval.cli import main
-
-TASKS = Path(__file__).resolve().parent.parent / "eval" / "resources" / "tasks"
 
 MY_BENCH = """\
 include: [_sample.yaml, _mt_bench.yaml]
@@ -64,8 +61,7 @@ def _write(path: Path, text: str) -> None:
 
 @pytest.fixture
 def tasks_dir(tmp_path, monkeypatch) -> Path:
-    tasks = tmp_path / "tasks"
-    shutil.copytree(TASKS, tasks)
+    tasks = tmp_path / "tasks"  # a folder of one's own, searched before the bundled tasks (whose _*.yaml it includes)
     _write(tasks / "my_bench.yaml", MY_BENCH)
     questions = [{"question_id": 1, "category": "writing", "turns": ["短い詩を書いてください。", "それを英語にしてください。"]},
                  {"question_id": 2, "category": "math", "turns": ["2たす3は？", "それを2倍すると？"]}]
@@ -143,7 +139,7 @@ def test_a_mock_judge_started_on_its_own_knows_the_registered_tasks_prompts(task
 
 
 @pytest.mark.parametrize("text, needles", [
-    ("include: _missing.yaml\n", ["_missing.yaml", "included (by my_bench.yaml) file not found"]),
+    ("include: _missing.yaml\n", ["my_bench.yaml: 'include': _missing.yaml not found"]),
     (MY_BENCH.replace("report: {order: 0}", "report: {order: 0, colour: red}"),
      ["my_bench.yaml (+ included _sample.yaml, _mt_bench.yaml)", "'report.colour': unknown key"]),
     ("include: [_sample.yaml]\nname: my_bench\ntitle: t\ncolumn: c\nmetric: rubric\nexpected_items: 1\nvariants: {}\n",
