@@ -26,12 +26,10 @@ from . import __version__
 from .compat import DEFAULT as DEFAULT_COMPAT
 from .config import RunConfig
 from .errors import UserError
-from .judge.ledger import cost_usd, price_for
-from .judge.limits import estimate_tokens
+from .judge.ledger import price_for
 from .metrics import (FAILURE_STATUSES, PUBLISHED_ROUNDS, TaskRules, observations, paired_difference, reject_non_finite,
                       reproduction, status_counts, summarize)
 from .records import Usage
-from .statuses import is_transient
 from .rundir import write_json, write_jsonl, write_text
 from .store import Store, open_run
 from .tasks import Task
@@ -459,48 +457,6 @@ def regenerate(run_dir: Path) -> dict[str, Any]:
     write_page([run_dir])
     print(render_console(summary))
     return summary
-
-
-# ---------------------------------------------------------------- estimate (dry run)
-
-
-def print_estimate(cfg: RunConfig, tasks: dict[str, Task], store: Store | None) -> dict[str, Any]:
-    from .pipeline import plan_slots
-
-    price = price_for(cfg.judge.prices, cfg.judge.model)
-    rows = []
-    for name, task in tasks.items():
-        gen_pending = judge_pending = 0
-        prompt_tokens = 0
-        templates = task.prompts.templates.values()
-        template_tokens = sum(len(t.text) + len(t.system_prompt or "") for t in templates) // len(templates) // 3
-        for slot, _ in plan_slots({name: task}, cfg.rounds):
-            generated = store.generation(slot) if store is not None else None
-            if generated is None or is_transient(generated):
-                gen_pending += 1
-            judged = store.judgment(slot) if store is not None else None
-            if judged is not None and not is_transient(judged):
-                continue
-            judge_pending += 1
-            item = task.item(slot.item_id)
-            text = " ".join(item.turns[: slot.turn]) + " ".join((item.references or ())[: slot.turn])
-            prompt_tokens += estimate_tokens(text) + template_tokens + slot.turn * cfg.judge.estimate_answer_tokens
-        completion_tokens = judge_pending * cfg.judge.estimate_output_tokens
-        usage = Usage(prompt_tokens, completion_tokens)
-        cost = cost_usd(price, usage, cfg.judge.batch_discount if cfg.judge.mode == "batch" else None)
-        rows.append({"task": name, "generations": gen_pending, "judge_requests": judge_pending,
-                     "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": cost})
-    frame = pd.DataFrame(rows)
-    total = {"task": "total", "generations": int(frame["generations"].sum()), "judge_requests": int(frame["judge_requests"].sum()),
-             "prompt_tokens": int(frame["prompt_tokens"].sum()), "completion_tokens": int(frame["completion_tokens"].sum()),
-             "cost_usd": None if price is None else float(frame["cost_usd"].sum())}
-    frame = pd.concat([frame, pd.DataFrame([total])], ignore_index=True)
-    print(f"Dry run for {cfg.name}: nothing is sent. Judge {cfg.judge.model} ({cfg.judge.mode} mode); "
-          f"answers estimated at {cfg.judge.estimate_answer_tokens} tokens, judge replies at {cfg.judge.estimate_output_tokens}.")
-    print(frame.to_string(index=False, na_rep="unknown price", formatters={"cost_usd": lambda v: "unknown price" if v is None or pd.isna(v) else f"${v:,.2f}"}))
-    if price is None:
-        print(f"No price for {cfg.judge.model} in judge.prices: add one (USD per million tokens) to get a cost.")
-    return {"estimate": rows, "total": total}
 
 
 # ---------------------------------------------------------------- compare
