@@ -40,6 +40,7 @@ def run(cfg, out, **options):
 
 
 CALLS = ("generation_calls", "judge_calls")
+REPORTS = ("summary.json", "table.md", "table.csv", "manifest.json", "report.html", "generations.jsonl", "plots/benchmarks.png")
 
 
 def activity(out):
@@ -74,7 +75,7 @@ def test_a_finished_run_rewrites_no_report_and_report_rebuilds_them(tmp_path, ca
     _, cfg = replay_config(tmp_path)
     out = tmp_path / "run"
     run(cfg, out)
-    written = {name: (out / name).stat().st_mtime_ns for name in pipeline.REPORTS}
+    written = {name: (out / name).stat().st_mtime_ns for name in REPORTS}
 
     def refuse(*args, **kwargs):
         raise AssertionError("reports rebuilt although nothing changed")
@@ -84,7 +85,7 @@ def test_a_finished_run_rewrites_no_report_and_report_rebuilds_them(tmp_path, ca
         summary = run(cfg, out)
     assert summary == json.loads((out / "summary.json").read_text())
     assert "nothing to compute" in capsys.readouterr().out
-    assert {name: (out / name).stat().st_mtime_ns for name in pipeline.REPORTS} == written
+    assert {name: (out / name).stat().st_mtime_ns for name in REPORTS} == written
     report.regenerate(out)  # `python -m eval report RUN_DIR`: on demand, always
     assert (out / "summary.json").stat().st_mtime_ns != written["summary.json"]
     (out / "table.md").unlink()  # a missing report is written again
@@ -120,6 +121,13 @@ def test_judgments_stored_before_a_kill_are_kept_paid_once_and_reach_the_shared_
     cached = dict(cache.execute("SELECT key, record FROM judgments").fetchall())
     cache.close()
     assert set(kept) <= set(cached) and len(cached) == 6  # including the one whose cache write the kill cut off
+
+
+def test_a_short_run_logs_one_progress_line_per_stage(tmp_path, capsys):
+    _, cfg = replay_config(tmp_path)
+    run(cfg, tmp_path / "run")
+    logged = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.strip()]
+    assert [line.split(":")[0] for line in logged] == ["generate", "judge"]  # their last lines; nothing else in 30 s
 
 
 def test_progress_in_a_log_is_one_line_per_30_s_and_a_last_line():
