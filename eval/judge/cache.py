@@ -29,7 +29,7 @@ class JudgeCache:
     def __init__(self, mode: str, path: str | None):
         self.mode = mode
         self.db: sqlite3.Connection | None = None
-        self.pending: dict[str, str] = {}  # key → record, offered and not yet committed (visible to `get`)
+        self.pending: dict[str, Judgment] = {}  # offered and not yet committed (visible to `get`)
         self.lock = threading.Condition()
         self.writer: threading.Thread | None = None
         self.closing = False
@@ -66,16 +66,15 @@ class JudgeCache:
         if self.db is None:
             return None
         with self.lock:
-            record = self.pending.get(key)
-        if record is None:
+            judgment = self.pending.get(key)
+        if judgment is None:
             try:
                 row = self.db.execute("SELECT record FROM judgments WHERE key = ?", (key,)).fetchone()
             except sqlite3.Error as e:
                 raise self._error("cannot read", e) from None
             if row is None:
                 return None
-            record = row[0]
-        judgment = Judgment.from_dict(json.loads(record))
+            judgment = Judgment.from_dict(json.loads(row[0]))
         return judgment if may_share(judgment) else None  # an entry written by an older version under older rules
 
     def put(self, judgment: Judgment) -> None:
@@ -85,11 +84,11 @@ class JudgeCache:
         """Offer judgments to the cache; those another run may reuse are written by the writer thread."""
         if not self.writable:
             return
-        rows = {j.key: redact.text(json.dumps(j.to_dict(), ensure_ascii=False)) for j in judgments if may_share(j)}
+        offered = {j.key: j for j in judgments if may_share(j)}
         with self.lock:
             if self.failure is not None:
                 raise self.failure
-            self.pending.update(rows)
+            self.pending.update(offered)
             if self.writer is None:
                 self.writer = threading.Thread(target=self._write_loop, name="judge-cache-writer", daemon=True)
                 self.writer.start()
@@ -106,17 +105,18 @@ class JudgeCache:
                     batch = dict(self.pending)
                     done = self.closing
                 if batch:
+                    rows = [(key, redact.text(json.dumps(j.to_dict(), ensure_ascii=False))) for key, j in batch.items()]
                     try:
-                        with db:  # one transaction
-                            db.execute("BEGIN")
-                            db.executemany("INSERT OR REPLACE INTO judgments VALUES (?, ?)", batch.items())
-                    except sqlite3.Error as e:
+                        db.execute("BEGIN")
+                        db.executemany("INSERT OR REPLACE INTO judgments VALUES (?, ?)", rows)
+                        db.execute("COMMIT")
+                    except sqlite3.Error as e:  # closing the connection rolls the transaction back
                         with self.lock:
                             self.failure = self._error("cannot write", e)
                         return
                     with self.lock:
-                        for key, record in batch.items():
-                            if self.pending.get(key) == record:
+                        for key, judgment in batch.items():
+                            if self.pending.get(key) is judgment:
                                 del self.pending[key]
                 if done and not batch:
                     return
