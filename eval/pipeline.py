@@ -32,12 +32,13 @@ from .rundir import RunLock
 from .store import Store
 from .tasks import Task, load_spec, load_task
 
-# Store meta: true from the first judgment offered to the shared cache until its writes are done; still true at the
+# Store meta: true while the shared cache is open for writing, false once its writes are done; still true at the
 # next start means a run was killed with cache writes pending, and the store's judgments are offered again.
 CACHE_BEHIND = "judge_cache_behind"
 # Store meta: the fingerprint of the store contents the report files were last written from.
 REPORTS_FINGERPRINT = "reports_fingerprint"
-REPORTS = ("summary.json", "table.md", "table.csv", "manifest.json", "report.html")
+REPORTS = ("summary.json", "table.md", "table.csv", "generations.jsonl", "judgments.jsonl", "errors.json", "config.yaml",
+           "manifest.json", "report.html")
 
 
 @dataclass
