@@ -185,8 +185,8 @@ class Store:
         queries = [f"SELECT key, value FROM meta WHERE key NOT IN ({', '.join('?' * len(excluded))}) ORDER BY key",
                    "SELECT round, task, item_id, turn, category FROM plan ORDER BY round, task, item_id, turn",
                    "SELECT round, task, item_id, turn, key, status, created FROM generations ORDER BY round, task, item_id, turn",
-                   "SELECT round, task, item_id, turn, key, generation_key, status, created FROM judgments "
-                   "ORDER BY round, task, item_id, turn",
+                   ("SELECT round, task, item_id, turn, key, generation_key, status, created FROM judgments "
+                    "ORDER BY round, task, item_id, turn"),
                    "SELECT COUNT(*), MAX(replaced) FROM superseded",
                    "SELECT batch_id, status, finished FROM batches ORDER BY batch_id"]
         for i, query in enumerate(queries):

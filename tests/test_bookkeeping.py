@@ -105,7 +105,7 @@ def test_a_changed_store_rebuilds_the_reports(tmp_path, capsys):
 
 def test_judgments_stored_before_a_kill_are_kept_paid_once_and_reach_the_shared_cache(tmp_path):
     """SIGKILL right after the 3rd judgment is committed to the store (the process boundary is the subject)."""
-    config, cfg = replay_config(tmp_path, cache="read_write")
+    config, _ = replay_config(tmp_path, cache="read_write")
     out = tmp_path / "run"
     args = ["run", str(config), "--out", str(out), "--limit", "1", "--set", "judge.concurrency=1"]
     killed = run_cli(*args, env={"LLMJP_EVAL_CRASH_AT": "judgment_stored:3"})
