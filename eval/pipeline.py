@@ -6,17 +6,17 @@ exists, so a run killed anywhere resumes where it stopped and a second run of a 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import threading
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
-from . import progress, report
+from . import __version__, estimate, progress, report
 from .backends import make_backend
-from .backends.base import Backend, GenerationRequest, GenerationResult, Sampling, request_seed
-from .chat import turn_messages
-from .compat import answer_for
+from .backends.base import Backend, GenerationResult
 from .config import RunConfig
 from .errors import UserError
 from .failpoints import checkpoint
@@ -25,12 +25,20 @@ from .judge.cache import JudgeCache
 from .judge.client import JudgeClient
 from .judge.ledger import Ledger
 from .judge.mock_server import MockServer
-from .judge.requests import Excluded, JudgeRequest, build_request
+from .judge.requests import Excluded, JudgeRequest
 from .records import Generation, Judgment, Slot, content_key
+from .resume import JudgeState, ResumeRules, plan_slots
 from .rundir import RunLock
-from .statuses import is_transient
 from .store import Store
 from .tasks import Task, load_spec, load_task
+
+# Store meta: true while the shared cache is open for writing, false once its writes are done; still true at the
+# next start means a run was killed with cache writes pending, and the store's judgments are offered again.
+CACHE_BEHIND = "judge_cache_behind"
+# Store meta: the fingerprint of the store contents the report files were last written from.
+REPORTS_FINGERPRINT = "reports_fingerprint"
+REPORTS = ("summary.json", "table.md", "table.csv", "generations.jsonl", "judgments.jsonl", "errors.json", "config.yaml",
+           "manifest.json", "report.html")
 
 
 @dataclass
@@ -61,11 +69,6 @@ def load_tasks(cfg: RunConfig, limit: int | None) -> dict[str, Task]:
     return tasks
 
 
-def plan_slots(tasks: dict[str, Task], rounds: int) -> list[tuple[Slot, str | None]]:
-    return [(Slot(r, t.name, item.item_id, turn), item.category)
-            for t in tasks.values() for r in range(1, rounds + 1) for item in t.items for turn in range(1, len(item.turns) + 1)]
-
-
 def check_compatible(store: Store, cfg: RunConfig, run_dir: Path, force: bool) -> None:
     previous = store.meta("identity")
     current = cfg.identity()
@@ -83,13 +86,7 @@ def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
     run_dir = run_dir_for(cfg, options)
     tasks = load_tasks(cfg, options.limit)
     if options.dry_run:
-        if not (run_dir / "run.sqlite").exists():
-            return report.print_estimate(cfg, tasks, None)
-        store = Store(run_dir / "run.sqlite")
-        try:
-            return report.print_estimate(cfg, tasks, store)
-        finally:
-            store.close()
+        return estimate.print_estimate(cfg, tasks, run_dir)
     with RunLock(run_dir):
         checkpoint("start")
         store = Store(run_dir / "run.sqlite")
@@ -105,11 +102,26 @@ def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
             store.set_plan(plan_slots(tasks, cfg.rounds))
             runner = Runner(cfg, tasks, store, run_dir)
             runner.execute()
-            summary = report.write_run(run_dir, store, cfg, runner.activity())
+            summary = write_reports_if_changed(run_dir, store, cfg, runner)
             print(runner.account())
             return summary
         finally:
             store.close()
+
+
+def write_reports_if_changed(run_dir: Path, store: Store, cfg: RunConfig, runner: Runner) -> dict[str, Any]:
+    """Every report file, unless they were written from exactly this store and config and are all still there
+    (`python -m eval report RUN_DIR` rebuilds them anyway)."""
+    fingerprint = content_key(__version__, store.fingerprint(exclude_meta=(REPORTS_FINGERPRINT,)))
+    if store.meta(REPORTS_FINGERPRINT) == fingerprint and all((run_dir / name).is_file() for name in REPORTS):
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        print()
+        print(report.render_console(summary))
+        print(f"\nResults in {run_dir}/ (unchanged: nothing new was stored)")
+        return summary
+    summary = report.write_run(run_dir, store, cfg, runner.activity())
+    store.set_meta(REPORTS_FINGERPRINT, fingerprint)
+    return summary
 
 
 class _RunStopped(Exception):
@@ -123,6 +135,7 @@ class Runner:
         self.store = store
         self.run_dir = run_dir
         self.backend: Backend | None = None
+        self.rules = ResumeRules(cfg, tasks, store, None)
         self.generation_calls = 0
         self.judge_calls = 0
         self.judgments_reused = 0
@@ -148,20 +161,21 @@ class Runner:
     # ---------------------------------------------------------------- orchestration
 
     def execute(self) -> None:
-        self.backend = make_backend(self.cfg)  # tokenizer only: the weights load with the first batch
+        self.backend = self.rules.backend = make_backend(self.cfg)  # tokenizer only: weights load with the first batch
         self.store.set_meta("backend_identity", self.backend.identity())
         try:
             self._check_answers_available()
-            pending_generations = self._pending_generation_count()
-            pending_judgments = self._pending_judgment_count()
-            if pending_generations == 0 and pending_judgments == 0:
-                return
-            mock = MockServer(self.cfg.judge.mock_settings, tasks=self.tasks.values()).start() if self.cfg.judge.mock else None
-            try:
-                asyncio.run(self._execute(mock.url if mock else self.cfg.judge.base_url, pending_generations))
-            finally:
-                if mock is not None:
-                    mock.stop()
+            pending_generations = len(self.rules.pending_generations())
+            pending_judgments = self._settle_judgments()
+            with self._shared_cache() as cache:
+                if pending_generations == 0 and pending_judgments == 0:
+                    return
+                mock = MockServer(self.cfg.judge.mock_settings, tasks=self.tasks.values()).start() if self.cfg.judge.mock else None
+                try:
+                    asyncio.run(self._execute(mock.url if mock else self.cfg.judge.base_url, cache, pending_generations))
+                finally:
+                    if mock is not None:
+                        mock.stop()
         finally:
             self.backend.close()
 
@@ -170,7 +184,7 @@ class Runner:
         unavailable = getattr(self.backend, "unavailable", None)
         if unavailable is None:
             return
-        planned = [slot for slot, _ in self._plan()]
+        planned = [slot for slot, _ in self.rules.plan]
         missing = unavailable(planned)
         if missing:
             shown = ", ".join(f"{s.task} item {s.item_id} turn {s.turn} round {s.round}" for s in missing[:3])
@@ -178,156 +192,66 @@ class Runner:
                             f"turns ({shown}{', …' if len(missing) > 3 else ''}); give a file with every answer, or "
                             "narrow the run with --tasks, --limit or --rounds")
 
-    async def _execute(self, base_url: str | None, pending_generations: int) -> None:
+    def _settle_judgments(self) -> int:
+        """Link the judgments that stand for a regenerated, identical answer to it; the number still to be judged."""
+        states = [self.rules.judge_state(slot) for slot, _ in self.rules.plan]
+        for state in states:
+            if state.names_older_generation:
+                self.adopt(state)
+        return sum(not state.judged for state in states)
+
+    def adopt(self, state: JudgeState) -> None:
+        """Record a standing judgment against the generation its request now names."""
+        assert state.stored is not None and state.request is not None
+        self.store.put_judgment(replace(state.stored, generation_key=state.request.generation_key))
+
+    @contextmanager
+    def _shared_cache(self) -> Iterator[JudgeCache]:
+        """The shared judge cache for this invocation. Its writes trail the store's (see judge/cache.py); a run
+        killed before they were done is caught up here from the store, the run's record."""
+        cache = JudgeCache(self.cfg.judge.cache, self.cfg.judge.cache_path)
+        writable = cache.writable
+        try:
+            if writable:
+                if self.store.meta(CACHE_BEHIND):
+                    cache.put_all(Judgment.from_dict(record) for record in self.store.records("judgment"))
+                self.store.set_meta(CACHE_BEHIND, True)
+            yield cache
+        finally:
+            cache.close()  # waits for its writes
+            if writable:
+                self.store.set_meta(CACHE_BEHIND, False)
+
+    async def _execute(self, base_url: str | None, cache: JudgeCache, pending_generations: int) -> None:
         ledger = Ledger(self.cfg.judge)
         ledger.spent_usd = sum(r["cost_usd"] or 0.0 for r in self.store.fields("judgment", ["cost_usd"]))
         client = JudgeClient(self.cfg.judge, base_url, ledger, self.store.meta("judge_learned_params"), self.cfg.profile)
-        cache = JudgeCache(self.cfg.judge.cache, self.cfg.judge.cache_path)
         try:
             self.store.event("judge", "preflight")
             await client.preflight()
-            await self._generate_and_judge(client, cache, pending_generations)
+            await GenerateAndJudge(self, client, cache).run(pending_generations)
         finally:
             self.store.set_meta("judge_learned_params", client.policy.state())
             self.warnings += client.warnings
             self.fingerprints = {"models": sorted(client.models_seen), "system_fingerprints": sorted(client.fingerprints_seen)}
-            cache.close()
             await client.close()
-
-    async def _generate_and_judge(self, client: JudgeClient, cache: JudgeCache, pending_generations: int) -> None:
-        """Generation runs in a worker thread; each stored answer releases the judgments it completes. In sync mode
-        they go to a queue drained by `judge.concurrency` workers (memory stays bounded by the workers); in batch
-        mode they are collected and sent as one batch once generation is done."""
-        loop = asyncio.get_running_loop()
-        arrivals: asyncio.Queue[Slot | None] = asyncio.Queue()
-        pending: asyncio.Queue[JudgeRequest] = asyncio.Queue()
-        judge_bar = progress.bar("judge", "req", position=1)
-        scheduled: set[Slot] = set()
-        batched: list[JudgeRequest] = []
-
-        def schedule_ready(slot: Slot) -> None:
-            for request in self._ready_judgments(slot, scheduled, cache):
-                judge_bar.total += 1
-                judge_bar.refresh()
-                (batched.append if self.cfg.judge.mode == "batch" else pending.put_nowait)(request)
-
-        async def store(judgment: Judgment) -> None:
-            self.judge_calls += 1
-            self.store.put_judgment(judgment)
-            checkpoint("judgment_stored")
-            cache.put(judgment)
-            judge_bar.update(1)
-
-        async def judge_worker() -> None:
-            while True:
-                request = await pending.get()
-                try:
-                    judgment = await client.judge(request)
-                    if judgment is not None:  # None: the budget is spent; the slot stays unjudged, the run incomplete
-                        await store(judgment)
-                finally:
-                    pending.task_done()
-
-        workers = {asyncio.ensure_future(judge_worker()) for _ in range(self.cfg.judge.concurrency)}
-        try:
-            for slot, _ in self._plan():
-                schedule_ready(slot)
-            if pending_generations:
-                self.store.event("generate", "start")
-                generator = loop.run_in_executor(None, self._generate_all, pending_generations,
-                                                 lambda s: loop.call_soon_threadsafe(arrivals.put_nowait, s))
-                generator.add_done_callback(lambda _: arrivals.put_nowait(None))
-                while (slot := await arrivals.get()) is not None:
-                    schedule_ready(slot)
-                    self._raise_first_failure(workers)
-                await generator  # re-raises a generation failure
-                self.store.event("generate", "end")
-            if batched or self.store.open_batches():
-                await BatchJudge(client, self.store, self.cfg.judge.batch_poll_s).run(batched, store)
-            drained = asyncio.ensure_future(pending.join())
-            try:
-                done, _ = await asyncio.wait({drained, *workers}, return_when=asyncio.FIRST_COMPLETED)
-                self._raise_first_failure(done)
-            finally:
-                drained.cancel()
-        except BaseException:
-            self.stop.set()  # the generation thread stops after its current batch
-            raise
-        finally:
-            for worker in workers:
-                worker.cancel()
-            judge_bar.close()
-        self.store.event("judge", "end")
-        self.budget_reached = client.ledger.exhausted() and self._pending_judgment_count() > 0
+        self.budget_reached = client.ledger.exhausted() and len(self.rules.pending_judgments()) > 0
         if self.budget_reached:
             print(f"judge.budget_usd reached (${client.ledger.spent_usd:.2f}); stopped judging — "
                   "everything judged so far is stored; raise the budget and run again to finish", file=sys.stderr)
 
-    @staticmethod
-    def _raise_first_failure(tasks: set[asyncio.Task]) -> None:
-        for task in list(tasks):
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-
     # ---------------------------------------------------------------- generation (worker thread)
 
-    def _plan(self) -> list[tuple[Slot, str | None]]:
-        return plan_slots(self.tasks, self.cfg.rounds)
-
-    def _request(self, slot: Slot) -> GenerationRequest | None:
-        """The request for a slot, or None while an earlier turn of its conversation is not stored yet."""
-        task = self.tasks[slot.task]
-        item = task.item(slot.item_id)
-        previous = []
-        for turn in range(1, slot.turn):
-            gen = self.store.generation(Slot(slot.round, slot.task, slot.item_id, turn))
-            if gen is None:
-                return None
-            previous.append(answer_for(self.cfg.profile, gen.status, gen.final, task.spec.generation.no_answer))
-        spec = task.spec
-        system = task.system_prompt if spec.generation.use_system_prompt else None
-        messages = turn_messages(system, item.turns[: slot.turn], previous)
-        sampling = Sampling(spec.temperature_for(item.category), spec.generation.top_p, self.cfg.generation.max_new_tokens,
-                            spec.generation.frequency_penalty)
-        round_seed = self.cfg.seed + slot.round - 1  # round 1 = upstream's seed 1234
-        seed = request_seed(round_seed, slot) if self.cfg.profile.per_request_seeds else round_seed
-        return GenerationRequest(slot, messages, sampling, seed)
-
-    def generation_key(self, request: GenerationRequest) -> str:
-        assert self.backend is not None
-        identity = self.backend.identity()
-        return content_key("generation", identity, request.messages, self.backend.prompt_hash(request.messages),
-                           request.sampling.__dict__, request.seed, request.slot.round, request.slot.task,
-                           request.slot.item_id, request.slot.turn)
-
-    def _is_stored(self, slot: Slot, to_judge: bool = False) -> bool:
-        """The slot holds a final generation made from exactly the request this config would send.
-
-        With `to_judge`, a failed generation counts too where its task judges answers as they came back (upstream
-        judges a failed call's missing answer as None); it is still generated again by the next run."""
-        stored = self.store.generation(slot)
-        if stored is None:
-            return False
-        if is_transient(stored) and not (to_judge and self._judged_as_is(slot.task)):
-            return False
-        request = self._request(slot)
-        return request is not None and stored.key == self.generation_key(request)
-
-    def _judged_as_is(self, task: str) -> bool:
-        return (self.tasks[task].spec.generation.no_answer or self.cfg.profile.no_answer) == "judge_as_is"
-
-    def _pending_generation_count(self) -> int:
-        return sum(1 for slot, _ in self._plan() if not self._is_stored(slot))
-
-    def _generate_all(self, total: int, on_stored) -> None:
-        bar = progress.bar("generate", "ans", total)
+    def generate_all(self, total: int, on_stored: Callable[[Slot], None]) -> None:
+        """Every pending generation, turn by turn (all rounds at once); `on_stored` hears of each stored answer."""
+        bar = progress.Bar("generate", "ans", total)
         try:
             max_turns = max(t.spec.turns for t in self.tasks.values())
             for turn in range(1, max_turns + 1):
                 if self.stop.is_set():
                     return
-                requests = [request for slot, _ in self._plan()
-                            if slot.turn == turn and not self._is_stored(slot) and (request := self._request(slot))]
+                requests = [request for slot, _ in self.rules.plan
+                            if slot.turn == turn and not self.rules.is_stored(slot) and (request := self.rules.request(slot))]
 
                 def store_result(result: GenerationResult) -> None:
                     if self.stop.is_set():
@@ -350,77 +274,137 @@ class Runner:
     def _record(self, result: GenerationResult) -> Generation:
         r = result.request
         return Generation(
-            key=self.generation_key(r), round=r.slot.round, seed=r.seed, task=r.slot.task, item_id=r.slot.item_id,
+            key=self.rules.generation_key(r), round=r.slot.round, seed=r.seed, task=r.slot.task, item_id=r.slot.item_id,
             turn=r.slot.turn, messages=r.messages, messages_hash=content_key(r.messages), prompt_hash=result.prompt_hash,
             raw=result.raw, final=result.parsed.final, reasoning=result.parsed.reasoning, status=result.parsed.status,
             finish_reason=result.finish_reason, tokens_in=result.tokens_in, tokens_out=result.tokens_out,
             seconds=round(result.seconds, 4), error=result.error,
         )
 
-    # ---------------------------------------------------------------- judging (event loop)
-
-    def _judge_request(self, slot: Slot) -> JudgeRequest | Excluded | None:
-        """What judging this slot takes now, or None while an answer it needs is not (currently) stored."""
-        task = self.tasks[slot.task]
-        gens = []
-        for turn in range(1, slot.turn + 1):
-            earlier = Slot(slot.round, slot.task, slot.item_id, turn)
-            if not self._is_stored(earlier, to_judge=True):
-                return None
-            gens.append(self.store.generation(earlier))
-        return build_request(task, task.item(slot.item_id), slot.turn, gens, self.cfg)
-
-    def _is_judged(self, slot: Slot, request: JudgeRequest | Excluded) -> bool:
-        """The slot holds a final judgment of exactly this request (same answers, prompt and judge settings).
-
-        A regenerated answer that came out identical leaves the judge's input unchanged: the judgment stands and is
-        linked to the new generation instead of being paid for again."""
-        stored = self.store.judgment(slot)
-        if stored is None:
-            return False
-        if isinstance(request, Excluded):
-            return stored.status == "excluded" and stored.generation_key == request.generation_key
-        if is_transient(stored) or stored.key != request.key:
-            return False
-        if stored.generation_key != request.generation_key:
-            stored.generation_key = request.generation_key
-            self.store.put_judgment(stored)
-        return True
-
-    def _pending_judgment_count(self) -> int:
-        return sum(1 for slot, _ in self._plan()
-                   if (request := self._judge_request(slot)) is None or not self._is_judged(slot, request))
-
-    def _ready_judgments(self, slot: Slot, scheduled: set[Slot], cache: JudgeCache) -> list[JudgeRequest]:
-        """Judge requests that became possible now that `slot`'s answer is stored (MT-Bench turn 2 needs both)."""
-        ready = []
-        for turn in range(slot.turn, len(self.tasks[slot.task].item(slot.item_id).turns) + 1):
-            target = Slot(slot.round, slot.task, slot.item_id, turn)
-            if target in scheduled:
-                continue
-            request = self._judge_request(target)
-            if request is None:
-                break
-            scheduled.add(target)
-            if self._is_judged(target, request):
-                continue
-            if isinstance(request, Excluded):
-                self.store.put_judgment(self._excluded(request))
-                continue
-            cached = cache.get(request.key)
-            if cached is not None:
-                self.judgments_reused += 1
-                self.store.put_judgment(_moved(cached, target, request))
-                continue
-            ready.append(request)
-        return ready
-
-    def _excluded(self, request: Excluded) -> Judgment:
+    def excluded(self, request: Excluded) -> Judgment:
         s = request.slot
         return Judgment(key=content_key("excluded", request.generation_key), generation_key=request.generation_key,
                         round=s.round, task=s.task, item_id=s.item_id, turn=s.turn, judge_model=self.cfg.judge.model,
                         prompt_name="", prompt_hash="", params={}, messages=[], raw=None, scores={}, status="excluded",
                         attempts=0, error=request.reason)
+
+
+class GenerateAndJudge:
+    """Judging overlaps generation.
+
+    1. Answers: `Runner.generate_all` runs in a worker thread and hands each stored answer's slot to the event loop
+       (`_answer_stored`, thread-safe) through the `answers` queue.
+    2. Release: each answer releases the judgments it completes (`_release`; MT-Bench turn 2 needs both answers).
+       A judgment already standing, an excluded answer and a shared-cache hit are stored at once; the rest become
+       requests — queued for the workers (sync mode) or collected for one batch sent after generation.
+    3. Judge workers: `judge.concurrency` tasks take requests from `requests`, judge and store (`_store`). Memory
+       stays bounded by the workers, not by the number of requests.
+    A failure anywhere, or a signal (which cancels the loop's tasks at their next `await`), stops the generation
+    thread after its current batch; everything stored so far stays.
+    """
+
+    def __init__(self, runner: Runner, client: JudgeClient, cache: JudgeCache):
+        self.runner, self.client, self.cache = runner, client, cache
+        self.rules, self.store = runner.rules, runner.store
+        self.batch_mode = runner.cfg.judge.mode == "batch"
+        self.answers: asyncio.Queue[Slot | None] = asyncio.Queue()
+        self.requests: asyncio.Queue[JudgeRequest] = asyncio.Queue()
+        self.batched: list[JudgeRequest] = []
+        self.released: set[Slot] = set()
+        self.bar = progress.Bar("judge", "req", position=1)
+
+    async def run(self, pending_generations: int) -> None:
+        workers = {asyncio.ensure_future(self._judge_worker()) for _ in range(self.runner.cfg.judge.concurrency)}
+        try:
+            for slot, _ in self.rules.plan:  # answers stored by earlier runs
+                self._release(slot)
+            if pending_generations:
+                await self._generate_while_judging(pending_generations, workers)
+            if self.batched or self.store.open_batches():
+                await BatchJudge(self.client, self.store, self.runner.cfg.judge.batch_poll_s).run(self.batched, self._store)
+            await self._drain(workers)
+        except BaseException:
+            self.runner.stop.set()  # the generation thread stops after its current batch
+            raise
+        finally:
+            for worker in workers:
+                worker.cancel()
+            self.bar.close()
+        self.store.event("judge", "end")
+
+    async def _generate_while_judging(self, pending_generations: int, workers: set[asyncio.Task]) -> None:
+        loop = asyncio.get_running_loop()
+        self.store.event("generate", "start")
+        generator = loop.run_in_executor(None, self.runner.generate_all, pending_generations,
+                                         lambda slot: loop.call_soon_threadsafe(self.answers.put_nowait, slot))
+        generator.add_done_callback(lambda _: self.answers.put_nowait(None))
+        while (slot := await self.answers.get()) is not None:
+            self._release(slot)
+            _raise_first_failure(workers)
+        await generator  # re-raises a generation failure
+        self.store.event("generate", "end")
+
+    async def _drain(self, workers: set[asyncio.Task]) -> None:
+        """Until every queued request is judged, or a worker fails."""
+        drained = asyncio.ensure_future(self.requests.join())
+        try:
+            done, _ = await asyncio.wait({drained, *workers}, return_when=asyncio.FIRST_COMPLETED)
+            _raise_first_failure(done)
+        finally:
+            drained.cancel()
+
+    def _release(self, slot: Slot) -> None:
+        for request in self._ready_requests(slot):
+            self.bar.add_total(1)
+            (self.batched.append if self.batch_mode else self.requests.put_nowait)(request)
+
+    def _ready_requests(self, slot: Slot) -> list[JudgeRequest]:
+        """Judge requests that became possible now that `slot`'s answer is stored; what needs no judge call is
+        stored here."""
+        ready = []
+        for turn in range(slot.turn, len(self.runner.tasks[slot.task].item(slot.item_id).turns) + 1):
+            target = Slot(slot.round, slot.task, slot.item_id, turn)
+            if target in self.released:
+                continue
+            state = self.rules.judge_state(target)
+            request = state.request
+            if request is None:
+                break
+            self.released.add(target)
+            if state.judged:
+                if state.names_older_generation:
+                    self.runner.adopt(state)
+            elif isinstance(request, Excluded):
+                self.store.put_judgment(self.runner.excluded(request))
+            elif (cached := self.cache.get(request.key)) is not None:
+                self.runner.judgments_reused += 1
+                self.store.put_judgment(_moved(cached, target, request))
+            else:
+                ready.append(request)
+        return ready
+
+    async def _judge_worker(self) -> None:
+        while True:
+            request = await self.requests.get()
+            try:
+                judgment = await self.client.judge(request)
+                if judgment is not None:  # None: the budget is spent; the slot stays unjudged, the run incomplete
+                    await self._store(judgment)
+            finally:
+                self.requests.task_done()
+
+    async def _store(self, judgment: Judgment) -> None:
+        self.runner.judge_calls += 1
+        self.store.put_judgment(judgment)  # the run's record, committed before the cache hears of it
+        checkpoint("judgment_stored")
+        self.cache.put(judgment)
+        self.bar.update(1)
+
+
+def _raise_first_failure(tasks: set[asyncio.Task]) -> None:
+    for task in list(tasks):
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
 def _moved(cached: Judgment, slot: Slot, request: JudgeRequest) -> Judgment:
@@ -429,4 +413,3 @@ def _moved(cached: Judgment, slot: Slot, request: JudgeRequest) -> Judgment:
     data.update(round=slot.round, task=slot.task, item_id=slot.item_id, turn=slot.turn,
                 generation_key=request.generation_key, cached=True)
     return Judgment.from_dict(data)
-

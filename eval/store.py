@@ -3,10 +3,14 @@
 Tables hold one record per slot (round, task, item, turn). Writing a record with a new key to a taken slot moves
 the old one to `superseded`, so nothing computed is ever lost. `plan` lists the slots of the latest invocation;
 reports read plan + records only, so `report RUN_DIR` needs nothing else.
+
+A record looked up by slot is kept in memory (the resume checks ask for the same slots many times); every write goes
+through this object (the run lock allows one writer), which keeps the copy equal to what a read would return.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -36,6 +40,7 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, stage T
 """
 
 _TABLES = {"generation": "generations", "judgment": "judgments"}
+_RECORDS = {"generation": Generation, "judgment": Judgment}
 _OBJECT_FIELDS = {"scores", "usage", "params", "messages"}
 
 
@@ -59,6 +64,7 @@ class Store:
             raise UserError(f"{self.path}: the run store is damaged ({found}); move it aside (`sqlite3 {self.path.name} "
                             ".recover` may save its records) and run again, or choose another --out")
         self.lock = threading.Lock()
+        self.by_slot: dict[str, dict[Slot, Generation | Judgment | None]] = {kind: {} for kind in _TABLES}
 
     def close(self) -> None:
         with self.lock:
@@ -112,6 +118,14 @@ class Store:
         ).fetchone()
         return json.loads(row[0]) if row else None
 
+    def _record(self, kind: str, slot: Slot) -> Generation | Judgment | None:
+        with self.lock:  # a write from the other thread cannot slip between the read and the copy
+            known = self.by_slot[kind]
+            if slot not in known:
+                data = self._get(kind, slot)
+                known[slot] = _RECORDS[kind].from_dict(data) if data else None
+            return known[slot]
+
     def _put(self, kind: str, record: Generation | Judgment) -> None:
         data = record.to_dict()
         if data.get("error"):  # a server's error text may echo the request's credentials
@@ -121,6 +135,7 @@ class Store:
         columns = "(round, task, item_id, turn, key, generation_key, status, record, created)" if extra else \
             "(round, task, item_id, turn, key, status, record, created)"
         marks = ", ".join("?" * (9 if extra else 8))
+        text = redact.text(json.dumps(data, ensure_ascii=False))
         with self._transaction() as db:
             old = db.execute(
                 f"SELECT key, record FROM {_TABLES[kind]} WHERE round = ? AND task = ? AND item_id = ? AND turn = ?",
@@ -130,20 +145,20 @@ class Store:
                 db.execute("INSERT INTO superseded VALUES (?, ?, ?, ?)", (kind, old[0], old[1], time.time()))
             db.execute(
                 f"INSERT OR REPLACE INTO {_TABLES[kind]} {columns} VALUES ({marks})",
-                (s.round, s.task, s.item_id, s.turn, record.key, *extra, record.status,
-                 redact.text(json.dumps(data, ensure_ascii=False)), time.time()),
+                (s.round, s.task, s.item_id, s.turn, record.key, *extra, record.status, text, time.time()),
             )
+            self.by_slot[kind].pop(s, None)
+        self.by_slot[kind][s] = _RECORDS[kind].from_dict(json.loads(text))  # what a read returns (redacted)
 
     def generation(self, slot: Slot) -> Generation | None:
-        data = self._get("generation", slot)
-        return Generation.from_dict(data) if data else None
+        return self._record("generation", slot)  # type: ignore[return-value]
 
     def put_generation(self, gen: Generation) -> None:
         self._put("generation", gen)
 
     def judgment(self, slot: Slot) -> Judgment | None:
-        data = self._get("judgment", slot)
-        return Judgment.from_dict(data) if data else None
+        """The stored judgment of a slot; the object is shared, so change a copy (`dataclasses.replace`)."""
+        return self._record("judgment", slot)  # type: ignore[return-value]
 
     def put_judgment(self, judgment: Judgment) -> None:
         self._put("judgment", judgment)
@@ -161,6 +176,24 @@ class Store:
         rows = self.db.execute(f"SELECT {columns} FROM {_TABLES[kind]} {where} ORDER BY task, round, item_id, turn")
         return [{n: json.loads(v) if isinstance(v, str) and v[:1] in "{[" and n in _OBJECT_FIELDS else v
                  for n, v in zip(names, row)} for row in rows]
+
+    def fingerprint(self, exclude_meta: Iterable[str] = ()) -> str:
+        """A hash of everything the reports are made from: meta, plan, current records (by key, status and write
+        time), replaced records and batches. Equal fingerprints mean equal reports."""
+        excluded = list(exclude_meta)
+        digest = hashlib.sha256()
+        queries = [f"SELECT key, value FROM meta WHERE key NOT IN ({', '.join('?' * len(excluded))}) ORDER BY key",
+                   "SELECT round, task, item_id, turn, category FROM plan ORDER BY round, task, item_id, turn",
+                   "SELECT round, task, item_id, turn, key, status, created FROM generations ORDER BY round, task, item_id, turn",
+                   ("SELECT round, task, item_id, turn, key, generation_key, status, created FROM judgments "
+                    "ORDER BY round, task, item_id, turn"),
+                   "SELECT COUNT(*), MAX(replaced) FROM superseded",
+                   "SELECT batch_id, status, finished FROM batches ORDER BY batch_id"]
+        for i, query in enumerate(queries):
+            for row in self.db.execute(query, excluded if i == 0 else ()):
+                digest.update(json.dumps(row).encode())
+            digest.update(b"|")
+        return digest.hexdigest()
 
     def counts(self) -> dict[str, int]:
         return {kind: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for kind, table in _TABLES.items()}

@@ -244,9 +244,12 @@ def test_cache_modes(tmp_path):
     writer.put(judgment("ok"))
     writer.put(judgment("api_error"))  # transient: asked again next time, never cached
     assert writer.get("k-ok").status == "ok" and writer.get("k-api_error") is None
+    writer.close()  # its writes trail on a writer thread; close waits for them
     reader = JudgeCache("read", path)
     reader.put(judgment("parse_failed"))
-    assert reader.get("k-ok") is not None and writer.get("k-parse_failed") is None
+    reader.close()
+    assert reader.get("k-ok") is None  # closed
+    assert JudgeCache("read", path).get("k-ok") is not None and JudgeCache("read", path).get("k-parse_failed") is None
     assert JudgeCache("off", path).get("k-ok") is None
 
 

@@ -208,7 +208,7 @@ def test_a_clock_format_the_harness_cannot_fix_fails_clearly(llm_jp_dir, tmp_pat
 
 
 def test_the_generation_key_follows_the_rendered_prompt(model_dir, monkeypatch):
-    from eval.pipeline import Runner
+    from eval.resume import ResumeRules
 
     clock = FrozenClock(monkeypatch)
     request = GenerationRequest(Slot(1, "mt_bench_ja", "1", 1), mt_bench_messages(1), Sampling(0.0, None, 64), 7)
@@ -216,9 +216,8 @@ def test_the_generation_key_follows_the_rendered_prompt(model_dir, monkeypatch):
     def key(kwargs, day):
         clock.set(day)
         model = HFModel(backend="hf", path=str(model_dir), chat_template_kwargs=kwargs)
-        runner = Runner(SimpleNamespace(), {}, None, None)
-        runner.backend = HFBackend(model, GenerationConfig())
-        return runner.generation_key(request)
+        rules = ResumeRules(SimpleNamespace(rounds=1), {}, None, HFBackend(model, GenerationConfig()))
+        return rules.generation_key(request)
 
     assert key(KWARGS, "2030-01-01") == key(KWARGS, "2031-06-07")  # the configured date: the same prompt every day
     undated = {"reasoning_effort": "low"}

@@ -302,13 +302,14 @@ def test_judge_cache_on_a_full_disk_is_a_clear_error_and_the_store_keeps_the_jud
         def close(self):
             pass
 
-    cache.db = FullDisk()
+    monkeypatch.setattr(cache, "_connect", FullDisk)  # the writer thread's connection
     judgment = Judgment(key="k", generation_key="g", round=1, task="t", item_id="1", turn=1, judge_model="m",
                         prompt_name="p", prompt_hash="h", params={}, messages=[], raw="[[5]]", scores={"score": 5.0},
                         status="ok", attempts=1)
     with pytest.raises(UserError, match=r"judge cache .*cache.sqlite: cannot write \(database or disk is full\); free disk "
                                         r"space .* judge.cache: off — everything stored in the run so far is kept"):
         cache.put(judgment)
+        cache.close()  # the writes trail on a writer thread: its failure surfaces at the next put or at close
 
 
 def test_a_misbehaving_judge_slows_a_run_but_never_crashes_it_or_poisons_the_cache(tmp_path):

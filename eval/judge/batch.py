@@ -119,14 +119,13 @@ class BatchJudge:
         return None
 
     async def _poll(self, batch_id: str, size: int) -> Any:
-        bar = progress.bar(f"batch {batch_id[:18]}", "req", size)
+        bar = progress.Bar(f"batch {batch_id[:18]}", "req", size)
         try:
             while True:
                 batch = await self.api.batches.retrieve(batch_id)
                 counts = batch.request_counts
                 if counts is not None:
-                    bar.n = counts.completed + counts.failed
-                    bar.refresh()
+                    bar.set_done(counts.completed + counts.failed)
                 if batch.status in TERMINAL:
                     return batch
                 await asyncio.sleep(self.poll_s)

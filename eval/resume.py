@@ -1,0 +1,118 @@
+"""The resume rules: what a slot of the plan still needs under a config, judged from what the store holds. The run
+(`pipeline.py`) and the dry-run estimate (`estimate.py`) both ask here, so they cannot disagree.
+
+Every check is pure (it reads the store, never writes it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .backends.base import Backend, GenerationRequest, Sampling, request_seed
+from .chat import turn_messages
+from .compat import answer_for
+from .config import RunConfig
+from .judge.requests import Excluded, JudgeRequest, build_request
+from .records import Judgment, Slot, content_key
+from .statuses import is_transient
+from .store import Store
+from .tasks import Task
+
+
+def plan_slots(tasks: dict[str, Task], rounds: int) -> list[tuple[Slot, str | None]]:
+    return [(Slot(r, t.name, item.item_id, turn), item.category)
+            for t in tasks.values() for r in range(1, rounds + 1) for item in t.items for turn in range(1, len(item.turns) + 1)]
+
+
+@dataclass
+class JudgeState:
+    """Where a slot's judgment stands: `request` is what judging it takes now (None while an answer it needs is not
+    stored); `stored` the judgment the store holds."""
+    request: JudgeRequest | Excluded | None
+    stored: Judgment | None
+
+    @property
+    def judged(self) -> bool:
+        """The stored judgment is final and judged exactly this request (same answers, prompt and judge settings)."""
+        request, stored = self.request, self.stored
+        if request is None or stored is None:
+            return False
+        if isinstance(request, Excluded):
+            return stored.status == "excluded" and stored.generation_key == request.generation_key
+        return not is_transient(stored) and stored.key == request.key
+
+    @property
+    def names_older_generation(self) -> bool:
+        """Judged, but recorded against an earlier generation that came out identical (a regenerated answer leaves
+        the judge's input unchanged: the judgment stands and is linked to the new generation, not paid again)."""
+        return self.judged and self.stored.generation_key != self.request.generation_key  # type: ignore[union-attr]
+
+
+class ResumeRules:
+    """`store` None: nothing is stored yet (a dry run of a new run directory). `backend` is needed only to check the
+    stored generations' keys (its identity and prompt hash)."""
+
+    def __init__(self, cfg: RunConfig, tasks: dict[str, Task], store: Store | None, backend: Backend | None):
+        self.cfg, self.tasks, self.store, self.backend = cfg, tasks, store, backend
+        self.plan = plan_slots(tasks, cfg.rounds)
+
+    def request(self, slot: Slot) -> GenerationRequest | None:
+        """The generation request for a slot, or None while an earlier turn of its conversation is not stored yet."""
+        task = self.tasks[slot.task]
+        item = task.item(slot.item_id)
+        previous = []
+        for turn in range(1, slot.turn):
+            gen = self.store.generation(Slot(slot.round, slot.task, slot.item_id, turn)) if self.store else None
+            if gen is None:
+                return None
+            previous.append(answer_for(self.cfg.profile, gen.status, gen.final, task.spec.generation.no_answer))
+        spec = task.spec
+        system = task.system_prompt if spec.generation.use_system_prompt else None
+        messages = turn_messages(system, item.turns[: slot.turn], previous)
+        sampling = Sampling(spec.temperature_for(item.category), spec.generation.top_p, self.cfg.generation.max_new_tokens,
+                            spec.generation.frequency_penalty)
+        round_seed = self.cfg.seed + slot.round - 1  # round 1 = upstream's seed 1234
+        seed = request_seed(round_seed, slot) if self.cfg.profile.per_request_seeds else round_seed
+        return GenerationRequest(slot, messages, sampling, seed)
+
+    def generation_key(self, request: GenerationRequest) -> str:
+        assert self.backend is not None, "checking stored generations needs the backend's identity"
+        return content_key("generation", self.backend.identity(), request.messages, self.backend.prompt_hash(request.messages),
+                           request.sampling.__dict__, request.seed, request.slot.round, request.slot.task,
+                           request.slot.item_id, request.slot.turn)
+
+    def is_stored(self, slot: Slot, to_judge: bool = False) -> bool:
+        """The slot holds a final generation made from exactly the request this config would send.
+
+        With `to_judge`, a failed generation counts too where its task judges answers as they came back (upstream
+        judges a failed call's missing answer as None); it is still generated again by the next run."""
+        stored = self.store.generation(slot) if self.store else None
+        if stored is None:
+            return False
+        if is_transient(stored) and not (to_judge and self._judged_as_is(slot.task)):
+            return False
+        request = self.request(slot)
+        return request is not None and stored.key == self.generation_key(request)
+
+    def _judged_as_is(self, task: str) -> bool:
+        return (self.tasks[task].spec.generation.no_answer or self.cfg.profile.no_answer) == "judge_as_is"
+
+    def judge_state(self, slot: Slot) -> JudgeState:
+        stored = self.store.judgment(slot) if self.store else None
+        return JudgeState(self._judge_request(slot), stored)
+
+    def _judge_request(self, slot: Slot) -> JudgeRequest | Excluded | None:
+        task = self.tasks[slot.task]
+        gens = []
+        for turn in range(1, slot.turn + 1):
+            earlier = Slot(slot.round, slot.task, slot.item_id, turn)
+            if not self.is_stored(earlier, to_judge=True):
+                return None
+            gens.append(self.store.generation(earlier))  # type: ignore[union-attr]
+        return build_request(task, task.item(slot.item_id), slot.turn, gens, self.cfg)
+
+    def pending_generations(self) -> list[Slot]:
+        return [slot for slot, _ in self.plan if not self.is_stored(slot)]
+
+    def pending_judgments(self) -> list[Slot]:
+        return [slot for slot, _ in self.plan if not self.judge_state(slot).judged]
