@@ -35,12 +35,11 @@ def cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
 
     Use `run_cli` (a real process) only where the process is what is tested: signals, kill points, the exit code and
     output of the real entry point, what a process reads from its environment at start-up."""
-    from eval import redact, tasks
+    from eval import redact
     from eval.cli import main
 
     saved_secrets = set(redact._secrets)
     redact._secrets.clear()  # as in a fresh process: a test of redaction must not pass on an earlier test's secrets
-    tasks._asset_table.cache_clear()  # read from this call's LLMJP_EVAL_TASKS (and again after it)
     saved_env = {k: os.environ.get(k) for k in env or {}}
     saved_cwd = os.getcwd()
     root = logging.getLogger()
@@ -66,7 +65,6 @@ def cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
         root.setLevel(saved_level)
         redact._secrets.clear()
         redact._secrets.update(saved_secrets)
-        tasks._asset_table.cache_clear()
     return CliResult(code, out.getvalue(), err.getvalue())
 
 

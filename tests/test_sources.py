@@ -16,7 +16,7 @@ from eval.errors import UserError
 from eval.sources import FileRef, resolve_file
 
 from conftest import LJJ_BASE, UPSTREAM
-from helpers import cli, run_cli
+from helpers import cli
 
 
 @pytest.fixture
