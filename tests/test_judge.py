@@ -77,7 +77,16 @@ def test_retry_after_is_waited_for(mock_server):
 
 def test_transient_faults_recover_with_a_seeded_fault_rate(mock_server):
     server = mock_server(settings=MockSettings(rate_500=0.3, rate_429=0.2, retry_after_s=0.01, seed=7))
-    outcomes = [judge(server, request(i), max_retries=6)[0] for i in range(20)]
+    config = JudgeConfig(model="mock-judge", base_url=server.url, mock=True, max_retries=6, timeout_s=1.0, concurrency=20)
+
+    async def go():  # at once, as a run sends them: the SDK's back-off after a 500 is waited out in parallel
+        client = JudgeClient(config, server.url, Ledger(config), profile=UPSTREAM)
+        try:
+            return await asyncio.gather(*(client.judge(request(i)) for i in range(20)))
+        finally:
+            await client.close()
+
+    outcomes = asyncio.run(go())
     assert all(j.status == "ok" for j in outcomes)
     assert sum(j.attempts for j in outcomes) == counters(server)["requests"] > 20
 

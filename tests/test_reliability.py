@@ -284,10 +284,12 @@ def test_no_key_is_stored_or_printed_even_when_the_server_echoes_it(tmp_path):
     errors = json.loads((out / "errors.json").read_text())
     assert any("Authorization: Bearer [REDACTED]" in (e["error"] or "") for e in errors), [e["error"] for e in errors]  # echoed, masked
     assert f"?api-key=[REDACTED]" in (out / "config.yaml").read_text()
+    report = cli("report", str(out), env=ENV)  # the reports rebuilt from the store
+    assert report.returncode == 0, report.stderr[-2000:]
     files = [p for p in [*out.rglob("*"), *tmp_path.glob("cache.sqlite*")] if p.is_file()]
     assert {"config.yaml", "manifest.json", "run.sqlite", "judgments.jsonl", "errors.json"} <= {p.name for p in files}
     for secret in (SECRET, query_key):
-        assert secret not in result.stdout + result.stderr
+        assert secret not in result.stdout + result.stderr + report.stdout + report.stderr
         for path in files:
             assert secret.encode() not in path.read_bytes(), (secret, path)
 
