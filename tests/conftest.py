@@ -47,6 +47,15 @@ def pytest_configure(config):
     runpy.run_path(str(ROOT / "tests" / "netblock" / "sitecustomize.py"))  # what the subprocesses get through PYTHONPATH
 
 
+def pytest_sessionstart(session):
+    """The built-in smoke model, built once before any test (or test worker) starts, so parallel workers never build
+    it at the same time; a later session finds it in the test cache."""
+    if not hasattr(session.config, "workerinput"):
+        from eval.smoke_model import builtin_path
+
+        builtin_path("builtin:tiny-harmony")
+
+
 @pytest.fixture(scope="session")
 def upstream() -> Path:
     if not (UPSTREAM / "llm-jp-judge").is_dir():

@@ -283,7 +283,7 @@ def test_no_key_is_stored_or_printed_even_when_the_server_echoes_it(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     errors = json.loads((out / "errors.json").read_text())
     assert any("Authorization: Bearer [REDACTED]" in (e["error"] or "") for e in errors), [e["error"] for e in errors]  # echoed, masked
-    assert f"?api-key=[REDACTED]" in (out / "config.yaml").read_text()
+    assert "?api-key=[REDACTED]" in (out / "config.yaml").read_text()
     report = cli("report", str(out), env=ENV)  # the reports rebuilt from the store
     assert report.returncode == 0, report.stderr[-2000:]
     files = [p for p in [*out.rglob("*"), *tmp_path.glob("cache.sqlite*")] if p.is_file()]
