@@ -1,11 +1,12 @@
-"""Shared fixtures: an isolated cache (the smoke model is built once per cache), the upstream copies in
-../shared/upstream (tests that need them skip without), a mock server, and a CLI runner for subprocesses with the
-network blocked to everything but loopback.
+"""Shared set-up: an isolated cache (the smoke model is built once per cache and kept between sessions), the network
+blocked to everything but loopback (in this process and in the CLI subprocesses), the upstream copies in
+../shared/upstream (tests that need them skip without), and a mock server.
 """
 
 from __future__ import annotations
 
 import os
+import runpy
 from pathlib import Path
 
 import pytest
@@ -30,21 +31,29 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def isolated_cache():
-    """Every test, and every subprocess it starts, uses the test cache and stays offline for HF."""
+def pytest_configure(config):
+    """Every test, and every subprocess it starts, uses the test cache, stays offline for HF, reaches loopback only
+    and runs torch on one thread. Set before any test module is imported: huggingface_hub, datasets and torch read
+    these variables at import."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    saved = {k: os.environ.get(k) for k in ("LLMJP_EVAL_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME")}
+    # The tiny test models gain nothing from a second thread, and on a loaded 2-core machine two OpenMP threads per
+    # process wait on each other: generation runs several times slower.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
     os.environ["LLMJP_EVAL_CACHE"] = str(CACHE)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ["HF_HOME"] = str(CACHE / "hf")
-    yield CACHE
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    runpy.run_path(str(ROOT / "tests" / "netblock" / "sitecustomize.py"))  # what the subprocesses get through PYTHONPATH
+
+
+def pytest_sessionstart(session):
+    """The built-in smoke model, built once before any test (or test worker) starts, so parallel workers never build
+    it at the same time; a later session finds it in the test cache."""
+    if not hasattr(session.config, "workerinput"):
+        from eval.smoke_model import builtin_path
+
+        builtin_path("builtin:tiny-harmony")
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +73,18 @@ def smoke_model_dir() -> Path:
     from eval.smoke_model import builtin_path
 
     return builtin_path("builtin:tiny-harmony")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The README's smoke command, `python -m eval run configs/smoke.yaml` (three rounds, built-in mock judge), run once
+    as a real process; tests read its run directory and must not change it (copy it first)."""
+    from helpers import run_cli
+
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    result = run_cli("run", "configs/smoke.yaml", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
 
 
 @pytest.fixture

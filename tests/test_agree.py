@@ -17,7 +17,7 @@ from eval.agree import RunData, agreement, confusion, judge_noise, kendall_tau_b
 from eval.errors import UserError
 from eval.kinds import TaskRules
 from eval.metrics import paired_difference
-from helpers import read_jsonl, run_cli
+from helpers import cli, read_jsonl
 
 SCORE_RULES = TaskRules(metric="mt_bench")
 
@@ -188,9 +188,9 @@ TOP = {"mt_bench": 10, "safety": 5, "quality": 5}
 def judged_twice(tmp_path_factory):
     root = tmp_path_factory.mktemp("agree")
     original, rejudged = root / "run", root / "rejudged"
-    first = run_cli("run", "configs/smoke.yaml", "--out", str(original), "--rounds", "2")
+    first = cli("run", "configs/smoke.yaml", "--out", str(original), "--rounds", "2")
     assert first.returncode == 0, first.stderr[-3000:]
-    second = run_cli("rejudge", str(original), "--out", str(rejudged), *LENIENT)
+    second = cli("rejudge", str(original), "--out", str(rejudged), *LENIENT)
     assert second.returncode == 0, second.stderr[-3000:]
     return root, original, rejudged, second
 
@@ -216,10 +216,10 @@ def test_rejudge_sends_the_same_judge_prompts_and_keeps_the_row_label(judged_twi
     assert summary_after["judge_model"] == "mock-judge-lenient"
     assert "| **tiny-harmony (reasoning_effort = medium)** (measured) |" in result.stdout
     assert "Judge: `mock-judge-lenient`" in result.stdout
-    compared = run_cli("compare", str(original), str(rejudged))
+    compared = cli("compare", str(original), str(rejudged))
     assert compared.returncode == 0, compared.stderr[-2000:]
     assert f"| tiny-harmony (reasoning_effort = medium) ({rejudged.name}, judge mock-judge-lenient) | measured |" in compared.stdout
-    again = run_cli("rejudge", str(original), "--out", str(rejudged), *LENIENT)
+    again = cli("rejudge", str(original), "--out", str(rejudged), *LENIENT)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "nothing to compute" in again.stdout
 
@@ -227,7 +227,7 @@ def test_rejudge_sends_the_same_judge_prompts_and_keeps_the_row_label(judged_twi
 def test_agree_measures_the_known_rule_between_the_two_mock_judges(judged_twice):
     root, original, rejudged, _ = judged_twice
     out = root / "agreement"
-    result = run_cli("agree", str(original), str(rejudged), "--out", str(out))
+    result = cli("agree", str(original), str(rejudged), "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "agree.json").read_text())
     summary = json.loads((original / "summary.json").read_text())
@@ -255,7 +255,7 @@ def test_agree_measures_the_known_rule_between_the_two_mock_judges(judged_twice)
 
 def test_agree_on_one_run_finds_the_deterministic_mock_judge_noiseless(judged_twice):
     _, original, _, _ = judged_twice
-    result = run_cli("agree", str(original))
+    result = cli("agree", str(original))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Judge noise" in result.stdout
     from eval.agree import judge_noise, load_run
@@ -278,7 +278,7 @@ def test_agree_refuses_runs_over_different_answers(judged_twice):
         db.execute("UPDATE generations SET record = json_set(record, '$.final', 'another answer') "
                    "WHERE task = 'mt_bench_en' AND round = 1 AND turn = 1")
     db.close()
-    result = run_cli("agree", str(original), str(tampered))
+    result = cli("agree", str(original), str(tampered))
     assert result.returncode == 2
     line = result.stderr.strip()
     assert "\n" not in line and "Traceback" not in line
@@ -287,10 +287,10 @@ def test_agree_refuses_runs_over_different_answers(judged_twice):
 
 def test_rejudge_changes_only_the_judge(judged_twice, tmp_path):
     _, original, _, _ = judged_twice
-    result = run_cli("rejudge", str(original), "--out", str(tmp_path / "x"), "--set", "model.path=other")
+    result = cli("rejudge", str(original), "--out", str(tmp_path / "x"), "--set", "model.path=other")
     assert result.returncode == 2
     assert "rejudge changes only the judge" in result.stderr and "Traceback" not in result.stderr
-    missing = run_cli("rejudge", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y"))
+    missing = cli("rejudge", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y"))
     assert missing.returncode == 2 and "no run.sqlite" in missing.stderr
 
 

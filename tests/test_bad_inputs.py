@@ -1,5 +1,8 @@
 """The bad-input catalogue: every user mistake ends with exit code 2 and one line on stderr that names the file,
-key or item and says what to do — never a traceback."""
+key or item and says what to do — never a traceback.
+
+The cases run in this process (`eval.cli.main`); those in IN_A_PROCESS run `python -m eval` itself, for the reason
+given there."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import LJJ_BASE, ROOT, UPSTREAM
-from helpers import SECRET, run_cli
+from helpers import SECRET, cli, run_cli
 
 PROGRESS = re.compile(r"^(generate|judge|batch \S+): ")  # progress lines of a case that fails after generating
 SMOKE = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
@@ -63,7 +66,7 @@ def hf_folder(tmp: Path, rows: list[dict]) -> str:
     return str(folder)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def gated_hub():
     class Handler(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -266,7 +269,7 @@ def case_replay_file_missing(tmp, **_):
 
 
 def case_incompatible_run_directory(tmp, **_):
-    first = run_cli(*run_args(tmp, write_config(tmp)))
+    first = cli(*run_args(tmp, write_config(tmp)))
     assert first.returncode == 0, first.stderr[-2000:]
     return run_args(tmp, write_config(tmp, judge__model="another-judge")), {}, [str(tmp / "run"), "different judge_model", "--force"]
 
@@ -373,12 +376,16 @@ def case_batch_mode_without_files_api(tmp, **_):
 
 
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
+IN_A_PROCESS = {
+    "gated_dataset_without_token": "huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE when it is imported",
+    "yaml_syntax": "the real entry point: a config error",
+}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_gives_one_clear_line_and_exit_code_2(name, tmp_path, mock_server, gated_hub, smoke_model_dir):
     args, env, needles = CASES[name](tmp_path, mock_server=mock_server, gated_hub=gated_hub, smoke_model_dir=smoke_model_dir)
-    result = run_cli(*args, env=env)
+    result = (run_cli if name in IN_A_PROCESS else cli)(*args, env=env)
     assert result.returncode == 2, (name, result.returncode, result.stderr[-3000:])
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     lines = [line for line in result.stderr.replace("\r", "\n").splitlines()
@@ -393,19 +400,20 @@ def test_the_catalogue_is_large_enough():
     assert len(CASES) >= 25
 
 
-def test_disk_full_while_writing_reports_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    from eval import cli, rundir
+def test_disk_full_while_writing_reports_is_a_clear_error(tmp_path, monkeypatch):
+    from eval import rundir
 
     out = tmp_path / "run"
-    assert run_cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "1", "--limit", "1").returncode == 0
+    assert cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "1", "--limit", "1").returncode == 0
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(rundir.os, "fsync", full)
-    assert cli.main(["report", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "disk full while writing" in err[0] and "the run store is intact" in err[0]
+    result = cli("report", str(out))
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(err) == 1, result.stderr
+    assert "disk full while writing" in err[0] and "the run store is intact" in err[0]
     assert json.loads((out / "summary.json").read_text())  # the previous summary is untouched
     assert not list(out.rglob("*.partial"))
 

@@ -257,7 +257,7 @@ def test_aggregation_equals_the_upstream_formulas_on_synthetic_judgments():
 
 def test_a_full_variant_run_with_local_upstream_files_sends_byte_identical_judge_prompts(upstream, tmp_path, mock_server):
     """The real code path end to end: pinned assets through asset_mirrors, HF stand-ins, the tiny model, HTTP judge."""
-    from helpers import read_jsonl, run_cli
+    from helpers import cli, read_jsonl
 
     from conftest import LJJ_BASE
 
@@ -275,7 +275,7 @@ def test_a_full_variant_run_with_local_upstream_files_sends_byte_identical_judge
     }
     path = tmp_path / "full.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
-    result = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--limit", "2")
+    result = cli("run", str(path), "--out", str(tmp_path / "run"), "--limit", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "expected 336 items, found 3" in result.stderr  # the loud warning for a stand-in of the wrong size
     gens = {(g["task"], g["item_id"], g["turn"]): g for g in read_jsonl(tmp_path / "run" / "generations.jsonl")}

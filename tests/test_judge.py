@@ -27,6 +27,14 @@ def request(i: int = 0, retries: int = 2, max_tokens: int = 64) -> JudgeRequest:
                         Parser("single", r"\[\[(10|[1-9])\]\]", 1, 10), retries, None)
 
 
+@pytest.fixture
+def no_sdk_backoff(monkeypatch):
+    """The SDK's wait before retrying a 429/500 (0.5 s and up) changes nothing here but the wall time."""
+    import openai
+
+    monkeypatch.setattr(openai._base_client.BaseClient, "_calculate_retry_timeout", lambda self, *a, **k: 0.001)
+
+
 def judge(server, req=None, profile=UPSTREAM, **cfg):
     settings = {"model": "mock-judge", "base_url": server.url, "mock": True, "max_retries": 2, "timeout_s": 1.0, **cfg}
     config = JudgeConfig(**settings)
@@ -56,7 +64,8 @@ def judge(server, req=None, profile=UPSTREAM, **cfg):
     (STRICT, "content_filter", "content_filtered", 1, 1),  # strict: a 400 ends the judgment
     (STRICT, "length", "length", 1, 1),               # strict: a cut-off reply ends it
 ])
-def test_every_fault_ends_in_its_status_with_counted_attempts(mock_server, profile, fault, status, attempts, requests):
+def test_every_fault_ends_in_its_status_with_counted_attempts(mock_server, no_sdk_backoff, profile, fault, status, attempts,
+                                                             requests):
     server = mock_server(settings=MockSettings(retry_after_s=0.05, hang_s=1.5, **({f"rate_{fault}": 1.0} if fault else {})))
     judgment, _ = judge(server, profile=profile)
     assert (judgment.status, judgment.attempts) == (status, attempts)
@@ -75,7 +84,7 @@ def test_retry_after_is_waited_for(mock_server):
     assert judgment.attempts == 3 and time.perf_counter() - started >= 0.8
 
 
-def test_transient_faults_recover_with_a_seeded_fault_rate(mock_server):
+def test_transient_faults_recover_with_a_seeded_fault_rate(mock_server, no_sdk_backoff):
     server = mock_server(settings=MockSettings(rate_500=0.3, rate_429=0.2, retry_after_s=0.01, seed=7))
     outcomes = [judge(server, request(i), max_retries=6)[0] for i in range(20)]
     assert all(j.status == "ok" for j in outcomes)

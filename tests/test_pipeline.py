@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from helpers import read_jsonl, run_cli
+from helpers import cli, read_jsonl
 
 BASE = ["run", "configs/smoke.yaml", "--rounds", "1", "--limit", "1"]
 
@@ -20,9 +20,9 @@ def test_a_changed_generation_setting_regenerates_and_rejudges_only_changed_answ
     (under the default profile the partial text is judged, and it differs with the budget)."""
     out = tmp_path / "run"
     strict = ["--set", "compat=strict"]
-    assert run_cli(*BASE, *strict, "--out", str(out)).returncode == 0
+    assert cli(*BASE, *strict, "--out", str(out)).returncode == 0
     before = {(j["task"], j["item_id"], j["turn"]): j for j in read_jsonl(out / "judgments.jsonl")}
-    again = run_cli(*BASE, *strict, "--out", str(out), "--set", "generation.max_new_tokens=40")
+    again = cli(*BASE, *strict, "--out", str(out), "--set", "generation.max_new_tokens=40")
     assert again.returncode == 0, again.stderr[-2000:]
     after = {(j["task"], j["item_id"], j["turn"]): j for j in read_jsonl(out / "judgments.jsonl")}
     changed = sum(after[k]["messages"] != before[k]["messages"] for k in before)
@@ -36,8 +36,8 @@ def test_a_changed_generation_setting_regenerates_and_rejudges_only_changed_answ
 
 def test_a_changed_judge_setting_rejudges_without_regenerating(tmp_path):
     out = tmp_path / "run"
-    assert run_cli(*BASE, "--out", str(out)).returncode == 0
-    again = run_cli(*BASE, "--out", str(out), "--set", "task_options.llm_jp_instructions.judge.max_tokens=512")
+    assert cli(*BASE, "--out", str(out)).returncode == 0
+    again = cli(*BASE, "--out", str(out), "--set", "task_options.llm_jp_instructions.judge.max_tokens=512")
     assert again.returncode == 0, again.stderr[-2000:]
     assert activity(out)["generation_calls"] == 0 and activity(out)["judge_calls"] == 1
     judged = [j for j in read_jsonl(out / "judgments.jsonl") if j["task"] == "llm_jp_instructions"]
@@ -47,7 +47,7 @@ def test_a_changed_judge_setting_rejudges_without_regenerating(tmp_path):
 def test_exclude_policy_records_unanswered_items_as_excluded_and_leaves_them_out(tmp_path):
     out = tmp_path / "run"
     options = [f"--set=task_options.{t}.generation.no_answer=exclude" for t in ("mt_bench_ja", "answer_carefully")]
-    result = run_cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "1", "--set", "generation.max_new_tokens=24", *options)
+    result = cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "1", "--set", "generation.max_new_tokens=24", *options)
     assert result.returncode == 0, result.stderr[-2000:]
     gens = {(g["task"], g["item_id"], g["turn"]): g for g in read_jsonl(out / "generations.jsonl")}
     judgments = read_jsonl(out / "judgments.jsonl")
@@ -68,7 +68,7 @@ def test_exclude_policy_records_unanswered_items_as_excluded_and_leaves_them_out
 
 def test_judging_starts_while_generation_is_still_running(tmp_path):
     out = tmp_path / "run"
-    assert run_cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "2").returncode == 0
+    assert cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "2").returncode == 0
     db = sqlite3.connect(out / "run.sqlite")
     last_generation = db.execute("SELECT MAX(created) FROM generations").fetchone()[0]
     first_judgment = db.execute("SELECT MIN(created) FROM judgments").fetchone()[0]
@@ -78,13 +78,13 @@ def test_judging_starts_while_generation_is_still_running(tmp_path):
 def test_a_run_says_what_it_computed_and_the_label_names_the_tables_row(tmp_path):
     """A run whose judgments all come from the shared judge cache says so; `label` names the measured row."""
     common = ["--tasks", "mt_bench_en", "--set", "judge.cache=read_write", "--set", f"judge.cache_path={tmp_path / 'cache.sqlite'}"]
-    first = run_cli(*BASE, "--out", str(tmp_path / "a"), *common)
+    first = cli(*BASE, "--out", str(tmp_path / "a"), *common)
     assert first.returncode == 0, first.stderr[-2000:]
     assert f"{tmp_path / 'a'}: this run generated 2 answers and made 2 judgments." in first.stdout
-    second = run_cli(*BASE, "--out", str(tmp_path / "b"), *common, "--set", "label=tiny (second try)")
+    second = cli(*BASE, "--out", str(tmp_path / "b"), *common, "--set", "label=tiny (second try)")
     assert second.returncode == 0, second.stderr[-2000:]
     assert f"{tmp_path / 'b'}: this run generated 2 answers and made 0 judgments; 2 judgments came from the shared judge cache." \
         in second.stdout
     assert "| **tiny (second try)** (measured) |" in (tmp_path / "b" / "table.md").read_text()
-    third = run_cli(*BASE, "--out", str(tmp_path / "b"), *common, "--set", "label=tiny (second try)")
+    third = cli(*BASE, "--out", str(tmp_path / "b"), *common, "--set", "label=tiny (second try)")
     assert f"{tmp_path / 'b'}: nothing to compute — every answer was already stored and judged." in third.stdout

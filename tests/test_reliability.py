@@ -2,7 +2,10 @@
 memory and store size over a realistic-size run.
 
 Kill points are crash checkpoints in the harness (eval/failpoints.py): the n-th pass through a named point sends
-SIGKILL to the run, as a preemption would. The default set covers every stage; `--run-slow` runs the full set.
+SIGKILL to the run, as a preemption would. The default set covers every stage; `--run-slow` runs the full set. A
+kill point runs one round of the smoke configuration (rounds only multiply the slots; resuming later rounds is
+covered by test_judge_runs.py's kill during judging and test_reports.py's added rounds); the killed run is a real
+process, the resumed one runs in this process.
 """
 
 from __future__ import annotations
@@ -16,17 +19,20 @@ import pytest
 
 from eval.config import MockSettings
 
-from helpers import SECRET, counters, popen_cli, read_jsonl, run_cli, smoke_args, stored, wait_until
+from helpers import SECRET, cli, counters, popen_cli, read_jsonl, run_cli, smoke_args, stored, wait_until
 
 ENV = {"MOCK_JUDGE_KEY": SECRET}
-PLANNED = 72  # smoke: 3 rounds × (2 × 4 × 2 MT-Bench turns + 4 + 4)
+PLANNED = 24  # smoke, one round: 2 × 4 × 2 MT-Bench turns + 4 + 4
+ONE_ROUND = ("--rounds", "1", "--set", "judge.concurrency=4")
+# A one-round smoke run passes 24 times through generation_stored and judgment_stored, twice through turn_done,
+# about 60 times through store_commit and 11 times through report_file.
 DEFAULT_POINTS = [("start", 1), ("generation_stored", 5), ("turn_done", 1), ("judgment_stored", 10),
-                  ("store_commit", 60), ("report_file", 2)]
+                  ("store_commit", 25), ("report_file", 2)]
 FULL_POINTS = DEFAULT_POINTS + [
-    ("model_loaded", 1), ("generation_stored", 1), ("generation_stored", 20), ("generation_stored", 47),
-    ("generation_stored", 71), ("turn_done", 2), ("judgment_stored", 1), ("judgment_stored", 30),
-    ("judgment_stored", 55), ("judgment_stored", 71), ("store_commit", 5), ("store_commit", 100),
-    ("store_commit", 140), ("report_file", 1), ("report_file", 5), ("report_file", 8), ("report_file", 9),
+    ("model_loaded", 1), ("generation_stored", 1), ("generation_stored", 7), ("generation_stored", 16),
+    ("generation_stored", 23), ("turn_done", 2), ("judgment_stored", 1), ("judgment_stored", 12),
+    ("judgment_stored", 18), ("judgment_stored", 23), ("store_commit", 5), ("store_commit", 45),
+    ("store_commit", 55), ("report_file", 1), ("report_file", 5), ("report_file", 8), ("report_file", 9),
 ]
 FIGURES: list[dict] = []
 
@@ -38,7 +44,7 @@ def reference(tmp_path_factory):
 
     server = MockServer(MockSettings(), api_key=SECRET).start()
     out = tmp_path_factory.mktemp("reference") / "run"
-    result = run_cli(*smoke_args(out, server), env=ENV)
+    result = cli(*smoke_args(out, server, "--rounds", "1"), env=ENV)
     server.stop()
     assert result.returncode == 0, result.stderr[-2000:]
     return {name: (out / name).read_text() for name in ("summary.json", "table.md", "table.csv")}
@@ -61,11 +67,11 @@ def _kill_and_resume(point: tuple[str, int], tmp_path: Path, mock_server, refere
     server = mock_server(settings=MockSettings(latency_s=0.05), api_key=SECRET)
     out = tmp_path / "run"
     name, n = point
-    crashed = run_cli(*smoke_args(out, server, "--set", "judge.concurrency=4"), env={**ENV, "LLMJP_EVAL_CRASH_AT": f"{name}:{n}"})
+    crashed = run_cli(*smoke_args(out, server, *ONE_ROUND), env={**ENV, "LLMJP_EVAL_CRASH_AT": f"{name}:{n}"})
     assert crashed.returncode == -signal.SIGKILL, (point, crashed.returncode, crashed.stderr[-1500:])
     gens_at_kill, judgments_at_kill = len(stored(out, "generations")), len(stored(out, "judgments"))
     requests_at_kill = counters(server).get("requests", 0)
-    resumed = run_cli(*smoke_args(out, server, "--set", "judge.concurrency=4"), env=ENV)
+    resumed = cli(*smoke_args(out, server, *ONE_ROUND), env=ENV)
     assert resumed.returncode == 0, (point, resumed.stderr[-2000:])
     activity = json.loads((out / "manifest.json").read_text())["this_invocation"]
     judge_requests_after = counters(server)["requests"] - requests_at_kill - (1 if activity["judge_calls"] else 0)
@@ -99,7 +105,7 @@ def test_kill_anywhere_full_set(point, tmp_path, mock_server, reference):
 def test_a_kill_while_writing_reports_leaves_no_half_written_file(tmp_path, mock_server):
     server = mock_server(api_key=SECRET)
     out = tmp_path / "run"
-    assert run_cli(*smoke_args(out, server, "--rounds", "1"), env=ENV).returncode == 0
+    assert cli(*smoke_args(out, server, "--rounds", "1"), env=ENV).returncode == 0
     for n in (1, 4, 7):
         crashed = run_cli("report", str(out), env={"LLMJP_EVAL_CRASH_AT": f"report_file:{n}"})
         assert crashed.returncode == -signal.SIGKILL
@@ -111,24 +117,24 @@ def test_a_kill_while_writing_reports_leaves_no_half_written_file(tmp_path, mock
 def test_a_second_run_on_a_busy_directory_fails_at_once_and_a_killed_runs_lock_is_not_stale(tmp_path, mock_server):
     server = mock_server(settings=MockSettings(latency_s=0.5), api_key=SECRET)
     out = tmp_path / "run"
-    first = popen_cli(*smoke_args(out, server), env=ENV)
+    first = popen_cli(*smoke_args(out, server, "--rounds", "1"), env=ENV)
     assert wait_until(lambda: counters(server).get("requests", 0) >= 2)
     started = time.perf_counter()
-    second = run_cli(*smoke_args(out, server), env=ENV)
+    second = cli(*smoke_args(out, server, "--rounds", "1"), env=ENV)
     assert second.returncode == 2 and time.perf_counter() - started < 30
     assert "another run is using this directory" in second.stderr and str(out) in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1
     first.send_signal(signal.SIGKILL)
     first.wait()
     server.state.settings = MockSettings()
-    third = run_cli(*smoke_args(out, server), env=ENV)
+    third = cli(*smoke_args(out, server, "--rounds", "1"), env=ENV)
     assert third.returncode == 0, third.stderr[-2000:]
 
 
 def test_judge_outage_is_labelled_partial_and_a_later_run_completes(tmp_path, mock_server):
     server = mock_server(settings=MockSettings(rate_500=1.0), api_key=SECRET)
     out = tmp_path / "run"
-    down = run_cli(*smoke_args(out, server, "--rounds", "1", "--set", "judge.max_retries=0"), env=ENV)
+    down = cli(*smoke_args(out, server, "--rounds", "1", "--set", "judge.max_retries=0"), env=ENV)
     assert down.returncode == 0, down.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is False
@@ -136,7 +142,7 @@ def test_judge_outage_is_labelled_partial_and_a_later_run_completes(tmp_path, mo
     table = (out / "table.md").read_text()
     assert "PARTIAL RESULTS" in table and "failed on the API" in table and " *" in table
     server.state.settings = MockSettings()
-    up = run_cli(*smoke_args(out, server, "--rounds", "1"), env=ENV)
+    up = cli(*smoke_args(out, server, "--rounds", "1"), env=ENV)
     assert up.returncode == 0 and json.loads((out / "summary.json").read_text())["complete"] is True
 
 
@@ -224,10 +230,10 @@ def test_a_stop_signal_says_one_line_keeps_stored_work_and_the_run_resumes(sig, 
                                                  f"({signal.Signals(sig).name})"), text[-3000:]
     kept = {r["key"] for r in stored(out, "generations")}
     assert len(kept) >= 2
-    resumed = run_cli(*smoke_args(out, server, "--rounds", "1"), env=ENV)
+    resumed = cli(*smoke_args(out, server, "--rounds", "1"), env=ENV)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert kept <= {g["key"] for g in read_jsonl(out / "generations.jsonl")}  # nothing stored was recomputed
-    assert json.loads((out / "manifest.json").read_text())["this_invocation"]["generation_calls"] == PLANNED // 3 - len(kept)
+    assert json.loads((out / "manifest.json").read_text())["this_invocation"]["generation_calls"] == PLANNED - len(kept)
     from eval.rundir import RUN_FILES
 
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} - {"run.lock", "run.sqlite", "run.sqlite-wal", "run.sqlite-shm"}
@@ -277,11 +283,13 @@ def test_no_key_is_stored_or_printed_even_when_the_server_echoes_it(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     errors = json.loads((out / "errors.json").read_text())
     assert any("Authorization: Bearer [REDACTED]" in (e["error"] or "") for e in errors), [e["error"] for e in errors]  # echoed, masked
-    assert f"?api-key=[REDACTED]" in (out / "config.yaml").read_text()
+    assert "?api-key=[REDACTED]" in (out / "config.yaml").read_text()
+    report = cli("report", str(out), env=ENV)  # the reports rebuilt from the store
+    assert report.returncode == 0, report.stderr[-2000:]
     files = [p for p in [*out.rglob("*"), *tmp_path.glob("cache.sqlite*")] if p.is_file()]
     assert {"config.yaml", "manifest.json", "run.sqlite", "judgments.jsonl", "errors.json"} <= {p.name for p in files}
     for secret in (SECRET, query_key):
-        assert secret not in result.stdout + result.stderr
+        assert secret not in result.stdout + result.stderr + report.stdout + report.stderr
         for path in files:
             assert secret.encode() not in path.read_bytes(), (secret, path)
 
@@ -334,14 +342,14 @@ def test_a_misbehaving_judge_slows_a_run_but_never_crashes_it_or_poisons_the_cac
             "--set", "judge.max_retries=0", "--set", "judge.cache=read_write", "--set", f"judge.cache_path={cache}",
             "--set", "judge.concurrency=2", "--set", "task_options.mt_bench_en.judge.parse_retries=1"]
     try:
-        first = run_cli(*args, env=ENV)
+        first = cli(*args, env=ENV)
         assert first.returncode == 0 and "Traceback" not in first.stderr, first.stderr[-3000:]
         summary = json.loads((tmp_path / "run" / "summary.json").read_text())
         assert summary["complete"] is False and summary["tasks"]["mt_bench_en"]["counts"]["api_error"] > 0
         shared = [json.loads(r[0]) for r in sqlite3.connect(cache).execute("SELECT record FROM judgments")]
         assert shared and all(j["status"] == "ok" and j["raw"] for j in shared)
         healthy["now"] = True
-        second = run_cli(*args, env=ENV)
+        second = cli(*args, env=ENV)
         assert second.returncode == 0, second.stderr[-3000:]
         assert json.loads((tmp_path / "run" / "summary.json").read_text())["complete"] is True
     finally:

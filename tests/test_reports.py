@@ -11,7 +11,7 @@ import pytest
 from eval.kinds import TaskRules
 from eval.metrics import observations, paired_difference, summarize
 
-from helpers import read_jsonl, run_cli
+from helpers import cli, read_jsonl
 
 
 def mt_rows(values: dict[tuple[int, str, int], float | None]) -> pd.DataFrame:
@@ -55,7 +55,7 @@ def two_runs(tmp_path_factory):
     runs = {}
     for effort in ("low", "high"):
         out = root / effort
-        result = run_cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "2", "--limit", "3",
+        result = cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "2", "--limit", "3",
                          "--set", f"model.chat_template_kwargs.reasoning_effort={effort}", "--set", f"name=smoke-{effort}")
         assert result.returncode == 0, result.stderr[-2000:]
         runs[effort] = out
@@ -67,7 +67,7 @@ def test_report_rebuilds_byte_identical_tables_from_the_store_and_plots_exist(tw
     before = {name: (out / name).read_bytes() for name in ("table.md", "table.csv", "summary.json", "errors.json")}
     for name in ("table.md", "table.csv", "summary.json", "generations.jsonl", "judgments.jsonl"):
         (out / name).unlink()
-    result = run_cli("report", str(out))
+    result = cli("report", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     for name, data in before.items():
         assert (out / name).read_bytes() == data, name
@@ -163,7 +163,7 @@ def test_a_round_without_valid_judgments_shows_in_summary_and_tables_and_one_rou
 
 
 def test_compare_prints_measured_and_published_rows_with_paired_differences(two_runs, tmp_path):
-    result = run_cli("compare", str(two_runs["low"]), str(two_runs["high"]), "--out", str(tmp_path / "cmp"))
+    result = cli("compare", str(two_runs["low"]), str(two_runs["high"]), "--out", str(tmp_path / "cmp"))
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert any("tiny-harmony (reasoning_effort = low) (smoke-low) | measured" in line for line in lines)
@@ -180,10 +180,10 @@ def test_compare_prints_measured_and_published_rows_with_paired_differences(two_
 
 def test_adding_rounds_computes_only_the_new_rounds(tmp_path):
     out = tmp_path / "run"
-    first = run_cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "1", "--limit", "2")
+    first = cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "1", "--limit", "2")
     assert first.returncode == 0, first.stderr[-2000:]
     gens_before = {(g["round"], g["task"], g["item_id"], g["turn"]): g["key"] for g in read_jsonl(out / "generations.jsonl")}
-    second = run_cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "3", "--limit", "2")
+    second = cli("run", "configs/smoke.yaml", "--out", str(out), "--rounds", "3", "--limit", "2")
     assert second.returncode == 0, second.stderr[-2000:]
     activity = json.loads((out / "manifest.json").read_text())["this_invocation"]
     assert activity["generation_calls"] == 2 * 12 and activity["judge_calls"] == 2 * 12

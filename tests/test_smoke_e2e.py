@@ -1,5 +1,5 @@
-"""The walking skeleton: the smoke config runs end to end offline, resumes without recomputing, and the table
-equals an independent recomputation from judgments.jsonl."""
+"""The walking skeleton: the smoke config runs end to end offline (conftest's `smoke_run`, a real process), resumes
+without recomputing, and the table equals an independent recomputation from judgments.jsonl."""
 
 from __future__ import annotations
 
@@ -8,17 +8,9 @@ import statistics
 
 import pytest
 
-from helpers import counters, read_jsonl, run_cli
+from helpers import cli, counters, read_jsonl
 
 PRIMARY = {"mt_bench": "score", "safety": "score", "quality": "総合評価"}
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke") / "run"
-    result = run_cli("run", "configs/smoke.yaml", "--out", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out, result
 
 
 def recompute(judgments: list[dict], task: str, metric: str) -> float:
@@ -79,12 +71,12 @@ def test_second_run_makes_no_generation_and_no_judge_call(tmp_path, mock_server)
     args = ["run", "configs/smoke.yaml", "--out", str(out), "--rounds", "1", "--set", "judge.mock=false",
             "--set", f"judge.base_url={server.url}", "--set", "judge.api_key_env=MOCK_JUDGE_KEY"]
     env = {"MOCK_JUDGE_KEY": "not-a-real-key"}
-    first = run_cli(*args, env=env)
+    first = cli(*args, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
     requests_after_first = counters(server)["requests"]
     table = (out / "table.md").read_text()
     assert requests_after_first > 24
-    second = run_cli(*args, env=env)
+    second = cli(*args, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert counters(server)["requests"] == requests_after_first
     activity = json.loads((out / "manifest.json").read_text())["this_invocation"]
@@ -106,10 +98,14 @@ def test_the_network_block_used_by_these_tests_works(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "tests" / "netblock"))
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "blocked"
+    import socket
+
+    with pytest.raises(OSError, match="network blocked"):  # and in this process, where `cli` runs commands
+        socket.create_connection(("93.184.216.34", 80), timeout=2)
 
 
 def test_check_validates_the_config_and_probes_the_judge():
-    result = run_cli("check", "configs/smoke.yaml")
+    result = cli("check", "configs/smoke.yaml")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ok  config configs/smoke.yaml: 4 tasks, 16 items, 3 rounds" in result.stdout
     assert "ok  judge mock-judge: reachable, key accepted, parameters accepted" in result.stdout
@@ -117,5 +113,5 @@ def test_check_validates_the_config_and_probes_the_judge():
 
 def test_every_command_has_help():
     for command in ("run", "report", "compare", "tasks", "fetch", "check", "mock-judge"):
-        result = run_cli(command, "--help")
+        result = cli(command, "--help")
         assert result.returncode == 0 and "usage: python -m eval" in result.stdout, command

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from eval.summary import DEFAULT_REFERENCE
 from eval.view import Strings, render_page, script_json
 
-from helpers import ROOT, read_jsonl, run_cli
+from helpers import ROOT, cli, read_jsonl
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -66,12 +67,12 @@ def test_page_allows_only_its_own_script_and_keeps_the_blob_inert():
 
 def test_view_of_several_runs_needs_out_and_a_missing_summary_names_the_fix(tmp_path):
     (tmp_path / "a").mkdir()
-    result = run_cli("view", str(tmp_path / "a"))
+    result = cli("view", str(tmp_path / "a"))
     assert result.returncode == 2 and "no run.sqlite" in result.stderr and "Traceback" not in result.stderr
     sqlite3.connect(tmp_path / "a" / "run.sqlite").close()
-    result = run_cli("view", str(tmp_path / "a"))
+    result = cli("view", str(tmp_path / "a"))
     assert result.returncode == 2 and "summary.json" in result.stderr and "eval report" in result.stderr
-    result = run_cli("view", str(tmp_path / "a"), str(tmp_path / "a"))
+    result = cli("view", str(tmp_path / "a"), str(tmp_path / "a"))
     assert result.returncode == 2 and "--out" in result.stderr
 
 
@@ -79,16 +80,14 @@ def test_view_of_several_runs_needs_out_and_a_missing_summary_names_the_fix(tmp_
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("view") / "smoke"
-    result = run_cli("run", "configs/smoke.yaml", "--out", str(out))
-    assert result.returncode == 0, result.stderr[-2000:]
+def smoke(smoke_run):
+    out, result = smoke_run
     assert "report.html" in result.stdout
     return out
 
 
 def test_view_prints_the_path_and_serves_only_the_page(smoke):
-    result = run_cli("view", str(smoke))
+    result = cli("view", str(smoke))
     assert result.returncode == 0 and result.stdout.strip() == str(smoke / "report.html")
     proc = subprocess.Popen([sys.executable, "-m", "eval", "view", str(smoke), "--serve", "--port", "0"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -161,7 +160,7 @@ def test_smoke_page_shows_the_table_counts_and_plots_without_console_errors(smok
     for task in summary["tasks"].values():
         assert f"{task['metrics']['score']['mean']:.2f}" in measured
     published = browser.find_elements("css selector", "#model-card tr.published")
-    assert len(published) == len((ROOT / "eval" / "resources" / "model_card.csv").read_text().strip().splitlines()) - 1
+    assert len(published) == len(DEFAULT_REFERENCE.read_text().strip().splitlines()) - 1
     for name, task in summary["tasks"].items():
         for key, value in task["counts"].items():
             cell = browser.find_element("css selector", f'td[data-task="{name}"][data-count="{key}"]')
