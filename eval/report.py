@@ -8,17 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 
 from .config import RunConfig
-from .judge.ledger import cost_usd, price_for
-from .judge.limits import estimate_tokens
 from .kinds import kind
 from .manifest import manifest
-from .records import Usage
 from .rundir import write_json, write_jsonl, write_text
-from .statuses import JudgmentStatus, is_transient
+from .statuses import JudgmentStatus
 from .store import Store, open_run
 from .summary import compute_summary, load_published
 from .tables import render_console, render_csv, render_markdown
