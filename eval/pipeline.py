@@ -28,7 +28,7 @@ from .judge.mock_server import MockServer
 from .judge.requests import Excluded, JudgeRequest
 from .records import Generation, Judgment, Slot, content_key
 from .resume import JudgeState, ResumeRules, plan_slots
-from .rundir import RunLock
+from .rundir import RunLock, write_json
 from .store import Store
 from .tasks import Task, load_spec, load_task
 
@@ -115,6 +115,7 @@ def write_reports_if_changed(run_dir: Path, store: Store, cfg: RunConfig, runner
     fingerprint = content_key(__version__, store.fingerprint(exclude_meta=(REPORTS_FINGERPRINT,)))
     if store.meta(REPORTS_FINGERPRINT) == fingerprint and all((run_dir / name).is_file() for name in REPORTS):
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        write_json(run_dir / "manifest.json", report.manifest(store, cfg, runner.activity()))  # says what this run did
         print()
         print(report.render_console(summary))
         print(f"\nResults in {run_dir}/ (unchanged: nothing new was stored)")

@@ -40,7 +40,7 @@ def run(cfg, out, **options):
 
 
 CALLS = ("generation_calls", "judge_calls")
-REPORTS = ("summary.json", "table.md", "table.csv", "manifest.json", "report.html", "generations.jsonl", "plots/benchmarks.png")
+REPORTS = ("summary.json", "table.md", "table.csv", "report.html", "generations.jsonl", "plots/benchmarks.png")  # not the manifest: it says what each invocation did
 
 
 def activity(out):
