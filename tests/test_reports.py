@@ -116,9 +116,19 @@ def relabeled(two_runs, tmp_path):
 
 
 def test_published_value_delta_and_reproduction_verdict_for_a_matching_row(relabeled):
+    import dataclasses
+
+    from eval.records import Slot
     from eval.summary import compute_summary, load_published
     from eval.tables import render_csv, render_markdown
 
+    # Rounds whose means are equal give no verdict; move one round-2 score so the run-to-run noise is not zero
+    # whatever the smoke model wrote.
+    judgment = next(j for j in (relabeled.judgment(Slot(r["round"], r["task"], r["item_id"], r["turn"]))
+                                for r in relabeled.plan() if r["task"] == "mt_bench_ja" and r["round"] == 2)
+                    if j is not None and j.status == "ok")
+    moved = {name: (value - 1 if value > 1 else value + 1) for name, value in judgment.scores.items()}
+    relabeled.put_judgment(dataclasses.replace(judgment, scores=moved))
     summary = compute_summary(relabeled)
     ja = summary["tasks"]["mt_bench_ja"]
     assert summary["label"] == "llm-jp-4-8b-thinking (reasoning_effort = medium)"
