@@ -30,6 +30,7 @@ from .records import Generation, Judgment, Slot, content_key
 from .resume import JudgeState, ResumeRules, plan_slots
 from .rundir import RunLock, write_json
 from .store import Store
+from .summary import DEFAULT_REFERENCE
 from .tasks import Task, load_spec, load_task
 
 # Store meta: true while the shared cache is open for writing, false once its writes are done; still true at the
@@ -110,9 +111,10 @@ def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
 
 
 def write_reports_if_changed(run_dir: Path, store: Store, cfg: RunConfig, runner: Runner) -> dict[str, Any]:
-    """Every report file, unless they were written from exactly this store and config and are all still there
-    (`python -m eval report RUN_DIR` rebuilds them anyway)."""
-    fingerprint = content_key(__version__, store.fingerprint(exclude_meta=(REPORTS_FINGERPRINT,)))
+    """Every report file, unless they were written from exactly this store, config, version and published table and
+    are all still there (`python -m eval report RUN_DIR` rebuilds them anyway)."""
+    fingerprint = content_key(__version__, DEFAULT_REFERENCE.read_text(encoding="utf-8"),
+                              store.fingerprint(exclude_meta=(REPORTS_FINGERPRINT,)))
     if store.meta(REPORTS_FINGERPRINT) == fingerprint and all((run_dir / name).is_file() for name in REPORTS):
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         write_json(run_dir / "manifest.json", report.manifest(store, cfg, runner.activity()))  # says what this run did

@@ -34,7 +34,7 @@ def user_benchmark(folder, name="my_bench"):
     sample["data"] = {"format": "mt_bench", "questions": {"path": "data/q.jsonl"}}
     sample["judge_prompts"] = {"path": "data/prompts.yaml", "format": "llm_jp_judge"}
     sample.pop("expected_items", None)
-    spec["judge"]["reference_categories"] = []
+    spec.setdefault("judge", {})["reference_categories"] = []
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
     return folder / f"{name}.yaml"
 
