@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Sequence
 
 from .config import ReasoningFormat
+from .statuses import GenerationStatus as G
 
-Status = Literal["ok", "truncated", "no_final", "error"]
 
 HARMONY_MARKERS = ("<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|return|>", "<|call|>", "<|constrain|>")
 _TERMINATORS = ("<|end|>", "<|return|>", "<|call|>")
@@ -42,7 +42,7 @@ def turn_messages(system_prompt: str | None, questions: Sequence[str],
 class ParsedOutput:
     final: str | None  # status ok: the answer; truncated: the final channel's text so far, if it was reached
     reasoning: str
-    status: Status
+    status: G
 
 
 def parse_output(text: str, hit_limit: bool, fmt: ReasoningFormat, special_tokens: Sequence[str] = ()) -> ParsedOutput:
@@ -61,13 +61,13 @@ def parse_output(text: str, hit_limit: bool, fmt: ReasoningFormat, special_token
         parsed = _parse_think(text, hit_limit, fmt.think_start, fmt.think_end)
     else:
         parsed = _plain(text, "", hit_limit)
-    if parsed.status == "ok" and not (parsed.final or "").strip():
-        return ParsedOutput(parsed.final, parsed.reasoning, "no_final")
+    if parsed.status == G.OK and not (parsed.final or "").strip():
+        return ParsedOutput(parsed.final, parsed.reasoning, G.NO_FINAL)
     return parsed
 
 
 def _plain(text: str, reasoning: str, hit_limit: bool) -> ParsedOutput:
-    return ParsedOutput(text, reasoning, "truncated" if hit_limit else "ok")
+    return ParsedOutput(text, reasoning, G.TRUNCATED if hit_limit else G.OK)
 
 
 def _parse_harmony(text: str, hit_limit: bool) -> ParsedOutput:
@@ -107,7 +107,7 @@ def _parse_harmony(text: str, hit_limit: bool) -> ParsedOutput:
     reasoning = "\n\n".join(a for a in analysis if a)
     if final is not None and (final_closed or not hit_limit):
         return ParsedOutput(final, reasoning, "ok")
-    return ParsedOutput(final, reasoning, "truncated" if hit_limit else "no_final")
+    return ParsedOutput(final, reasoning, G.TRUNCATED if hit_limit else G.NO_FINAL)
 
 
 def _channel_of(header: str) -> str:
@@ -122,5 +122,5 @@ def _parse_think(text: str, hit_limit: bool, start: str, end: str) -> ParsedOutp
         return _plain(after, reasoning.strip(), hit_limit)
     if start in text:
         reasoning = text.split(start, 1)[1].strip()
-        return ParsedOutput(None, reasoning, "truncated" if hit_limit else "no_final")
+        return ParsedOutput(None, reasoning, G.TRUNCATED if hit_limit else G.NO_FINAL)
     return _plain(text, "", hit_limit)

@@ -30,6 +30,7 @@ from .records import Generation, Judgment, Slot, content_key
 from .resume import JudgeState, ResumeRules, plan_slots
 from .rundir import RunLock, write_json
 from .store import Store
+from .statuses import JudgmentStatus as J
 from .summary import DEFAULT_REFERENCE
 from .tasks import Task, load_spec, load_task
 
@@ -286,9 +287,9 @@ class Runner:
 
     def excluded(self, request: Excluded) -> Judgment:
         s = request.slot
-        return Judgment(key=content_key("excluded", request.generation_key), generation_key=request.generation_key,
+        return Judgment(key=content_key(J.EXCLUDED.value, request.generation_key), generation_key=request.generation_key,
                         round=s.round, task=s.task, item_id=s.item_id, turn=s.turn, judge_model=self.cfg.judge.model,
-                        prompt_name="", prompt_hash="", params={}, messages=[], raw=None, scores={}, status="excluded",
+                        prompt_name="", prompt_hash="", params={}, messages=[], raw=None, scores={}, status=J.EXCLUDED,
                         attempts=0, error=request.reason)
 
 

@@ -14,7 +14,7 @@ from .compat import answer_for
 from .config import RunConfig
 from .judge.requests import Excluded, JudgeRequest, build_request
 from .records import Judgment, Slot, content_key
-from .statuses import is_transient
+from .statuses import JudgmentStatus as J, is_transient
 from .store import Store
 from .tasks import Task
 
@@ -38,7 +38,7 @@ class JudgeState:
         if request is None or stored is None:
             return False
         if isinstance(request, Excluded):
-            return stored.status == "excluded" and stored.generation_key == request.generation_key
+            return stored.status == J.EXCLUDED and stored.generation_key == request.generation_key
         return not is_transient(stored) and stored.key == request.key
 
     @property

@@ -8,6 +8,7 @@ from typing import Any, Callable, Protocol
 
 from ..chat import ParsedOutput
 from ..records import Slot
+from ..statuses import GenerationStatus
 
 
 @dataclass(frozen=True)
@@ -64,4 +65,4 @@ def request_seed(round_seed: int, slot: Slot) -> int:
 
 
 def error_result(request: GenerationRequest, message: str) -> GenerationResult:
-    return GenerationResult(request, "", ParsedOutput(None, "", "error"), None, None, None, 0.0, error=message)
+    return GenerationResult(request, "", ParsedOutput(None, "", GenerationStatus.ERROR), None, None, None, 0.0, error=message)

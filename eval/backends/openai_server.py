@@ -16,6 +16,7 @@ from ..chat import ParsedOutput
 from ..config import OpenAIModel
 from ..errors import UserError
 from ..records import content_key
+from ..statuses import GenerationStatus as G
 from .base import GenerationRequest, GenerationResult, OnResult, error_result
 
 
@@ -33,9 +34,9 @@ def parse_message(message: Any, finish_reason: str | None) -> ParsedOutput:
     content = None if content is None else str(content)
     reasoning = _reasoning_of(message)
     if finish_reason == "length":
-        return ParsedOutput(content, reasoning, "truncated")
+        return ParsedOutput(content, reasoning, G.TRUNCATED)
     if content is None or not content.strip():
-        return ParsedOutput(content, reasoning, "no_final")
+        return ParsedOutput(content, reasoning, G.NO_FINAL)
     return ParsedOutput(content, reasoning, "ok")
 
 

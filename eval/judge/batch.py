@@ -15,6 +15,7 @@ import openai
 from .. import progress
 from ..errors import UserError
 from ..records import Judgment
+from ..statuses import JudgmentStatus as J
 from ..store import Store
 from .client import JudgeClient, Progress, _short, mentions_content_filter
 from .replies import MalformedReply, read_reply
@@ -114,7 +115,7 @@ class BatchJudge:
             return self.client.interpret(progress, reply, batch=True)
         error = body.get("error") or {}
         if response.get("status_code") == 400 and mentions_content_filter(error.get("code"), str(error.get("message"))):
-            return self.client.finish(progress, "content_filtered", {}, "the judge refused the prompt (content filter)")
+            return self.client.finish(progress, J.CONTENT_FILTERED, {}, "the judge refused the prompt (content filter)")
         progress.asks = 0
         return None
 

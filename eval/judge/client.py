@@ -22,6 +22,7 @@ from ..compat import Profile
 from ..config import JudgeConfig
 from ..errors import UserError
 from ..records import Judgment, Usage
+from ..statuses import JudgmentStatus as J
 from .ledger import Ledger
 from .limits import RateLimiter, estimate_tokens
 from .replies import Reply, read_reply
@@ -240,21 +241,21 @@ class JudgeClient:
             return self.finish(progress, failure.status, {}, failure.message)
         honour_finish = not profile.judge_finish_reason_ignored
         if finish == "content_filter" and honour_finish:
-            return self.finish(progress, "content_filtered", {}, "the judge's output was filtered")
+            return self.finish(progress, J.CONTENT_FILTERED, {}, "the judge's output was filtered")
         cut_off = finish == "length" and honour_finish
         if progress.raw is None and not cut_off:
             if may_ask_again:
                 return None
             said = f"the judge refused: {progress.refusal[:200]}" if progress.refusal else "the judge returned no content"
-            return self.finish(progress, "api_error", {}, said)
+            return self.finish(progress, J.API_ERROR, {}, said)
         scores = request.parser(progress.raw)
         if isinstance(scores, dict):
-            return self.finish(progress, "ok", scores)
+            return self.finish(progress, J.OK, scores)
         if cut_off:
-            return self.finish(progress, "length", {}, f"judge output cut off at max tokens ({scores})")
+            return self.finish(progress, J.LENGTH, {}, f"judge output cut off at max tokens ({scores})")
         if may_ask_again:
             return None
-        return self.finish(progress, "parse_failed", {}, scores)
+        return self.finish(progress, J.PARSE_FAILED, {}, scores)
 
     def finish(self, progress: Progress, status: str, scores: dict[str, float], error: str | None = None) -> Judgment:
         request = progress.request
@@ -293,9 +294,9 @@ class JudgeClient:
                 if preflight:
                     raise
                 if is_content_filter(e):
-                    raise _Failed("content_filtered", f"the judge refused the prompt (content filter): {_short(e)}",
+                    raise _Failed(J.CONTENT_FILTERED, f"the judge refused the prompt (content filter): {_short(e)}",
                                   attempts, bad_request=True) from None
-                raise _Failed("api_error", f"HTTP 400: {_short(e)}", attempts, bad_request=True) from None
+                raise _Failed(J.API_ERROR, f"HTTP 400: {_short(e)}", attempts, bad_request=True) from None
             except openai.APIError as e:
                 if preflight:
                     raise
@@ -307,7 +308,7 @@ class JudgeClient:
                 # A 200 whose body is not a chat completion: the SDK does not retry these.
                 malformed += 1
                 if malformed > self.cfg.max_retries:
-                    raise _Failed("api_error", f"malformed response: {_short(e)}", attempts) from None
+                    raise _Failed(J.API_ERROR, f"malformed response: {_short(e)}", attempts) from None
                 await asyncio.sleep(min(8.0, 0.5 * 2 ** malformed) * (1 - 0.25 * random.random()))
 
     def _failure(self, error: openai.APIError, attempts: int) -> Exception:
@@ -317,10 +318,10 @@ class JudgeClient:
             return JudgeFatal(f"judge: HTTP {error.status_code} from the judge API ({_short(error)}); fix the key or "
                               "model and run again — judgments stored so far are kept")
         if isinstance(error, openai.APITimeoutError):
-            return _Failed("timeout", f"no answer within {self.cfg.timeout_s:g} s ({self.cfg.max_retries + 1} attempts)", retried)
+            return _Failed(J.TIMEOUT, f"no answer within {self.cfg.timeout_s:g} s ({self.cfg.max_retries + 1} attempts)", retried)
         if isinstance(error, openai.APIStatusError):
-            return _Failed("api_error", f"HTTP {error.status_code}: {_short(error)}", attempts + _sdk_attempts(error, self.cfg))
-        return _Failed("api_error", f"connection failed: {_short(error)}", retried)
+            return _Failed(J.API_ERROR, f"HTTP {error.status_code}: {_short(error)}", attempts + _sdk_attempts(error, self.cfg))
+        return _Failed(J.API_ERROR, f"connection failed: {_short(error)}", retried)
 
     def _track(self, model: str | None, fingerprint: str | None) -> None:
         for value, seen, what in ((model, self.models_seen, "model"), (fingerprint, self.fingerprints_seen, "system_fingerprint")):
