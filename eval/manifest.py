@@ -40,7 +40,7 @@ def manifest(store: Store, cfg: RunConfig, activity: dict[str, Any]) -> dict[str
             task["cost_usd"] += j["cost_usd"] or 0.0
     gens = store.fields("generation", ["tokens_out", "prompt_hash"])
     return {
-        "harness": {"version": __version__, "git_commit": _git_commit()},
+        "harness": {"version": __version__, "git_commit": git_commit()},
         "command": store.meta("command"),
         "python": sys.version.split()[0], "platform": platform.platform(),
         "packages": _versions(["torch", "transformers", "datasets", "openai", "pandas", "vllm"]),
@@ -71,13 +71,18 @@ def _sha(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def _git_commit() -> str | None:
+def git_commit(source_root: Path = Path(__file__).resolve().parent.parent) -> str | None:
+    """The commit of this source tree; None for an installed package (even one installed inside another repository,
+    whose commit would say nothing about this code)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+        out = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=source_root, capture_output=True,
                              text=True, timeout=5, check=False)
-        return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+    lines = out.stdout.splitlines()
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != source_root.resolve():
+        return None
+    return lines[1]
 
 
 def _versions(names: list[str]) -> dict[str, str | None]:

@@ -98,3 +98,20 @@ def test_a_config_argument_that_is_no_file_here_names_a_bundled_config(tmp_path,
     with pytest.raises(UserError, match=r"8b-mediun: config file not found, and no bundled config has that name "
                                         r"\(bundled: 32b-a3b-low, .*8b-medium, .*smoke\)"):
         load_config("8b-mediun")
+
+
+def test_the_manifest_names_a_commit_only_for_a_source_tree_at_the_top_of_its_repository(tmp_path):
+    import subprocess
+
+    from eval.manifest import git_commit
+
+    repo = tmp_path / "some project"
+    installed = repo / "venv" / "site-packages"
+    installed.mkdir(parents=True)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    assert git_commit(repo) == head
+    assert git_commit(installed) is None  # a package installed inside another repository
+    assert git_commit(tmp_path) is None  # no repository at all
