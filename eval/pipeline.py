@@ -28,7 +28,7 @@ from .judge.mock_server import MockServer
 from .judge.requests import Excluded, JudgeRequest
 from .records import Generation, Judgment, Slot, content_key
 from .resume import JudgeState, ResumeRules, plan_slots
-from .rundir import RunLock, write_json
+from .rundir import REPORT_FILES, RunLock, write_json
 from .store import Store
 from .statuses import JudgmentStatus as J
 from .summary import DEFAULT_REFERENCE
@@ -39,8 +39,6 @@ from .tasks import Task, load_spec, load_task
 CACHE_BEHIND = "judge_cache_behind"
 # Store meta: the fingerprint of the store contents the report files were last written from.
 REPORTS_FINGERPRINT = "reports_fingerprint"
-REPORTS = ("summary.json", "table.md", "table.csv", "generations.jsonl", "judgments.jsonl", "errors.json", "config.yaml",
-           "manifest.json", "report.html")
 
 
 @dataclass
@@ -116,7 +114,7 @@ def write_reports_if_changed(run_dir: Path, store: Store, cfg: RunConfig, runner
     are all still there (`python -m eval report RUN_DIR` rebuilds them anyway)."""
     fingerprint = content_key(__version__, DEFAULT_REFERENCE.read_text(encoding="utf-8"),
                               store.fingerprint(exclude_meta=(REPORTS_FINGERPRINT,)))
-    if store.meta(REPORTS_FINGERPRINT) == fingerprint and all((run_dir / name).is_file() for name in REPORTS):
+    if store.meta(REPORTS_FINGERPRINT) == fingerprint and all((run_dir / name).is_file() for name in REPORT_FILES):
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         write_json(run_dir / "manifest.json", report.manifest(store, cfg, runner.activity()))  # says what this run did
         print()

@@ -22,10 +22,11 @@ from .errors import UserError
 from .failpoints import checkpoint
 
 TEMP_SUFFIX = ".partial"
+# The report files every run writes, whatever its tasks.
+REPORT_FILES = ("summary.json", "table.md", "table.csv", "generations.jsonl", "judgments.jsonl", "errors.json",
+                "config.yaml", "manifest.json", "report.html")
 # The files a run writes into its directory (atomically); start-up removes half-written temporaries of these only.
-RUN_FILES = ("summary.json", "table.md", "table.csv", "generations.jsonl", "judgments.jsonl", "errors.json", "config.yaml",
-             "manifest.json", "plots/categories.png", "plots/benchmarks.png", "report.html",
-             "source_generations.jsonl")
+RUN_FILES = (*REPORT_FILES, "plots/categories.png", "plots/benchmarks.png", "source_generations.jsonl")
 _TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")  # what mkstemp makes below
 
 
