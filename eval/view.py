@@ -28,6 +28,7 @@ from .errors import UserError
 from .kinds import TaskRules
 from .metrics import observations, paired_difference
 from .rundir import strict_json, write_text
+from .statuses import CALL_FAILURES, TRANSIENT_GENERATION, TRANSIENT_JUDGMENT, JudgmentStatus
 from .store import Store
 from .summary import load_published, published_label, published_value
 
@@ -229,8 +230,12 @@ def page_data(run_dirs: list[Path], extra_plots: list[dict[str, str]] = ()) -> d
              "plots": _plots(r.run_dir / "plots"), "rows": r.rows} for r, name in zip(readers, _run_names(readers))]
     pairs = [{"a": i, "b": k, "differences": _category_differences(readers[i], readers[k])}
              for i in range(len(readers)) for k in range(i + 1, len(readers))]
-    return {"schema": VIEW_SCHEMA, "row_fields": ROW_FIELDS, "strings": strings.values, "items": item_rows,
-            "runs": runs, "pairs": pairs, "published": _published_rows([r.summary for r in readers]), "compare_plots": list(extra_plots)}
+    # The page colours and marks statuses by the rules of statuses.py, not by lists of its own.
+    statuses = {"valid": [JudgmentStatus.OK], "failed": sorted({*CALL_FAILURES, *TRANSIENT_GENERATION, "missing"}),
+                "marked": sorted({*TRANSIENT_JUDGMENT, "missing"})}
+    return {"schema": VIEW_SCHEMA, "row_fields": ROW_FIELDS, "statuses": statuses, "strings": strings.values,
+            "items": item_rows, "runs": runs, "pairs": pairs, "published": _published_rows([r.summary for r in readers]),
+            "compare_plots": list(extra_plots)}
 
 
 def script_json(data: Any) -> str:

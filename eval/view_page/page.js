@@ -46,8 +46,8 @@
   }
   const signed = (x) => (x == null ? "–" : (x < 0 || Object.is(x, -0) ? "" : "+") + fmt(x));
   const pre = (text, cls) => el("pre", { class: cls }, text == null ? "" : text);
-  const GOOD = new Set(["ok"]);
-  const BAD = new Set(["api_error", "timeout", "error", "content_filtered", "missing"]);
+  const GOOD = new Set(DATA.statuses.valid);
+  const BAD = new Set(DATA.statuses.failed);
   const statusClass = (s) => (GOOD.has(s) ? "st-ok" : BAD.has(s) ? "st-bad" : "st-warn");
   const enc = encodeURIComponent;
   function option(select, value, label) { select.append(el("option", { value }, label)); }
@@ -178,7 +178,7 @@
     const ci = score.ci95 || [];
     if (ci[0] != null) text += ` [${fmt(ci[0])}, ${fmt(ci[1])}]`;
     const c = task.counts || {};
-    if ((c.missing || 0) + (c.api_error || 0) + (c.timeout || 0)) text += " *";
+    if (DATA.statuses.marked.some((status) => c[status])) text += " *";
     return text;
   }
 
