@@ -222,8 +222,9 @@ def _included_file(path: Path, name: str) -> Path:
 
 
 def _read_task_file(path: Path) -> tuple[dict[str, Any], list[str]]:
-    """A task file with the files it names in `include:` merged under it (in order; the file's own keys win), each
-    file's relative paths its own folder's, and the names of the included files."""
+    """A task file with the files it names in `include:` merged under it (in order; the file's own keys win, and an
+    include's `variants` only complete the variants the file itself has), each file's relative paths its own
+    folder's, and the names of the included files."""
     data = read_yaml(path, "task")
     if not isinstance(data, dict):
         raise UserError(f"{path}: a task file must be a YAML mapping")
@@ -240,6 +241,10 @@ def _read_task_file(path: Path) -> tuple[dict[str, Any], list[str]]:
         if "include" in included:
             raise UserError(f"{included_path}: 'include': an included file cannot include others")
         merged = _deep_merge(merged, _rebase_paths(included, included_path.parent))
+    own = data.get("variants")
+    if isinstance(own, dict) and isinstance(merged.get("variants"), dict):
+        # An include completes the variants the file defines; it never adds one (a copy without a sample set has none).
+        merged["variants"] = {name: v for name, v in merged["variants"].items() if name in own}
     return _deep_merge(merged, _rebase_paths(data, path.parent)), names
 
 

@@ -95,3 +95,17 @@ def test_config_and_task_discovery_load_without_the_task_loader():
     code = "import sys, eval.config; print('eval.tasks' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_tasks_command_shows_a_user_task_without_a_sample_variant_as_such(tmp_path, monkeypatch):
+    from helpers import cli
+
+    mine = user_benchmark(tmp_path / "mine", name="full_only")
+    spec = yaml.safe_load(mine.read_text(encoding="utf-8"))
+    del spec["variants"]["sample"]  # the included files still describe a sample variant: they must not create one
+    mine.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
+    result = cli("tasks", "--variant", "sample", env={"LLMJP_EVAL_TASKS": str(mine.parent)})
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert rows["full_only"][-3:] == ["no", "sample", "variant"]
+    assert all(rows[name][-1] == "cached" for name in BUNDLED)
