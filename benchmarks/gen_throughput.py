@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from eval.backends.base import GenerationRequest, Sampling  # noqa: E402
 from eval.backends.hf import HFBackend  # noqa: E402
 from eval.backends.hf_engines import kv_bytes_per_token  # noqa: E402
+from eval.backends.template import StopRule  # noqa: E402
 from eval.chat import ParsedOutput  # noqa: E402
 from eval.config import GenerationConfig, HFModel, ReasoningFormat  # noqa: E402
 from eval.records import Slot  # noqa: E402
@@ -142,7 +143,7 @@ class BenchBackend(HFBackend):
     request's budget, since transformers' continuous batching takes no stopping criteria."""
 
     def __init__(self, model, device: str, engine: str, batch, targets: list[int], seconds: float | None = None,
-                 compile_mode: str = "auto"):
+                 compile_mode: str = "auto", first_segment: int | None = HFBackend.first_segment):
         self.cfg = HFModel(backend="hf", path="bench", engine=engine, device=device, compile=compile_mode,
                            reasoning=ReasoningFormat(format="none"))
         self.generation = GenerationConfig(batch_size=batch)
@@ -151,27 +152,37 @@ class BenchBackend(HFBackend):
         self.model, self.device, self.engine, self.max_batch = model, device, engine, None
         self.dtype_bytes = next(model.parameters()).element_size()
         self.eos_ids = [model.config.vocab_size]  # never produced: rows end by the scripted stop alone
+        self.stop_rule = StopRule(frozenset(self.eos_ids))
+        self.first_segment = first_segment
         self.targets = targets
         self.deadline = Deadline(None)
         self.seconds = seconds
         self.batches: list[int] = []
+        self.rounds: dict[int | None, int] = {}  # static engine: rows run per round, by the round's new-token segment
         self.outputs: dict[int, list[int]] = {}
 
     def generate_encoded(self, encoded, on_result):
         self.deadline = Deadline(time.perf_counter() + self.seconds if self.seconds else None)
         super().generate_encoded(encoded, on_result)
 
-    def _run_with_fallback(self, batch, on_result):
-        if not self.deadline.hit:
-            super()._run_with_fallback(batch, on_result)
+    def _run_with_fallback(self, batch, segment, on_result):
+        if self.deadline.hit:  # time-boxed: a row cut short or not run counts with what it has produced
+            for row in batch:
+                self.outputs[row.request.seed] = row.generated[:self.targets[row.request.seed]]
+            return []
+        self.rounds[segment] = self.rounds.get(segment, 0) + len(batch)
+        return super()._run_with_fallback(batch, segment, on_result)
 
-    def _processors(self, requests, prompt_width):
-        self.batches.append(len(requests))
-        self.scripted = RowLengthStop([self.targets[r.seed] for r in requests], prompt_width)
-        return super()._processors(requests, prompt_width)
+    def _processors(self, batch, prompt_width):
+        self.batches.append(len(batch))
+        self.scripted = RowLengthStop([self.targets[row.request.seed] - len(row.generated) for row in batch], prompt_width)
+        return super()._processors(batch, prompt_width)
 
-    def _stops(self, rows):
+    def _stops(self, batch):
         return StoppingCriteriaList([self.scripted, self.deadline])
+
+    def _finished(self, row):
+        return len(row.generated) >= self.targets[row.request.seed]  # what follows the scripted stop is padding
 
     def _collect_paged(self, manager, group, on_result):
         if self.deadline.at is None:
@@ -203,8 +214,8 @@ class BenchBackend(HFBackend):
 
 
 def run_backend(model, prompts, targets, budget: int, engine: str, batch, device: str, seconds: float | None,
-                compile_mode: str) -> tuple[BenchBackend, float]:
-    backend = BenchBackend(model, device, engine, batch, targets, seconds, compile_mode)
+                compile_mode: str, first_segment: int | None) -> tuple[BenchBackend, float]:
+    backend = BenchBackend(model, device, engine, batch, targets, seconds, compile_mode, first_segment)
     requests = [GenerationRequest(Slot(1, "bench", str(i), 1), [], Sampling(0.0, None, budget), i) for i in range(len(targets))]
     started = time.perf_counter()
     backend.generate_encoded([(r, prompts[i], "") for i, r in enumerate(requests)], lambda r: None)
@@ -276,6 +287,9 @@ def main() -> None:
     parser.add_argument("--naive-seconds", type=float, help="stop the naive baseline after this long (time box)")
     parser.add_argument("--engine-seconds", type=float,
                         help="stop the engine after this long (paged: only rows finished by then count)")
+    parser.add_argument("--first-segment", type=int,
+                        help="static engine: new tokens of its first round (default: the engine's, 1 024; tiny shape: "
+                             "16); 0 runs every row to the budget in one round, as before rounds existed")
     parser.add_argument("--skip-naive", action="store_true", help="engine only (naive fields null)")
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], help="default: bfloat16 on CUDA, float32 on CPU")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -292,6 +306,8 @@ def main() -> None:
     work = Workload(args.median or work.median, args.budget or work.budget, work.sigma, work.at_budget)
     batch = args.batch if args.batch == "auto" else int(args.batch)
     naive_batch = args.naive_batch if batch == "auto" else batch
+    first_segment = args.first_segment if args.first_segment is not None else (16 if args.shape == "tiny" else None)
+    first_segment = HFBackend.first_segment if first_segment is None else first_segment or None
 
     torch.manual_seed(args.seed)
     config = LlamaConfig(**SHAPES[args.shape], max_position_embeddings=max(8192, 512 + work.budget),
@@ -311,9 +327,9 @@ def main() -> None:
 
     if device.startswith("cuda"):  # compile / CUDA-graph warm-up outside the timing
         warm = [min(t, 32) for t in targets[:8]]
-        run_backend(model, prompts[:8], warm, work.budget, args.engine, batch, device, None, args.compile)
+        run_backend(model, prompts[:8], warm, work.budget, args.engine, batch, device, None, args.compile, first_segment)
     backend, backend_s = run_backend(model, prompts, targets, work.budget, args.engine, batch, device,
-                                     args.engine_seconds, args.compile)
+                                     args.engine_seconds, args.compile, first_segment)
     backend_tokens = sum(len(t) for t in backend.outputs.values())
     if not args.engine_seconds:
         assert backend_tokens == sum(targets), "every row must produce exactly its drawn length"
@@ -342,10 +358,11 @@ def main() -> None:
         else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__, "transformers": __import__("transformers").__version__,
         "shape": args.shape, "dtype": str(dtype).removeprefix("torch."), "workload": args.workload,
-        "engine": args.engine, "compile": args.compile, "batch": args.batch, "naive_batch": None if args.skip_naive else naive_batch,
+        "engine": args.engine, "compile": args.compile, "first_segment": first_segment if args.engine == "static" else None, "batch": args.batch, "naive_batch": None if args.skip_naive else naive_batch,
         "n": args.n, "budget": work.budget, "output_tokens": sum(targets),
         "median_output": sorted(targets)[len(targets) // 2], "rows_at_budget": sum(t == work.budget for t in targets),
-        "static_batches": backend.batches[:16] or None, "engine_time_boxed": backend.deadline.hit,
+        "static_batches": backend.batches[:16] or None,
+        "static_rounds": {str(k): v for k, v in backend.rounds.items()} or None, "engine_time_boxed": backend.deadline.hit,
         "naive_time_boxed": naive_cut, "naive_tok_s": round(naive_tok_s, 1) if naive_tok_s else None,
         "backend_tok_s": round(backend_tok_s, 1),
         "speedup": round(backend_tok_s / naive_tok_s, 2) if naive_tok_s else None,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The generation benchmark cases for one H100 / H200, in one call of at most 8 minutes: the thinking workload on a
-# random llm-jp-4-8b-shaped model (bf16), naive generate() against the paged and static engines at a few batch sizes.
+# random llm-jp-4-8b-shaped model (bf16), naive generate() against the paged and static engines at a few batch sizes,
+# and the static engine's rounds of growing length against one round to the budget.
 # Prints one JSON line per case on stdout (an environment line first); each case's progress goes to $LOGS/<case>.log.
 #
 #   benchmarks/gpu_suite.sh                          # the GPU run (torch + transformers preinstalled, no network)
@@ -43,19 +44,23 @@ if [ "$SHAPE" = tiny ]; then
         "paged-b8|--engine paged --batch 8|60"
         "paged-b8-compiled|--engine paged --batch 8 --compile on|40"
         "static-b8|--engine static --batch 8|60"
+        "static-b8-one-round|--engine static --batch 8 --first-segment 0 --skip-naive|40"
         "paged-b16|--engine paged --batch 16|60"
     )
 else
     # Thinking-shaped lengths with the budget scaled to 4 096 (median 1 024): a 16 k row alone needs 16 k sequential
     # steps, minutes by itself, and 8 minutes must hold every case. Naive generate() is time-boxed (its rate over the
     # first batches: an upper bound); an engine stopped by --engine-seconds counts finished rows only (a lower bound).
+    # The static engine runs 48 rows, first in rounds of growing length (its default, first round 1 024 tokens), then
+    # in one round to the budget (as before rounds existed; same naive baseline, so that case skips it).
     common=(--shape "$SHAPE" --workload thinking --budget 4096 --median 1024 --n 96 --naive-seconds 20
             --engine-seconds 90)
     cases=(
-        "paged-b64|--engine paged --batch 64|170"
-        "paged-b64-compiled|--engine paged --batch 64 --compile on|150"
-        "static-b16|--engine static --batch 16 --engine-seconds 40|100"
-        "paged-b128|--engine paged --batch 128|150"
+        "paged-b64|--engine paged --batch 64|150"
+        "static-b16|--engine static --batch 16 --n 48 --engine-seconds 60|110"
+        "static-b16-one-round|--engine static --batch 16 --n 48 --first-segment 0 --engine-seconds 45 --skip-naive|75"
+        "paged-b64-compiled|--engine paged --batch 64 --compile on|140"
+        "paged-b128|--engine paged --batch 128|140"
     )
 fi
 

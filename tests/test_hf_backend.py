@@ -50,6 +50,25 @@ def test_batched_greedy_equals_one_by_one(smoke_model_dir, engine, turn2):
         assert generate(alone, [r])[r.slot.item_id] == batched[r.slot.item_id], (engine, r.slot)
 
 
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_static_rounds_of_growing_length_change_no_output(smoke_model_dir, monkeypatch, temperature):
+    reqs = requests(temperature, turn2=True)
+    whole = generate(backend("static", batch_size=2), reqs)
+    calls = []
+    b = backend("static", batch_size=2)
+    real = b._run_batch
+
+    def recorded(batch, segment):
+        calls.append((segment, [len(row.generated) for row in batch]))
+        return real(batch, segment)
+
+    b.first_segment = 4
+    monkeypatch.setattr(b, "_run_batch", recorded)
+    assert generate(b, reqs) == whole
+    assert [segment for segment, _ in calls][:3] == [4, 4, 4] and {segment for segment, _ in calls} >= {4, 8, 16}
+    assert all(min(generated) > 0 for segment, generated in calls if segment > 4)  # later rounds run rows on
+
+
 @pytest.mark.parametrize("engine", ["static", "dynamic"])
 def test_sampled_output_depends_on_the_request_seed_not_on_the_batch(smoke_model_dir, engine):
     reqs = requests(1.0)
@@ -148,11 +167,11 @@ def test_oom_halves_the_batch_and_loses_nothing(smoke_model_dir, monkeypatch):
     real = b._run_batch
     sizes = []
 
-    def flaky(batch):
+    def flaky(batch, segment):
         sizes.append(len(batch))
         if len(batch) > 2:
             raise torch.OutOfMemoryError("simulated")
-        return real(batch)
+        return real(batch, segment)
 
     monkeypatch.setattr(b, "_run_batch", flaky)
     reqs = requests(0.0)

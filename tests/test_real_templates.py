@@ -306,14 +306,20 @@ class Scripted:
             index = (positions[0, -logits.shape[1]:] - prompt_len + 1).clamp(0, len(script) - 1)
             wanted = torch.tensor(script)[index][None, :]
         else:
-            if kwargs["input_ids"].shape[1] > 1:  # prefill: a new batch
-                self.rows = (kwargs["input_ids"] != self.pad_id).sum(-1).tolist()  # left padding
+            if kwargs["input_ids"].shape[1] > 1:  # prefill: a new batch (left padding)
+                self.rows = [self._script_at(n) for n in (kwargs["input_ids"] != self.pad_id).sum(-1).tolist()]
                 self.step = 0
-            wanted = torch.tensor([self.scripts[n][min(self.step, len(self.scripts[n]) - 1)] for n in self.rows])[:, None]
+            wanted = torch.tensor([script[min(done + self.step, len(script) - 1)] for script, done in self.rows])[:, None]
             wanted = wanted.expand(-1, logits.shape[1])
             self.step += 1
         logits.fill_(-1e4).scatter_(-1, wanted[..., None].to(logits.device), 0.0)
         return out
+
+    def _script_at(self, context: int) -> tuple[list[int], int]:
+        """The script of a row whose context is `context` tokens long, and how much of it the context holds already
+        (a static-engine row that runs on in a later round)."""
+        prompt = max(p for p in self.scripts if p <= context)
+        return self.scripts[prompt], context - prompt
 
 
 def hf_backend(model_dir: Path, engine: str) -> HFBackend:
@@ -351,6 +357,24 @@ def test_every_engine_stops_at_the_end_of_the_final_message(model_dir, engine):
 @pytest.mark.parametrize("engine", ["static", "dynamic", "paged"])
 def test_every_engine_stops_at_the_end_of_the_output(llm_jp_dir, engine):
     check_stops_at_the_answer(llm_jp_dir, engine, "<|return|>")
+
+
+def test_static_rounds_stop_at_the_end_of_the_final_message_wherever_a_round_ends(model_dir):
+    b = hf_backend(model_dir, "static")
+    script, answer_len = script_ids(b.chat, "<|end|>")
+    header = b.chat.tokenizer("<|channel|>final<|message|>", add_special_tokens=False)["input_ids"]
+    opened = next(i for i in range(len(script)) if script[i:i + len(header)] == header)
+    messages = [[{"role": "user", "content": "Question?"}]] * 2
+    scripted = Scripted(b.model, {len(b.chat.encode(messages[0])[0]): script}, b.tokenizer.pad_token_id)
+    # First rounds ending before, inside and right after the final header, and on the stop token itself.
+    for segment in (opened, opened + 1, opened + len(header), answer_len):
+        b.first_segment = segment
+        scripted.calls = 0
+        results = run(b, messages)
+        assert scripted.calls <= answer_len + 3, segment  # the stop held in the round after the header
+        for result in results:
+            assert (result.tokens_out, result.finish_reason, result.parsed.status) == (answer_len, "stop", "ok"), segment
+            assert result.raw.endswith("The answer.<|end|>")
 
 
 @pytest.mark.parametrize("engine", ["static", "dynamic"])

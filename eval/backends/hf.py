@@ -2,8 +2,10 @@
 
 Engines (`model.engine`; `auto` picks one per call, see `hf_engines.choose_engine`):
 - `static`: static KV cache, decode step compiled on CUDA, batches of similar prompt length sized from the memory
-  the allocator can give and the model's KV bytes per token; a CUDA OOM halves the batch and retries. `auto` picks
-  it for short budgets.
+  the allocator can give and the model's KV bytes per token; a CUDA OOM halves the batch and retries. Long budgets
+  run in rounds of growing length (`hf_engines.STATIC_FIRST_SEGMENT`): a round's cache holds prompt + output so far
+  + the round's new tokens, and a row still going after a round runs on in the next with its context re-read.
+  `auto` picks it for short budgets.
 - `paged`: transformers' continuous batching (paged KV cache): a finished row is replaced at once and its answer
   stored at once; cache sized from free GPU memory and `memory_fraction`, compiled with `compile: on`. `auto` picks
   it on CUDA for long (thinking) budgets. Sampling there uses one seeded RNG for the whole run, so a sampled output depends on
@@ -15,6 +17,7 @@ Sampling in `static`/`dynamic` goes through `RowSampler`, so each output depends
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..chat import parse_output
@@ -23,8 +26,8 @@ from ..config import HFModel
 from ..errors import UserError
 from ..failpoints import checkpoint
 from .base import GenerationRequest, GenerationResult, OnResult, error_result
-from .hf_engines import (auto_batch_size, cache_budget, choose_engine, continuous_batching_config, kv_bytes_per_token,
-                         release_cached_memory)
+from .hf_engines import (STATIC_FIRST_SEGMENT, auto_batch_size, cache_budget, choose_engine, continuous_batching_config,
+                         kv_bytes_per_token, release_cached_memory)
 from .template import ChatRenderer
 
 PROMPT_BUCKET = 64  # prompts are left-padded to a multiple of this, which bounds the shapes torch.compile sees
@@ -32,6 +35,7 @@ PROMPT_BUCKET = 64  # prompts are left-padded to a multiple of this, which bound
 
 class HFBackend:
     name = "hf"
+    first_segment: int | None = STATIC_FIRST_SEGMENT  # the static engine's first round; None: one round to the budget
 
     def __init__(self, cfg: HFModel, generation: RunGenerationConfig):
         self.cfg = cfg
@@ -101,90 +105,113 @@ class HFBackend:
         if self.engine == "paged":
             self._generate_paged(encoded, on_result)
             return
+        rows = [Row(request, ids, prompt_hash) for request, ids, prompt_hash in encoded]
+        segment = self.first_segment if self.engine == "static" else None
+        while rows:
+            rows = self._generate_round(rows, segment, on_result)
+            segment = segment and segment * 2
+
+    def _generate_round(self, rows: list[Row], segment: int | None, on_result: OnResult) -> list[Row]:
+        """Every row runs on by up to `segment` new tokens (None: to its budget), in batches of similar length; a row
+        that finishes is handed to `on_result`, the rows that are still going are returned."""
+        rows.sort(key=lambda row: -len(row.context))
+        going: list[Row] = []
         start = 0
-        while start < len(encoded):
-            size = self._batch_size(encoded[start:])
-            self._run_with_fallback(encoded[start:start + size], on_result)
+        while start < len(rows):
+            size = self._batch_size(rows[start:], segment)
+            going += self._run_with_fallback(rows[start:start + size], segment, on_result)
             release_cached_memory(self.device)
             start += size
+        return going
 
-    def _batch_size(self, remaining: list) -> int:
+    def _batch_size(self, remaining: list[Row], segment: int | None) -> int:
         if self.generation.batch_size != "auto":
             size = int(self.generation.batch_size)
         else:
-            max_new = max(r.sampling.max_new_tokens for r, _, _ in remaining)
-            longest = _bucket(len(remaining[0][1])) + max_new
+            longest = _bucket(len(remaining[0].context)) + _new_tokens(remaining, segment)
             cap = 256 if self.device.startswith("cuda") else 32
             size = auto_batch_size(cache_budget(self.device, self.cfg.memory_fraction),
                                    kv_bytes_per_token(self.model.config, self.dtype_bytes), longest,
                                    self.model.config.get_text_config().vocab_size, cap)
         return min(size, self.max_batch or size)
 
-    def _run_with_fallback(self, batch: list, on_result: OnResult) -> None:
+    def _run_with_fallback(self, batch: list[Row], segment: int | None, on_result: OnResult) -> list[Row]:
         import torch
 
         try:
-            results = self._run_batch(batch)
+            self._run_batch(batch, segment)
         except torch.OutOfMemoryError:
             release_cached_memory(self.device)
             if len(batch) == 1:
-                request = batch[0][0]
-                on_result(error_result(request, f"out of memory for one sequence of {len(batch[0][1])} prompt tokens "
-                                                f"+ {request.sampling.max_new_tokens} new; lower generation.max_new_tokens"))
-                return
+                row = batch[0]
+                on_result(error_result(row.request, f"out of memory for one sequence of {len(row.context)} tokens + "
+                                                    f"{_new_tokens(batch, segment)} new; lower generation.max_new_tokens"))
+                return []
             half = len(batch) // 2
             self.max_batch = min(self.max_batch or half, half)
-            self._run_with_fallback(batch[:half], on_result)
-            self._run_with_fallback(batch[half:], on_result)
-            return
-        for result in results:
-            on_result(result)
+            return (self._run_with_fallback(batch[:half], segment, on_result)
+                    + self._run_with_fallback(batch[half:], segment, on_result))
+        going = []
+        for row in batch:
+            if self._finished(row):
+                on_result(self._result(row.request, row.prompt_ids, row.generated, row.prompt_hash, row.seconds))
+            else:
+                going.append(row)
+        return going
 
-    def _run_batch(self, batch: list) -> list[GenerationResult]:
+    def _finished(self, row: Row) -> bool:
+        return row.remaining <= 0 or self.stop_rule.length(row.generated) is not None
+
+    def _run_batch(self, batch: list[Row], segment: int | None) -> None:
+        """One `generate` call; each row's new tokens (its budget's worth at most) are appended to `row.generated`."""
         import torch
         from transformers import GenerationConfig
 
         started = time.perf_counter()
-        requests = [r for r, _, _ in batch]
-        width = _bucket(max(len(ids) for _, ids, _ in batch))
+        width = _bucket(max(len(row.context) for row in batch))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (_, ids, _) in enumerate(batch):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
-        max_new = max(r.sampling.max_new_tokens for r in requests)
-        config = GenerationConfig(do_sample=False, max_new_tokens=max_new, eos_token_id=self.eos_ids, pad_token_id=pad)
+        for i, row in enumerate(batch):
+            context = row.context
+            input_ids[i, width - len(context):] = torch.tensor(context)
+            attention[i, width - len(context):] = 1
+        config = GenerationConfig(do_sample=False, max_new_tokens=_new_tokens(batch, segment), eos_token_id=self.eos_ids,
+                                  pad_token_id=pad)
         if self.engine == "static":
             config.cache_implementation = "static"
         if self.cfg.compile == "off" or (self.cfg.compile == "auto" and not self.device.startswith("cuda")):
             config.disable_compile = True
-        processors = self._processors(requests, width)
-        stops = self._stops(len(batch))
         with torch.inference_mode():
             output = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                                         generation_config=config, logits_processor=processors, stopping_criteria=stops)
+                                         generation_config=config, logits_processor=self._processors(batch, width),
+                                         stopping_criteria=self._stops(batch))
         generated = output[:, width:].tolist()
         seconds = (time.perf_counter() - started) / len(batch)
-        return [self._result(request, ids, tokens, prompt_hash, seconds)
-                for (request, ids, prompt_hash), tokens in zip(batch, generated)]
+        for row, tokens in zip(batch, generated):
+            # A row with a smaller budget than its batch-mates keeps only its own; after a stop token comes padding.
+            row.generated = row.generated + tokens[:row.remaining]
+            row.seconds += seconds
 
-    def _processors(self, requests: list[GenerationRequest], prompt_width: int):
+    def _processors(self, batch: list[Row], prompt_width: int):
         from transformers import LogitsProcessorList
 
         from .hf_decode import RowSampler
 
-        return LogitsProcessorList([RowSampler([r.sampling.temperature for r in requests], [r.sampling.top_p for r in requests],
-                                               [r.seed for r in requests], prompt_width, self.device)])
+        sampling = [row.request.sampling for row in batch]
+        return LogitsProcessorList([RowSampler([s.temperature for s in sampling], [s.top_p for s in sampling],
+                                               [row.request.seed for row in batch], prompt_width, self.device,
+                                               [len(row.generated) for row in batch])])
 
-    def _stops(self, rows: int):
+    def _stops(self, batch: list[Row]):
         from transformers import StoppingCriteriaList
 
         from .hf_decode import FinalMessageStop
 
         stops = StoppingCriteriaList()
         if self.stop_rule.final_header:
-            stops.append(FinalMessageStop(self.stop_rule.final_header, self.stop_rule.end_id, rows, self.device))
+            stops.append(FinalMessageStop(self.stop_rule.final_header, self.stop_rule.end_id,
+                                          [self.stop_rule.entered_final(row.generated) for row in batch], self.device))
         return stops
 
     def _result(self, request: GenerationRequest, prompt_ids: list[int], tokens: list[int], prompt_hash: str,
@@ -267,6 +294,31 @@ class HFBackend:
                 on_result(error_result(request, f"continuous batching: {out.error}"))
             else:
                 on_result(self._result(request, ids, tokens, prompt_hash, elapsed))
+
+
+@dataclass
+class Row:
+    """A request in the static and dynamic engines: its prompt and what it has generated in earlier rounds."""
+
+    request: GenerationRequest
+    prompt_ids: list[int]
+    prompt_hash: str
+    generated: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def context(self) -> list[int]:
+        return self.prompt_ids + self.generated
+
+    @property
+    def remaining(self) -> int:
+        return self.request.sampling.max_new_tokens - len(self.generated)
+
+
+def _new_tokens(rows: list[Row], segment: int | None) -> int:
+    """New tokens a `generate` call over `rows` runs for: the largest remaining budget, at most one segment."""
+    most = max(row.remaining for row in rows)
+    return min(most, segment) if segment else most
 
 
 def _bucket(length: int) -> int:

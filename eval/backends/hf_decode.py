@@ -22,9 +22,10 @@ def _mix32(h: torch.Tensor) -> torch.Tensor:
     return (h >> 16) ^ h
 
 
-def uniform_noise(seeds: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
-    """Uniform (0, 1) noise of shape [rows, vocab], a pure function of (seed, step, token id)."""
-    row = _mix32((seeds * 0x9E3779B1 + step * 0x85EBCA77) & _MASK32)
+def uniform_noise(seeds: torch.Tensor, steps: torch.Tensor | int, vocab: int) -> torch.Tensor:
+    """Uniform (0, 1) noise of shape [rows, vocab], a pure function of (seed, step, token id); `steps` is one step
+    for every row or one per row."""
+    row = _mix32((seeds * 0x9E3779B1 + steps * 0x85EBCA77) & _MASK32)
     tokens = torch.arange(vocab, device=seeds.device, dtype=torch.int64) * 0x27D4EB2F
     h = _mix32((row[:, None] ^ tokens[None, :]) & _MASK32)
     # 23 bits keep (x + 0.5) / 2**23 exact in float32 and strictly inside (0, 1).
@@ -32,7 +33,11 @@ def uniform_noise(seeds: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
 
 
 class RowSampler(LogitsProcessor):
-    def __init__(self, temperatures: list[float], top_ps: list[float | None], seeds: list[int], prompt_len: int, device):
+    """`prompt_len`: the (padded) width of the batch's input; `generated`: tokens each row produced before this call
+    (a static-engine row that runs on in a later round), so a row's step counts from its own first output token."""
+
+    def __init__(self, temperatures: list[float], top_ps: list[float | None], seeds: list[int], prompt_len: int, device,
+                 generated: list[int] | None = None):
         self.temperature = torch.tensor(temperatures, dtype=torch.float32, device=device)
         self.top_p = torch.tensor([1.0 if p is None else p for p in top_ps], dtype=torch.float32, device=device)
         self.seeds = torch.tensor(seeds, dtype=torch.int64, device=device)
@@ -40,15 +45,16 @@ class RowSampler(LogitsProcessor):
         self.any_sampled = bool(self.sampled.any())
         self.any_top_p = bool((self.sampled & (self.top_p < 1.0)).any())
         self.prompt_len = prompt_len
+        self.generated = torch.tensor(generated or [0] * len(seeds), dtype=torch.int64, device=device)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if not self.any_sampled:
             return scores
-        step = input_ids.shape[1] - self.prompt_len
+        steps = self.generated + (input_ids.shape[1] - self.prompt_len)
         logits = scores.float() / self.temperature.clamp_min(1e-6)[:, None]
         if self.any_top_p:
             logits = self._top_p(logits)
-        gumbel = -torch.log(-torch.log(uniform_noise(self.seeds, step, logits.shape[-1])))
+        gumbel = -torch.log(-torch.log(uniform_noise(self.seeds, steps, logits.shape[-1])))
         return torch.where(self.sampled[:, None], logits + gumbel, scores.float())
 
     def _top_p(self, logits: torch.Tensor) -> torch.Tensor:
@@ -63,12 +69,13 @@ class RowSampler(LogitsProcessor):
 
 class FinalMessageStop(StoppingCriteria):
     """Stop a row at `<|end|>` once it is inside the Harmony `final` channel (the answer is complete); the same rule
-    as `StopRule.length`, vectorised over the batch."""
+    as `StopRule.length`, vectorised over the batch. `in_final`: the rows that opened their final message before this
+    call (a row that runs on in a later round)."""
 
-    def __init__(self, final_header: tuple[int, ...], end_id: int, rows: int, device):
+    def __init__(self, final_header: tuple[int, ...], end_id: int, in_final: list[bool], device):
         self.header = torch.tensor(final_header, device=device)
         self.end_id = end_id
-        self.in_final = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.in_final = torch.tensor(in_final, dtype=torch.bool, device=device)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         width = self.header.numel()

@@ -3,6 +3,10 @@
 - `choose_engine`: `engine: auto` runs long budgets (thinking models) on the paged engine, where a finished row is
   replaced at once and the cache holds only the tokens rows really have; short budgets run on the static engine,
   whose compiled decode step is fastest when the allocated length is close to what rows use.
+- `STATIC_FIRST_SEGMENT`: the static engine allocates its cache for the tokens a round may add, not for the whole
+  budget (a static cache is attended over its full allocated length on every step): every row first runs for this
+  many new tokens, the rows still going then run on from their prompt plus output for twice as many, and so on. Each
+  round re-batches the survivors by length, so a finished row frees its place at the end of its round.
 - `cache_budget`: on CUDA, the bytes the allocator can really give (free device memory plus what torch holds
   reserved but unallocated) times `memory_fraction`; on CPU a small fixed size, never a share of host RAM.
 - `continuous_batching_config`: the paged engine's cache size, rows per step, compile level and CUDA graphs.
@@ -15,6 +19,7 @@ from math import ceil
 from typing import Any
 
 LONG_BUDGET = 2048  # new-token budgets from this size on run on the paged engine under `engine: auto` (CUDA)
+STATIC_FIRST_SEGMENT = 1024  # new tokens of the static engine's first round; each later round doubles it
 CPU_CACHE_BYTES = 256 * 2**20  # the KV cache budget on CPU: small and explicit (CPU runs are tests and dry runs)
 CPU_MAX_BATCH_TOKENS = 512  # tokens per forward step of the paged engine on CPU
 PAGED_MAX_ROWS = 1024  # transformers' own ceiling on rows per step

@@ -63,6 +63,12 @@ class StopRule:
                 in_final = True
         return None
 
+    def entered_final(self, tokens: Sequence[int]) -> bool:
+        """The output has opened its final message (its `<|end|>` stops it from here on)."""
+        width = len(self.final_header)
+        return bool(width) and any(tuple(tokens[i:i + width]) == self.final_header
+                                   for i, token in enumerate(tokens) if token == self.final_header[0])
+
     def message_closed(self, tokens: Sequence[int]) -> bool:
         """The output ends with an `<|end|>` that closes a message other than the final one: more follows."""
         return bool(tokens) and self.end_id is not None and tokens[-1] == self.end_id and self.length(tokens) is None
