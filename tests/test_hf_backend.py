@@ -69,6 +69,25 @@ def test_static_rounds_of_growing_length_change_no_output(smoke_model_dir, monke
     assert all(min(generated) > 0 for segment, generated in calls if segment > 4)  # later rounds run rows on
 
 
+def test_each_static_round_allocates_only_its_own_length(smoke_model_dir):
+    b = backend("static", batch_size=8)
+    b._load()
+    b.first_segment = 4
+    lengths = []  # the static cache's length in each generate call, seen at its prefill
+
+    def record(module, args, kwargs):
+        if kwargs["input_ids"].shape[1] > 1:
+            lengths.append((kwargs.get("past_key_values") or kwargs.get("cache")).get_max_length())
+
+    b.model.register_forward_pre_hook(record, with_kwargs=True)
+    generate(b, requests(0.0))
+    first_call, lengths[:] = list(lengths), []
+    # one prompt width; rounds of 4, 8 and 16 new tokens, then the 12 left of the 40-token budget
+    assert [length - first_call[0] for length in first_call] == [0, 4, 12, 8]
+    generate(b, requests(0.0)[:2])
+    assert lengths[0] == first_call[0]  # not the longest length an earlier call used (transformers' default)
+
+
 @pytest.mark.parametrize("engine", ["static", "dynamic"])
 def test_sampled_output_depends_on_the_request_seed_not_on_the_batch(smoke_model_dir, engine):
     reqs = requests(1.0)

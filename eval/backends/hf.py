@@ -180,6 +180,9 @@ class HFBackend:
                                   pad_token_id=pad)
         if self.engine == "static":
             config.cache_implementation = "static"
+            # transformers sizes each static cache to the longest any earlier call used (fewer recompiles); a round
+            # must get only its own length, or the first long round would set every later call's cost.
+            self.model.__dict__.pop("_previous_max_cache_length", None)
         if self.cfg.compile == "off" or (self.cfg.compile == "auto" and not self.device.startswith("cuda")):
             config.disable_compile = True
         with torch.inference_mode():
