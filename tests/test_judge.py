@@ -77,6 +77,35 @@ def test_every_fault_ends_in_its_status_with_counted_attempts(mock_server, no_sd
         assert judgment.error and not judgment.scores
 
 
+@pytest.mark.parametrize("profile,attempts,sync_requests", [(UPSTREAM, 3, 2), (STRICT, 1, 0)])
+def test_a_batch_line_refused_by_the_content_filter_follows_the_profile(tmp_path, mock_server, profile, attempts,
+                                                                         sync_requests):
+    from eval.judge.batch import BatchJudge
+    from eval.store import Store
+
+    server = mock_server(settings=MockSettings(batch_polls_to_complete=0, rate_content_filter=1.0))
+    config = JudgeConfig(model="mock-judge", base_url=server.url, mock=True, max_retries=2)
+    judgments = []
+
+    async def go():
+        client = JudgeClient(config, server.url, Ledger(config), profile=profile)
+        store = Store(tmp_path / "run.sqlite")
+
+        async def keep(judgment):
+            judgments.append(judgment)
+
+        try:
+            await BatchJudge(client, store, poll_s=0.01).run([request(0), request(1)], keep)
+        finally:
+            await client.close()
+            store.close()
+
+    asyncio.run(go())
+    # upstream: the batch's 400 is one of the three asks, the other two are asked synchronously; strict: it ends there
+    assert [(j.status, j.attempts) for j in judgments] == [("content_filtered", attempts)] * 2
+    assert counters(server).get("requests", 0) == 2 * sync_requests and counters(server)["batch_requests"] == 2
+
+
 def test_retry_after_is_waited_for(mock_server):
     server = mock_server(settings=MockSettings(rate_429=1.0, retry_after_s=0.4))
     started = time.perf_counter()

@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..records import Judgment
 from ..statuses import JudgmentStatus as J
 from ..store import Store
-from .client import JudgeClient, Progress, _short, mentions_content_filter
+from .client import JudgeClient, Progress, _Failed, _short, mentions_content_filter
 from .replies import MalformedReply, read_reply
 from .requests import JudgeRequest
 
@@ -115,7 +115,9 @@ class BatchJudge:
             return self.client.interpret(progress, reply, batch=True)
         error = body.get("error") or {}
         if response.get("status_code") == 400 and mentions_content_filter(error.get("code"), str(error.get("message"))):
-            return self.client.finish(progress, J.CONTENT_FILTERED, {}, "the judge refused the prompt (content filter)")
+            # As for a synchronous 400, the profile decides: one ask used up (then asked synchronously), or the end.
+            refused = _Failed(J.CONTENT_FILTERED, "the judge refused the prompt (content filter)", 0, bad_request=True)
+            return self.client.decide(progress, failure=refused)
         progress.asks = 0
         return None
 
