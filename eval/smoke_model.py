@@ -65,6 +65,16 @@ def builtin_path(path: str) -> Path:
     return target
 
 
+def _publish(staging: Path, target: Path) -> None:
+    """Move a finished build into place. Two processes may build at once on a fresh cache: the one that finishes
+    second finds the other's model there (the same weights) and keeps it."""
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+
+
 def model_dir() -> Path:
     """Where the model of this corpus and this recipe (this file) lives in the cache."""
     digest = hashlib.sha256(CORPUS.read_bytes() + Path(__file__).read_bytes()).hexdigest()[:12]
@@ -156,7 +166,7 @@ def build(target: Path, steps: int = 200) -> None:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        os.replace(staging, target) if not target.exists() else None
+        _publish(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import shutil
 
+import pytest
 import yaml
 
 from eval import smoke_model
@@ -36,3 +37,20 @@ def test_the_cache_name_changes_with_the_corpus(tmp_path, monkeypatch):
                       encoding="utf-8")
     changed = smoke_model.model_dir()
     assert changed != original and changed.parent == original.parent and changed.name.startswith("tiny-harmony-")
+
+
+def test_a_build_finished_second_keeps_the_model_already_in_place(tmp_path):
+    target, late = tmp_path / "model", tmp_path / "late-build"
+    for folder, text in ((target, "first"), (late, "second")):
+        folder.mkdir()
+        (folder / "config.json").write_text(text)
+    smoke_model._publish(late, target)  # the other process won the race: no error, its model stays
+    assert (target / "config.json").read_text() == "first"
+    smoke_model._publish(late, tmp_path / "fresh")  # nobody else: the build moves into place
+    assert (tmp_path / "fresh" / "config.json").read_text() == "second" and not late.exists()
+    broken, other = tmp_path / "broken", tmp_path / "other"
+    for folder in (broken, other):
+        folder.mkdir()
+        (folder / "stray").write_text("")
+    with pytest.raises(OSError):  # a folder in the way that holds no model is not taken for one
+        smoke_model._publish(other, broken)
