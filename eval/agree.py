@@ -28,6 +28,7 @@ from .errors import UserError
 from .kinds import TaskRules, kind
 from .metrics import bootstrap_means, cluster_arrays, observations, paired_difference, round_means
 from .plots import write_confusion_plot
+from .view import compare_link, page_plots, write_page
 from .summary import compute_summary, run_frames
 from .rundir import write_json, write_text
 from .store import open_run
@@ -166,7 +167,8 @@ def compare_judges(a: RunData, b: RunData, top: int = 10) -> dict[str, Any]:
         values, counts = confusion(score["value_a"].to_numpy(), score["value_b"].to_numpy())
         tasks[task] = {"column": a.summary["tasks"][task]["column"], "metrics": metrics,
                        "confusion": {"values": values.tolist(), "counts": counts.tolist()},
-                       "disagreements": _largest_disagreements(score, a.answers[a.answers["task"] == task], top)}
+                       "disagreements": [{**d, "link": compare_link(task, d["item_id"], d["turn"])} for d in
+                                         _largest_disagreements(score, a.answers[a.answers["task"] == task], top)]}
     if not tasks:
         raise UserError(f"{a.dir} and {b.dir} share no judged answer: nothing to compare")
     return {"mode": "judges", "a": _describe(a), "b": _describe(b), "tasks": tasks}
@@ -360,10 +362,13 @@ def render_judges(result: dict[str, Any]) -> str:
                 f"{_f(r['judge_share_of_variance'])} | {_f(r['row_sd'])} | {_f(r['judge_sd'])} |" for column, metric, r in retest]
     for t in result["tasks"].values():
         if t["disagreements"]:
+            page = result.get("page")
             out += ["", f"## {t['column']}: largest disagreements (score)", "",
-                    "| item | turn | round | category | A | B |", "|---|---:|---:|---|---:|---:|"]
+                    "| item | turn | round | category | A | B |" + (" side by side |" if page else ""),
+                    "|---|---:|---:|---|---:|---:|" + ("---|" if page else "")]
             for d in t["disagreements"]:
-                out.append(f"| {d['item_id']} | {d['turn']} | {d['round']} | {d['category'] or ''} | {_f(d['a'], 0)} | {_f(d['b'], 0)} |")
+                out.append(f"| {d['item_id']} | {d['turn']} | {d['round']} | {d['category'] or ''} | {_f(d['a'], 0)} | "
+                           f"{_f(d['b'], 0)} |" + (f" [A and B]({page}{d['link']}) |" if page else ""))
     return "\n".join(out) + "\n"
 
 
@@ -425,6 +430,8 @@ def agree_command(run_dirs: list[Path], rows: list[str], out: Path | None, top: 
     elif len(run_dirs) == 2:
         a, b = load_run(run_dirs[0]), load_run(run_dirs[1])
         result = compare_judges(a, b, top)
+        if out is not None:
+            result["page"] = "report.html"  # A and B side by side, written below; the disagreements link into it
         text = render_judges(result)
     else:
         raise UserError("agree: give RUN_A RUN_B (two judges), one RUN (its judge over rounds), or --rows A1:B1 A2:B2 …")
@@ -439,5 +446,6 @@ def agree_command(run_dirs: list[Path], rows: list[str], out: Path | None, top: 
                 write_confusion_plot(out / "plots" / f"confusion_{task}.png", t["confusion"]["values"],
                                      t["confusion"]["counts"], f"{t['column']}: score",
                                      f"A: {result['a']['judge_model']}", f"B: {result['b']['judge_model']}")
-        print(f"Written to {out}/ (agree.md, agree.json{', plots/' if result['mode'] == 'judges' else ''})")
+            write_page(run_dirs, out / result["page"], page_plots(out / "plots"))
+        print(f"Written to {out}/ (agree.md, agree.json{', plots/, report.html' if result['mode'] == 'judges' else ''})")
     return result

@@ -21,6 +21,7 @@ import re
 import webbrowser
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -93,7 +94,8 @@ def _run_files(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     return summary, manifest
 
 
-def _plots(folder: Path, names: list[str] | None = None) -> list[dict[str, str]]:
+def page_plots(folder: Path, names: list[str] | None = None) -> list[dict[str, str]]:
+    """The PNGs of `folder` (all, or those named) as images the page can show."""
     paths = [folder / n for n in names] if names is not None else sorted(folder.glob("*.png"))
     return [{"name": p.stem, "src": "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode("ascii")}
             for p in paths if p.is_file()]
@@ -227,7 +229,7 @@ def page_data(run_dirs: list[Path], extra_plots: list[dict[str, str]] = ()) -> d
     item_rows: list[list[Any]] = []
     readers = [_RunReader(d, strings, items, item_rows) for d in run_dirs]
     runs = [{"name": name, "dir": str(r.run_dir), "summary": r.summary, "manifest": r.manifest,
-             "plots": _plots(r.run_dir / "plots"), "rows": r.rows} for r, name in zip(readers, _run_names(readers))]
+             "plots": page_plots(r.run_dir / "plots"), "rows": r.rows} for r, name in zip(readers, _run_names(readers))]
     pairs = [{"a": i, "b": k, "differences": _category_differences(readers[i], readers[k])}
              for i in range(len(readers)) for k in range(i + 1, len(readers))]
     # The page colours and marks statuses by the rules of statuses.py, not by lists of its own.
@@ -277,7 +279,12 @@ def write_page(run_dirs: list[Path], out: Path | None = None, extra_plots: list[
 
 
 def compare_plots(out: Path) -> list[dict[str, str]]:
-    return _plots(out, ["compare.png", "compare_categories.png"])
+    return page_plots(out, ["compare.png", "compare_categories.png"])
+
+
+def compare_link(task: str, item_id: str, turn: int) -> str:
+    """The fragment that opens one item-turn side by side on a page of several runs (page.js's `compareRow`)."""
+    return f"#compare/{quote(task, safe='')}/{quote(item_id, safe='')}/{turn}"
 
 
 def open_in_browser(path: Path) -> None:

@@ -230,6 +230,8 @@ def test_agree_measures_the_known_rule_between_the_two_mock_judges(judged_twice)
     result = cli("agree", str(original), str(rejudged), "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "agree.json").read_text())
+    page = (out / "report.html").read_text()
+    assert report["page"] == "report.html" and str(original) in page and str(rejudged) in page
     summary = json.loads((original / "summary.json").read_text())
     before, after = _by_slot(original, "judgments"), _by_slot(rejudged, "judgments")
     assert set(report["tasks"]) == set(summary["tasks"])
@@ -248,6 +250,9 @@ def test_agree_measures_the_known_rule_between_the_two_mock_judges(judged_twice)
         counts = np.array(entry["confusion"]["counts"])
         assert counts.sum() == len(a) and np.trace(counts) == np.sum(a == top)
         assert all(d["b"] - d["a"] == 1 for d in entry["disagreements"])
+        markdown = (out / "agree.md").read_text()
+        assert all(d["link"] == f"#compare/{task}/{d['item_id']}/{d['turn']}" and f"(report.html{d['link']})" in markdown
+                   for d in entry["disagreements"])
         assert (out / "plots" / f"confusion_{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         column = summary["tasks"][task]["column"]
         assert any(line.startswith(f"| {column} | score | {len(a)} |") for line in result.stdout.splitlines())

@@ -336,3 +336,25 @@ def test_compare_sorts_items_by_the_difference_and_shows_the_paired_cis(smoke, b
     by_id(browser, "detail-close").click()
     browser.save_screenshot(str(ARTIFACTS / "compare.png"))
     assert console_errors(browser) == []
+
+
+def test_a_disagreement_of_agree_opens_both_judgments_side_by_side(smoke, browser, tmp_path):
+    from eval.agree import agree_command
+    from eval.report import regenerate
+
+    judged = [j for j in read_jsonl(smoke / "judgments.jsonl") if j["task"] == "mt_bench_ja" and j["status"] == "ok"]
+    lowest = min(judged, key=lambda j: (j["scores"]["score"], j["item_id"], j["turn"], j["round"]))
+    b = tmp_path / "b"
+    shutil.copytree(smoke, b, ignore=shutil.ignore_patterns("run.lock"))
+    slot = ("mt_bench_ja", lowest["item_id"], lowest["turn"], lowest["round"])
+    _set_record(b, "judgments", slot, **{"scores.score": 10.0, "raw": "Rating: [[10]] (changed by the test)"})
+    regenerate(b)
+    result = agree_command([smoke, b], [], tmp_path / "agreement", top=5)
+    first, = result["tasks"]["mt_bench_ja"]["disagreements"]
+    assert (first["item_id"], first["a"], first["b"]) == (lowest["item_id"], lowest["scores"]["score"], 10.0)
+    open_page(browser, tmp_path / "agreement" / "report.html", first["link"])
+    detail = by_id(browser, "detail")
+    assert detail.is_displayed() and f"mt_bench_ja / {lowest['item_id']} · turn {lowest['turn']}" in detail.text
+    assert "Rating: [[10]] (changed by the test)" in text(browser, detail)  # B's judgment beside A's
+    assert lowest["raw"] in text(browser, detail)
+    assert console_errors(browser) == []
