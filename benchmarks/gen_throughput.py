@@ -75,7 +75,7 @@ def draw(n: int, vocab: int, work: Workload, seed: int) -> tuple[list[list[int]]
     normal = torch.randn(n, generator=gen).tolist()
     to_budget = (torch.rand(n, generator=gen) < work.at_budget).tolist()
     targets = [work.budget if full else max(16, min(work.budget, int(math.exp(math.log(work.median) + work.sigma * z))))
-               for z, full in zip(normal, to_budget)]
+               for z, full in zip(normal, to_budget, strict=True)]
     return prompts, targets
 
 
@@ -259,7 +259,7 @@ def floor_tok_s(weight_bytes: int, kv_per_token: int, prompt_lens: list[int], ta
         return None
     tokens = sum(targets)
     steps = tokens / batch
-    kv_tokens_read = sum(p * t + t * (t - 1) / 2 for p, t in zip(prompt_lens, targets))
+    kv_tokens_read = sum(p * t + t * (t - 1) / 2 for p, t in zip(prompt_lens, targets, strict=True))
     return tokens * bandwidth / (steps * weight_bytes + kv_tokens_read * kv_per_token)
 
 

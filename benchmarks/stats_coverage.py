@@ -86,12 +86,12 @@ def verdict_study(reps: int, rounds: int, judge_shift_sd: float, seed: int, ques
     for name, shift in shifts.items():
         pub = published + shift
         delta = mean - pub
-        chosen = [reproduction(list(m), p)["verdict"] != "consistent" for m, p in zip(round_means, pub)]
+        chosen = [reproduction(list(m), p)["verdict"] != "consistent" for m, p in zip(round_means, pub, strict=True)]
         rows = methods.keys()
         rates = [np.mean(chosen), np.mean(np.abs(delta) > Z * se_rounds), np.mean(np.abs(delta) > Z * se_items),
                  np.mean(np.abs(delta) > Z * se_round_boot), np.mean(np.abs(delta) > Z * se_two_way),
-                 np.mean([not lo <= p <= hi for (lo, hi), p in zip(question_ci, pub)])]
-        for method, rate in zip(rows, rates):
+                 np.mean([not lo <= p <= hi for (lo, hi), p in zip(question_ci, pub, strict=True)])]
+        for method, rate in zip(rows, rates, strict=True):
             methods[method][name] = float(rate)
     return {"rounds": rounds, "judge_shift_sd": judge_shift_sd, "round_sd": round_sd, "reps": reps, "rates": methods}
 

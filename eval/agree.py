@@ -107,7 +107,7 @@ def load_run(run_dir: Path) -> RunData:
         store.close()
     rules = {t: TaskRules.from_meta(m) for t, m in metas.items()}
     gens = gens.copy()
-    gens["answer"] = [_answer_hash(s, f) for s, f in zip(gens["gen_status"], gens["final"])]
+    gens["answer"] = [_answer_hash(s, f) for s, f in zip(gens["gen_status"], gens["final"], strict=True)]
     return RunData(run_dir, summary, rules, gens[["task", *SLOT, "category", "answer"]], judged)
 
 
@@ -299,7 +299,7 @@ def ranking_agreement(rows: list[tuple[RunData, RunData]]) -> dict[str, Any]:
         tau = kendall_tau_b(score_a, score_b)
         entry: dict[str, Any] = {"column": runs[0].summary["tasks"][task]["column"], "questions": len(items),
                                  "rows": [{"a_dir": str(a.dir), "b_dir": str(b.dir), "label": a.summary["label"],
-                                           "a": float(x), "b": float(y)} for (a, b), x, y in zip(rows, score_a, score_b)],
+                                           "a": float(x), "b": float(y)} for (a, b), x, y in zip(rows, score_a, score_b, strict=True)],
                                  "kendall_tau_b": None if np.isnan(tau) else tau, "ci95": [None, None],
                                  "same_order_share": None}
         if len(items) >= 2:

@@ -268,7 +268,7 @@ def _tasks(args: argparse.Namespace) -> int:
         rows.append((name, spec.metric, args.variant, source, str(expected), count, status))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 

@@ -51,7 +51,7 @@ def reject_non_finite(judged: pd.DataFrame) -> pd.DataFrame:
     did, or edited by hand.
     """
     bad = [is_valid(status) and not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (scores or {}).values())
-           for status, scores in zip(judged["status"], judged["scores"])]
+           for status, scores in zip(judged["status"], judged["scores"], strict=True)]
     if not any(bad):
         return judged
     judged = judged.copy()
@@ -85,7 +85,7 @@ def cluster_arrays(obs: pd.DataFrame, items: list[str], rounds: list[int]) -> tu
     col = {r: j for j, r in enumerate(rounds)}
     sums = np.zeros((len(items), len(rounds)))
     counts = np.zeros((len(items), len(rounds)))
-    for item, rnd, value in zip(obs["item_id"], obs["round"], obs["value"]):
+    for item, rnd, value in zip(obs["item_id"], obs["round"], obs["value"], strict=True):
         sums[index[item], col[rnd]] += value
         counts[index[item], col[rnd]] += 1
     return sums, counts
@@ -124,8 +124,8 @@ def bootstrap_means(arrays: list[tuple[np.ndarray, np.ndarray]], n_items: int, n
 def _estimate_and_se(runs: list[tuple[np.ndarray, np.ndarray]], weights: tuple[float, ...]):
     """Σ weight · estimate(run) and its cluster SE; with equal counts per question the SE is sd(question means)/√n."""
     parts = [_linearized(sums, counts) for sums, counts in runs]
-    theta = sum(w * p[0] for w, p in zip(weights, parts))
-    influence = sum(w * p[1] for w, p in zip(weights, parts))
+    theta = sum(w * p[0] for w, p in zip(weights, parts, strict=True))
+    influence = sum(w * p[1] for w, p in zip(weights, parts, strict=True))
     clusters = influence.shape[-1]
     se = np.sqrt(clusters / (clusters - 1) * (influence ** 2).sum(axis=-1))
     return theta, se, np.logical_and.reduce([p[2] for p in parts])
@@ -184,7 +184,7 @@ def summarize(obs: pd.DataFrame, rounds: list[int] | None = None, n_boot: int = 
         sums, counts = cluster_arrays(group, items, present)
         means = sums.sum(axis=0) / counts.sum(axis=0)
         per_round: dict[int, float | None] = {r: None for r in rounds}
-        per_round.update({int(r): float(v) for r, v in zip(present, means)})
+        per_round.update({int(r): float(v) for r, v in zip(present, means, strict=True)})
         sd = float(np.std(means, ddof=1)) if len(present) > 1 else None
         lo, hi = _studentized_interval([(sums, counts)], (1.0,), n_boot, seed,
                                        bounds=(float(group["value"].min()), float(group["value"].max())))
@@ -203,7 +203,7 @@ def paired_difference(obs_a: pd.DataFrame, obs_b: pd.DataFrame, metric: str, n_b
     runs = []
     for obs in (a[a["item_id"].isin(items)], b[b["item_id"].isin(items)]):
         runs.append(cluster_arrays(obs, items, sorted(obs["round"].unique().tolist())))
-    diff = float(sum(w * (s.sum(axis=0) / c.sum(axis=0)).mean() for w, (s, c) in zip((-1.0, 1.0), runs)))
+    diff = float(sum(w * (s.sum(axis=0) / c.sum(axis=0)).mean() for w, (s, c) in zip((-1.0, 1.0), runs, strict=True)))
     lo, hi = _studentized_interval(runs, (-1.0, 1.0), n_boot, seed)
     return {"metric": metric, "difference": diff, "ci95": [lo, hi], "items": len(items)}
 

@@ -66,7 +66,7 @@ def _radar(summaries: list[dict[str, Any]]) -> plt.Figure:
     fig, axes = plt.subplots(1, len(tasks), subplot_kw={"projection": "polar"}, figsize=(6.5 * len(tasks), 6.5))
     fig.subplots_adjust(wspace=0.5)
     axes = [axes] if len(tasks) == 1 else list(axes)
-    for ax, (task, entry) in zip(axes, tasks.items()):
+    for ax, (task, entry) in zip(axes, tasks.items(), strict=True):
         categories = sorted({m.split(":", 1)[1] for s in summaries if task in s["tasks"]
                              for m in s["tasks"][task]["metrics"] if m.startswith("category:")})
         if not categories:
@@ -93,7 +93,7 @@ def _bars(summaries: list[dict[str, Any]], published: pd.DataFrame) -> plt.Figur
     """One panel per task: each run's mean score with its 95 % CI, and the published rows' values."""
     tasks = _tasks(summaries)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 5.2), squeeze=False)
-    for ax, (task, entry) in zip(axes[0], tasks.items()):
+    for ax, (task, entry) in zip(axes[0], tasks.items(), strict=True):
         labels, values, errors, colors = [], [], [[], []], []
         for s in summaries:
             score = s["tasks"].get(task, {}).get("metrics", {}).get("score")

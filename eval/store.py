@@ -107,7 +107,7 @@ class Store:
 
     def plan(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT round, task, item_id, turn, category FROM plan ORDER BY task, round, item_id, turn")
-        return [dict(zip(("round", "task", "item_id", "turn", "category"), row)) for row in cur]
+        return [dict(zip(("round", "task", "item_id", "turn", "category"), row, strict=True)) for row in cur]
 
     # ------------------------------------------------------------ records
 
@@ -175,7 +175,7 @@ class Store:
         columns = ", ".join(f"json_extract(record, '$.{n}')" for n in names)
         rows = self.db.execute(f"SELECT {columns} FROM {_TABLES[kind]} {where} ORDER BY task, round, item_id, turn")
         return [{n: json.loads(v) if isinstance(v, str) and v[:1] in "{[" and n in _OBJECT_FIELDS else v
-                 for n, v in zip(names, row)} for row in rows]
+                 for n, v in zip(names, row, strict=True)} for row in rows]
 
     def fingerprint(self, exclude_meta: Iterable[str] = ()) -> str:
         """A hash of everything the reports are made from: meta, plan, current records (by key, status and write
@@ -212,7 +212,7 @@ class Store:
 
     def batches(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT batch_id, input_file_id, status, created, finished FROM batches ORDER BY created")
-        return [dict(zip(("batch_id", "input_file_id", "status", "created", "finished"), r)) for r in cur]
+        return [dict(zip(("batch_id", "input_file_id", "status", "created", "finished"), r, strict=True)) for r in cur]
 
     def event(self, stage: str, kind: str, data: Any = None) -> None:
         self._write("INSERT INTO events (stage, kind, data, t) VALUES (?, ?, ?, ?)",

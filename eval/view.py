@@ -208,7 +208,7 @@ def _run_names(readers: list[_RunReader]) -> list[str]:
     """The runs' names, made distinct (deep links and selectors name a run) by their folders, else their positions."""
     names = [str(r.summary.get("run") or r.run_dir.name) for r in readers]
     if len(set(names)) < len(names):
-        names = [f"{n} ({r.run_dir.name})" for n, r in zip(names, readers)]
+        names = [f"{n} ({r.run_dir.name})" for n, r in zip(names, readers, strict=True)]
     if len(set(names)) < len(names):
         names = [f"{n} #{i + 1}" for i, n in enumerate(names)]
     return names
@@ -229,7 +229,7 @@ def page_data(run_dirs: list[Path], extra_plots: list[dict[str, str]] = ()) -> d
     item_rows: list[list[Any]] = []
     readers = [_RunReader(d, strings, items, item_rows) for d in run_dirs]
     runs = [{"name": name, "dir": str(r.run_dir), "summary": r.summary, "manifest": r.manifest,
-             "plots": page_plots(r.run_dir / "plots"), "rows": r.rows} for r, name in zip(readers, _run_names(readers))]
+             "plots": page_plots(r.run_dir / "plots"), "rows": r.rows} for r, name in zip(readers, _run_names(readers), strict=True)]
     pairs = [{"a": i, "b": k, "differences": _category_differences(readers[i], readers[k])}
              for i in range(len(readers)) for k in range(i + 1, len(readers))]
     # The page colours and marks statuses by the rules of statuses.py, not by lists of its own.

@@ -109,7 +109,7 @@ def test_quality_and_safety_prompts_match_upstream_and_strict_fills_plain_text(u
         cfg = build_config({**CONFIG, "compat": compat, "tasks": [task], "task_options": {task: options}}, "test")
         t = load_task(load_spec(task, options), "full", mirrors)
         template = upstream_yaml(upstream, prompt_file)
-        for item, row in zip(t.items, rows):
+        for item, row in zip(t.items, rows, strict=True):
             answer = f"  回答 {item.item_id}\n'quoted' and {{braces}}\n"
             request = build_request(t, item, 1, [fake_generation(Slot(1, task, item.item_id, 1), answer)], cfg)
             upstream_profile = compat == "llm-jp-judge-2.0.0"

@@ -411,7 +411,7 @@ class FakeLLM:
 
     def generate(self, prompts, params, use_tqdm=True):
         outputs = []
-        for prompt, p in zip(prompts, params):
+        for prompt, p in zip(prompts, params, strict=True):
             ids = prompt.prompt_token_ids
             self.calls.append((ids, p.max_tokens))
             rest = self.script[len(ids) - self.prompt_len:][: p.max_tokens]

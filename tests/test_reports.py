@@ -142,7 +142,7 @@ def test_published_value_delta_and_reproduction_verdict_for_a_matching_row(relab
     table = render_markdown(summary, load_published())
     assert f"{published['delta']:+.2f} · {expected} (p = " in table or f"{expected} (p < 0.001)" in table
     header, measured = render_csv(summary, load_published()).splitlines()[:2]
-    row = dict(zip(header.split(","), measured.split(",")))
+    row = dict(zip(header.split(","), measured.split(","), strict=True))
     assert row["MT-Bench (JA) verdict"] == expected and float(row["MT-Bench (JA) p"]) == pytest.approx(published["p"], rel=1e-2)
 
 

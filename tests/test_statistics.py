@@ -41,7 +41,7 @@ def verdict_rates(judge_shift_sd: float, shifts_in_sd: tuple[float, ...], reps: 
     published = np.round(mt_bench_rounds(rng, quality, reps, 3, judge_shift_sd).mean(axis=1), 2)  # as printed
     rates = {}
     for k in (0.0, *shifts_in_sd):
-        verdicts = [reproduction(list(m), p + k * round_sd)["verdict"] for m, p in zip(measured, published)]
+        verdicts = [reproduction(list(m), p + k * round_sd)["verdict"] for m, p in zip(measured, published, strict=True)]
         rates[k] = np.mean([v != "consistent" for v in verdicts])
     return rates, round_sd
 

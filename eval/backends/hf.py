@@ -191,7 +191,7 @@ class HFBackend:
                                          stopping_criteria=self._stops(batch))
         generated = output[:, width:].tolist()
         seconds = (time.perf_counter() - started) / len(batch)
-        for row, tokens in zip(batch, generated):
+        for row, tokens in zip(batch, generated, strict=True):
             # A row with a smaller budget than its batch-mates keeps only its own; after a stop token comes padding.
             row.generated = row.generated + tokens[:row.remaining]
             row.seconds += seconds

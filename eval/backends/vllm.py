@@ -83,7 +83,7 @@ class VLLMBackend:
                                    use_tqdm=True)
             seconds = (time.perf_counter() - started) / len(requests)
             unfinished = []
-            for (request, ids, prompt_hash, so_far), output in zip(pending, outputs):
+            for (request, ids, prompt_hash, so_far), output in zip(pending, outputs, strict=True):
                 completion = output.outputs[0]
                 tokens = so_far + list(completion.token_ids)
                 stopped = completion.finish_reason == "stop"
