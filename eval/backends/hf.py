@@ -107,6 +107,10 @@ class HFBackend:
             return
         rows = [Row(request, ids, prompt_hash) for request, ids, prompt_hash in encoded]
         segment = self.first_segment if self.engine == "static" else None
+        # transformers gives every static cache the longest length any earlier `generate` used, so that a compiled
+        # step is reused. Within this call that is one length per round (batches run longest first, rounds grow);
+        # a new call must start from its own first round, not from the last round of the call before.
+        self.model.__dict__.pop("_previous_max_cache_length", None)
         while rows:
             rows = self._generate_round(rows, segment, on_result)
             segment = segment and segment * 2
@@ -180,9 +184,6 @@ class HFBackend:
                                   pad_token_id=pad)
         if self.engine == "static":
             config.cache_implementation = "static"
-            # transformers sizes each static cache to the longest any earlier call used (fewer recompiles); a round
-            # must get only its own length, or the first long round would set every later call's cost.
-            self.model.__dict__.pop("_previous_max_cache_length", None)
         if self.cfg.compile == "off" or (self.cfg.compile == "auto" and not self.device.startswith("cuda")):
             config.disable_compile = True
         with torch.inference_mode():
