@@ -133,3 +133,52 @@ def wait_until(predicate, timeout: float = 120, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return False
+
+
+class FakeVLLMEngine:
+    """vLLM's `LLMEngine` as the vllm backend drives it: `add_request`, then `step` until nothing is unfinished. Each
+    step finishes the oldest request, answered by `complete(prompt ids, params) -> (token ids, finish reason)`."""
+
+    def __init__(self, complete):
+        self.complete = complete
+        self.queue: list[tuple[str, list[int], object]] = []
+        self.added: list[tuple[list[int], object]] = []
+        self.aborted: list[str] = []
+        self.steps = 0
+
+    def add_request(self, request_id: str, prompt: dict, params) -> None:
+        self.queue.append((request_id, prompt["prompt_token_ids"], params))
+        self.added.append((prompt["prompt_token_ids"], params))
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.queue)
+
+    def step(self) -> list:
+        from types import SimpleNamespace
+
+        self.steps += 1
+        request_id, ids, params = self.queue.pop(0)
+        tokens, reason = self.complete(ids, params)
+        return [SimpleNamespace(request_id=request_id, finished=True,
+                                outputs=[SimpleNamespace(token_ids=tokens, finish_reason=reason)])]
+
+    def abort_request(self, request_ids: list[str]) -> None:
+        self.aborted += request_ids
+        self.queue = [q for q in self.queue if q[0] not in request_ids]
+
+
+def install_fake_vllm(monkeypatch, llm_class=None) -> None:
+    """Modules standing in for vllm (not installed in tests): `LLM`, `SamplingParams`, `TokensPrompt`,
+    `RequestOutputKind`."""
+    import types
+    from types import SimpleNamespace
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM = llm_class
+    vllm.SamplingParams = lambda **kw: SimpleNamespace(**kw)
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
+    sampling = types.ModuleType("vllm.sampling_params")
+    sampling.RequestOutputKind = SimpleNamespace(FINAL_ONLY="final_only")
+    for name, module in (("vllm", vllm), ("vllm.inputs", inputs), ("vllm.sampling_params", sampling)):
+        monkeypatch.setitem(sys.modules, name, module)

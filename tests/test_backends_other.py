@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 from types import SimpleNamespace
 
 import pytest
@@ -14,7 +13,7 @@ from eval.config import MockSettings, OpenAIModel, ReplayModel
 from eval.errors import UserError
 from eval.records import Slot
 
-from helpers import counters
+from helpers import FakeVLLMEngine, install_fake_vllm, counters
 
 
 def _requests(n: int, max_new: int = 256) -> list[GenerationRequest]:
@@ -101,48 +100,61 @@ def test_replay_reads_harness_generations_and_fastchat_answers(tmp_path):
 
 
 class _FakeLLM:
-    calls: list = []
+    """vLLM's `LLM`: the engine arguments it was made with, and its engine. The first request answers in full, the
+    others are cut off at the limit."""
+
+    made: list = []
 
     def __init__(self, **engine):
-        self.engine = engine
-        _FakeLLM.calls.append(("init", engine))
-
-    def generate(self, prompts, params, use_tqdm=True):
-        _FakeLLM.calls.append(("generate", prompts, params))
         from eval.smoke_model import build_tokenizer
 
+        _FakeLLM.made.append(engine)
         tok = build_tokenizer()
-        outs = []
-        for i in range(len(params)):
-            text = "<|channel|>analysis<|message|>t<|end|><|start|>assistant<|channel|>final<|message|>ans<|return|>" if i == 0 \
-                else "<|channel|>analysis<|message|>cut"
-            ids = tok(text, add_special_tokens=False)["input_ids"]
-            outs.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=ids, finish_reason="stop" if i == 0 else "length")]))
-        return outs
+        texts = ["<|channel|>analysis<|message|>t<|end|><|start|>assistant<|channel|>final<|message|>ans<|return|>",
+                 "<|channel|>analysis<|message|>cut"]
+        answers = iter([(tok(texts[0], add_special_tokens=False)["input_ids"], "stop")])
+        cut = (tok(texts[1], add_special_tokens=False)["input_ids"], "length")
+        self.llm_engine = FakeVLLMEngine(lambda ids, params: next(answers, cut))
 
 
 def test_vllm_backend_renders_token_ids_with_per_request_params_and_parses_harmony(smoke_model_dir, monkeypatch):
-    vllm = types.ModuleType("vllm")
-    vllm.LLM = _FakeLLM
-    vllm.SamplingParams = lambda **kw: SimpleNamespace(**kw)
-    inputs = types.ModuleType("vllm.inputs")
-    inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
-    monkeypatch.setitem(sys.modules, "vllm", vllm)
-    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+    install_fake_vllm(monkeypatch, _FakeLLM)
     from eval.backends.vllm import VLLMBackend
     from eval.config import GenerationConfig, VLLMModel
 
     cfg = VLLMModel(backend="vllm", path="builtin:tiny-harmony", tensor_parallel_size=2, data_parallel_size=2,
                     chat_template_kwargs={"reasoning_effort": "high", "conversation_start_date": "2026-07-15"})
     backend = VLLMBackend(cfg, GenerationConfig())
-    _FakeLLM.calls = []
+    _FakeLLM.made = []
     results = _collect(backend, _requests(2))
-    init, (_, prompts, params) = _FakeLLM.calls
-    assert init[1]["tensor_parallel_size"] == 2 and init[1]["data_parallel_size"] == 2
-    rendered = backend.chat.tokenizer.decode(prompts[0]["prompt_token_ids"])
+    engine, = _FakeLLM.made
+    assert engine["tensor_parallel_size"] == 2 and engine["data_parallel_size"] == 2
+    (prompt, first), (_, second) = backend.llm.llm_engine.added
+    rendered = backend.chat.tokenizer.decode(prompt)
     assert "Reasoning: high" in rendered and rendered.endswith("<|start|>assistant")
-    assert [p.seed for p in params] == [100, 101] and params[0].temperature == 0.7 and params[0].skip_special_tokens is False
+    assert [first.seed, second.seed] == [100, 101] and first.temperature == 0.7 and first.skip_special_tokens is False
+    assert first.output_kind == "final_only"  # one output per request, when it has finished
     assert results["0"].parsed.final == "ans" and results["1"].parsed.status == "truncated"
+
+
+def test_vllm_backend_stores_each_answer_as_it_finishes_and_aborts_the_rest_on_a_stop(smoke_model_dir, monkeypatch):
+    install_fake_vllm(monkeypatch, _FakeLLM)
+    from eval.backends.vllm import VLLMBackend
+    from eval.config import GenerationConfig, VLLMModel
+
+    backend = VLLMBackend(VLLMModel(backend="vllm", path="builtin:tiny-harmony"), GenerationConfig())
+    seen = []
+
+    def store(result):
+        seen.append((result.request.slot.item_id, backend.llm.llm_engine.steps))
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # the run stops while requests are still in the engine
+
+    with pytest.raises(KeyboardInterrupt):
+        backend.generate(_requests(5), store)
+    assert seen == [("0", 1), ("1", 2)]  # each stored at the step that finished it, not after the last
+    assert backend.llm.llm_engine.aborted == ["llmjp-eval-3", "llmjp-eval-4", "llmjp-eval-5"]
+    assert not backend.llm.llm_engine.has_unfinished_requests()
 
 
 def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime
 import shutil
-import sys
-import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,6 +24,7 @@ from eval.config import GenerationConfig, HFModel, ReasoningFormat, VLLMModel
 from eval.errors import UserError
 from eval.records import Slot
 from eval.tasks import load_spec, load_task
+from helpers import FakeVLLMEngine, install_fake_vllm
 
 MODELS = ROOT.parent / "shared" / "models"
 HARMONY_DATA = MODELS / "harmony-testdata"
@@ -401,33 +400,19 @@ def test_a_model_that_never_closes_its_final_message_is_truncated_at_the_limit(l
     assert (result.tokens_out, result.finish_reason, result.parsed.status) == (LIMIT, "length", "truncated")
 
 
-class FakeLLM:
-    """vLLM's offline `LLM.generate` over a script: stops at the first stop token id (kept) or at max_tokens."""
+def scripted_engine(script: list[int], prompt_len: int) -> FakeVLLMEngine:
+    """vLLM's engine over a script: a request stops at the first stop token id (kept) or at max_tokens."""
 
-    def __init__(self, script: list[int], prompt_len: int):
-        self.script = script
-        self.prompt_len = prompt_len
-        self.calls: list[tuple[list[int], int]] = []
+    def complete(ids: list[int], params) -> tuple[list[int], str]:
+        rest = script[len(ids) - prompt_len:][: params.max_tokens]
+        end = next((i + 1 for i, t in enumerate(rest) if t in params.stop_token_ids), len(rest))
+        return rest[:end], "stop" if rest[end - 1] in params.stop_token_ids else "length"
 
-    def generate(self, prompts, params, use_tqdm=True):
-        outputs = []
-        for prompt, p in zip(prompts, params, strict=True):
-            ids = prompt.prompt_token_ids
-            self.calls.append((ids, p.max_tokens))
-            rest = self.script[len(ids) - self.prompt_len:][: p.max_tokens]
-            end = next((i + 1 for i, t in enumerate(rest) if t in p.stop_token_ids), len(rest))
-            reason = "stop" if rest[end - 1] in p.stop_token_ids else "length"
-            outputs.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=rest[:end], finish_reason=reason)]))
-        return outputs
+    return FakeVLLMEngine(complete)
 
 
 def test_vllm_sends_the_unfinished_requests_on_until_the_final_message_ends(model_dir, monkeypatch):
-    vllm = types.ModuleType("vllm")
-    vllm.SamplingParams = lambda **kw: SimpleNamespace(**kw)
-    inputs = types.ModuleType("vllm.inputs")
-    inputs.TokensPrompt = lambda prompt_token_ids: SimpleNamespace(prompt_token_ids=prompt_token_ids)
-    monkeypatch.setitem(sys.modules, "vllm", vllm)
-    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+    install_fake_vllm(monkeypatch)
     from eval.backends.vllm import VLLMBackend
 
     b = VLLMBackend(VLLMModel(backend="vllm", path=str(model_dir), chat_template_kwargs=KWARGS),
@@ -435,11 +420,12 @@ def test_vllm_sends_the_unfinished_requests_on_until_the_final_message_ends(mode
     script, answer_len = script_ids(b.chat, "<|end|>")
     messages = [{"role": "user", "content": "Question?"}]
     prompt = b.chat.encode(messages)[0]
-    b.llm = FakeLLM(script, len(prompt))
+    b.llm = SimpleNamespace(llm_engine=scripted_engine(script, len(prompt)))
     result, = run(b, [messages])
     assert (result.tokens_out, result.parsed.final.strip(), result.parsed.status) == (answer_len, "The answer.", "ok")
     assert result.raw.endswith("The answer.<|end|>")
-    (first, first_budget), (second, second_budget) = b.llm.calls
+    (first, first_params), (second, second_params) = b.llm.llm_engine.added
+    first_budget, second_budget = first_params.max_tokens, second_params.max_tokens
     analysis_len = len(second) - len(prompt)
     assert first == prompt and second[len(prompt):] == script[:analysis_len]
     assert (first_budget, second_budget) == (LIMIT, LIMIT - analysis_len)

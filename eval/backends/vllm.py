@@ -2,9 +2,13 @@
 template, one `SamplingParams` per request (temperature by category, seed per request), output parsed from token
 ids by the same Harmony code as the hf backend.
 
+Requests go to the `LLM`'s engine (`add_request`, `step`: the loop `LLM.generate` runs), so each answer is stored
+the moment it finishes instead of when the whole turn has; what a crash or a stop leaves unfinished is all that is
+lost.
+
 vLLM stops on token ids and strings only, neither of which can tell the `<|end|>` of the final message from that of
-the analysis. So `<|end|>` is a stop token, and the requests that closed a message other than the final one are
-sent again with their output appended (vLLM's prefix cache makes that prefill nearly free) until each has closed its
+the analysis. So `<|end|>` is a stop token, and a request that closed a message other than the final one is added
+again at once with its output appended (vLLM's prefix cache makes that prefill nearly free) until it has closed its
 final message, ended its output or spent its budget.
 """
 
@@ -36,6 +40,7 @@ class VLLMBackend:
                                  cfg.unchecked_template_kwargs)
         self.stop_rule = self.chat.stop_rule(cfg.reasoning.format == "harmony")
         self.llm = None
+        self.added = 0  # requests added to the engine so far: their ids are unique for the engine's life
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.cfg.path, "revision": self.cfg.revision, "dtype": self.cfg.dtype,
@@ -64,35 +69,54 @@ class VLLMBackend:
         return self.llm
 
     def generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
+        """Every request is added to vLLM's engine at once and stepped through it; each is handed to `on_result` (stored)
+        the moment it finishes, and one that closed a message other than the final one is added again at once. If
+        `on_result` raises (the run is stopping), the requests still in the engine are aborted."""
         if not requests:
             return
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
-        llm = self._load()
+        engine = self._load().llm_engine
         stop_ids = sorted(self.stop_rule.eos_ids) + ([self.stop_rule.end_id] if self.stop_rule.final_header else [])
         started = time.perf_counter()
-        # (request, prompt ids, prompt hash, output so far)
-        pending = [(r, *self.chat.encode(r.messages), []) for r in requests]
-        while pending:
-            params = [SamplingParams(temperature=r.sampling.temperature, top_p=r.sampling.top_p or 1.0,
-                                     max_tokens=r.sampling.max_new_tokens - len(so_far), seed=r.seed,
-                                     stop_token_ids=stop_ids, frequency_penalty=r.sampling.frequency_penalty or 0.0,
-                                     skip_special_tokens=False) for r, _, _, so_far in pending]
-            outputs = llm.generate([TokensPrompt(prompt_token_ids=ids + so_far) for _, ids, _, so_far in pending], params,
-                                   use_tqdm=True)
-            seconds = (time.perf_counter() - started) / len(requests)
-            unfinished = []
-            for (request, ids, prompt_hash, so_far), output in zip(pending, outputs, strict=True):
-                completion = output.outputs[0]
-                tokens = so_far + list(completion.token_ids)
-                stopped = completion.finish_reason == "stop"
-                if stopped and self.stop_rule.message_closed(tokens) and len(tokens) < request.sampling.max_new_tokens:
-                    unfinished.append((request, ids, prompt_hash, tokens))
-                    continue
-                raw = self.chat.decode(tokens)
-                # "length": max_tokens or the model's context window (max_model_len) ran out
-                parsed = parse_output(raw, completion.finish_reason == "length", self.cfg.reasoning, self.chat.special_tokens)
-                on_result(GenerationResult(request, raw, parsed, completion.finish_reason, len(ids), len(tokens), seconds,
-                                           prompt_hash))
-            pending = unfinished
+        waiting: dict[str, tuple[GenerationRequest, list[int], str, list[int]]] = {}
+
+        def add(request: GenerationRequest, ids: list[int], prompt_hash: str, so_far: list[int]) -> None:
+            s = request.sampling
+            params = SamplingParams(temperature=s.temperature, top_p=s.top_p or 1.0, max_tokens=s.max_new_tokens - len(so_far),
+                                    seed=request.seed, stop_token_ids=stop_ids, frequency_penalty=s.frequency_penalty or 0.0,
+                                    skip_special_tokens=False, output_kind=RequestOutputKind.FINAL_ONLY)
+            self.added += 1
+            request_id = f"llmjp-eval-{self.added}"
+            engine.add_request(request_id, TokensPrompt(prompt_token_ids=ids + so_far), params)
+            waiting[request_id] = (request, ids, prompt_hash, so_far)
+
+        try:
+            for request in requests:
+                add(request, *self.chat.encode(request.messages), [])
+            done = 0
+            while waiting:
+                if not engine.has_unfinished_requests():
+                    raise RuntimeError(f"vLLM's engine stopped with {len(waiting)} requests unanswered")
+                for output in engine.step():
+                    if not output.finished or output.request_id not in waiting:
+                        continue
+                    request, ids, prompt_hash, so_far = waiting.pop(output.request_id)
+                    completion = output.outputs[0]
+                    tokens = so_far + list(completion.token_ids)
+                    stopped = completion.finish_reason == "stop"
+                    if stopped and self.stop_rule.message_closed(tokens) and len(tokens) < request.sampling.max_new_tokens:
+                        add(request, ids, prompt_hash, tokens)
+                        continue
+                    done += 1
+                    raw = self.chat.decode(tokens)
+                    # "length": max_tokens or the model's context window (max_model_len) ran out
+                    parsed = parse_output(raw, completion.finish_reason == "length", self.cfg.reasoning, self.chat.special_tokens)
+                    on_result(GenerationResult(request, raw, parsed, completion.finish_reason, len(ids), len(tokens),
+                                               (time.perf_counter() - started) / done, prompt_hash))
+        except BaseException:
+            if waiting:
+                engine.abort_request(list(waiting))
+            raise
