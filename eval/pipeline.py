@@ -266,7 +266,7 @@ class Runner:
                     on_stored(gen.slot)
 
                 assert self.backend is not None
-                self.backend.generate(requests, store_result)
+                self.backend.generate(requests, store_result, self.stop)
                 checkpoint("turn_done")
         except _RunStopped:
             return  # the run is stopping (a failure elsewhere, or a signal); what was stored stays
@@ -302,7 +302,7 @@ class GenerateAndJudge:
     3. Judge workers: `judge.concurrency` tasks take requests from `requests`, judge and store (`_store`). Memory
        stays bounded by the workers, not by the number of requests.
     A failure anywhere, or a signal (which cancels the loop's tasks at their next `await`), stops the generation
-    thread after its current batch; everything stored so far stays.
+    thread (the backend returns at its engine's next step); everything stored so far stays.
     """
 
     def __init__(self, runner: Runner, client: JudgeClient, cache: JudgeCache):
@@ -326,7 +326,7 @@ class GenerateAndJudge:
                 await BatchJudge(self.client, self.store, self.runner.cfg.judge.batch_poll_s).run(self.batched, self._store)
             await self._drain(workers)
         except BaseException:
-            self.runner.stop.set()  # the generation thread stops after its current batch
+            self.runner.stop.set()  # the backend returns at its engine's next step
             raise
         finally:
             for worker in workers:

@@ -46,6 +46,32 @@ def test_openai_backend_bounds_concurrency_round_robins_and_splits_reasoning(moc
     assert r.parsed.final not in r.parsed.reasoning
 
 
+def test_every_backend_returns_once_the_run_stops(mock_server, smoke_model_dir, monkeypatch):
+    import threading
+
+    from eval.backends.openai_server import OpenAIServerBackend
+    from eval.backends.vllm import VLLMBackend
+    from eval.config import GenerationConfig, VLLMModel
+
+    server = mock_server(settings=MockSettings(latency_s=0.05))
+    openai_backend = OpenAIServerBackend(OpenAIModel(backend="openai", path="mock-gen", base_urls=[server.url],
+                                                     concurrency=2))
+    install_fake_vllm(monkeypatch, _FakeLLM)
+    vllm_backend = VLLMBackend(VLLMModel(backend="vllm", path="builtin:tiny-harmony"), GenerationConfig())
+    for backend, most in ((openai_backend, 2), (vllm_backend, 1)):  # the requests in flight when it stopped
+        stop, seen = threading.Event(), []
+
+        def store(result):
+            seen.append(result.request.slot.item_id)
+            stop.set()  # the run stops once the first answer is stored
+
+        backend.generate(_requests(6), store, stop)
+        assert 1 <= len(seen) <= most, backend.name
+    assert counters(server)["requests"] == 2  # no request started after the stop
+    engine = vllm_backend.llm.llm_engine
+    assert engine.steps == 1 and len(engine.aborted) == 5 and not engine.has_unfinished_requests()
+
+
 def test_openai_backend_sends_effort_both_ways_and_marks_truncation(mock_server, monkeypatch):
     from eval.backends import openai_server
     from eval.backends.openai_server import OpenAIServerBackend

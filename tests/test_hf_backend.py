@@ -101,6 +101,27 @@ def test_sampled_output_depends_on_the_request_seed_not_on_the_batch(smoke_model
     assert generate(backend(engine), reseeded) != batched  # a different seed samples differently
 
 
+@pytest.mark.parametrize("engine", ["static", "paged"])
+def test_a_stop_ends_the_generation_in_flight_at_its_next_step(smoke_model_dir, engine):
+    import threading
+
+    b = backend(engine, batch_size=5)
+    b._load()
+    stop, calls = threading.Event(), []
+
+    def count(module, args, kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            stop.set()  # a signal arrives while the model is running
+
+    b.model.register_forward_pre_hook(count, with_kwargs=True)
+    reqs = [GenerationRequest(r.slot, r.messages, Sampling(0.0, None, 400), r.seed) for r in requests(0.0)]
+    seen = []
+    b.generate(reqs, seen.append, stop)
+    # 400 new tokens would be 400 steps: static ends at its next step, paged at its collector's next poll (0.1 s)
+    assert seen == [] and len(calls) <= (8 if engine == "static" else 200)
+
+
 def test_row_sampler_samples_the_tempered_distribution():
     from eval.backends.hf_decode import RowSampler
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -53,8 +54,9 @@ class Backend(Protocol):
         """Hash of exactly what the model is given for these messages (part of each key): the rendered token ids
         where the harness renders, else the request content it controls."""
 
-    def generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
-        """Generate every request and call `on_result` once per request, as soon as each is done."""
+    def generate(self, requests: list[GenerationRequest], on_result: OnResult, stop: threading.Event | None = None) -> None:
+        """Generate every request and call `on_result` once per request, as soon as each is done. Once `stop` is set
+        (the run is stopping), return as soon as the engine allows, dropping what is unfinished."""
 
     def close(self) -> None: ...
 

@@ -16,6 +16,7 @@ Sampling in `static`/`dynamic` goes through `RowSampler`, so each output depends
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,17 +90,19 @@ class HFBackend:
 
     # ---------------------------------------------------------------- generation
 
-    def generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
+    def generate(self, requests: list[GenerationRequest], on_result: OnResult, stop: threading.Event | None = None) -> None:
         if not requests:
             return
         if any(r.sampling.frequency_penalty for r in requests):
             raise UserError("generation.frequency_penalty: the hf backend samples without a frequency penalty; "
                             "set it to 0 (or null) in the task, or use the vllm or openai backend")
-        self.generate_encoded([(request, *self.chat.encode(request.messages)) for request in requests], on_result)
+        self.generate_encoded([(request, *self.chat.encode(request.messages)) for request in requests], on_result, stop)
 
-    def generate_encoded(self, encoded: list, on_result: OnResult) -> None:
-        """Generate from already rendered prompts: (request, token ids, prompt hash) triples."""
+    def generate_encoded(self, encoded: list, on_result: OnResult, stop: threading.Event | None = None) -> None:
+        """Generate from already rendered prompts: (request, token ids, prompt hash) triples. Once `stop` is set,
+        the batch in flight ends at its next step and is dropped, and nothing new starts."""
         self._load()
+        self.stop = stop or threading.Event()
         encoded.sort(key=lambda e: -len(e[1]))  # longest first: similar lengths batch together, OOM shows early
         self.engine = choose_engine(self.cfg.engine, self.device, max(r.sampling.max_new_tokens for r, _, _ in encoded))
         if self.engine == "paged":
@@ -111,7 +114,7 @@ class HFBackend:
         # step is reused. Within this call that is one length per round (batches run longest first, rounds grow);
         # a new call must start from its own first round, not from the last round of the call before.
         self.model.__dict__.pop("_previous_max_cache_length", None)
-        while rows:
+        while rows and not self.stop.is_set():
             rows = self._generate_round(rows, segment, on_result)
             segment = segment and segment * 2
 
@@ -121,7 +124,7 @@ class HFBackend:
         rows.sort(key=lambda row: -len(row.context))
         going: list[Row] = []
         start = 0
-        while start < len(rows):
+        while start < len(rows) and not self.stop.is_set():
             size = self._batch_size(rows[start:], segment)
             going += self._run_with_fallback(rows[start:start + size], segment, on_result)
             release_cached_memory(self.device)
@@ -144,6 +147,8 @@ class HFBackend:
 
         try:
             self._run_batch(batch, segment)
+            if self.stop.is_set():
+                return []  # cut short: what each row wrote stops mid-way
         except torch.OutOfMemoryError:
             release_cached_memory(self.device)
             if len(batch) == 1:
@@ -210,9 +215,9 @@ class HFBackend:
     def _stops(self, batch: list[Row]):
         from transformers import StoppingCriteriaList
 
-        from .hf_decode import FinalMessageStop
+        from .hf_decode import FinalMessageStop, WhenSet
 
-        stops = StoppingCriteriaList()
+        stops = StoppingCriteriaList([WhenSet(self.stop)])
         if self.stop_rule.final_header:
             stops.append(FinalMessageStop(self.stop_rule.final_header, self.stop_rule.end_id,
                                           [self.stop_rule.entered_final(row.generated) for row in batch], self.device))
@@ -246,6 +251,8 @@ class HFBackend:
             s = entry[0].sampling
             groups.setdefault((s.temperature, s.top_p), []).append(entry)
         for (temperature, top_p), group in groups.items():
+            if self.stop.is_set():
+                return
             config = GenerationConfig(do_sample=temperature > 0, temperature=temperature or None, top_p=top_p,
                                       max_new_tokens=max(r.sampling.max_new_tokens for r, _, _ in group),
                                       eos_token_id=stop_ids, pad_token_id=self.tokenizer.pad_token_id)
@@ -260,6 +267,8 @@ class HFBackend:
                 except BaseException:
                     manager.stop(block=True, hard_stop=True)  # leaving the block would first finish every request
                     raise
+                if self.stop.is_set():
+                    manager.stop(block=True, hard_stop=True)  # the requests left are dropped, not run to their end
             release_cached_memory(self.device)
 
     def _continuous_batching_config(self, group: list):
@@ -279,8 +288,8 @@ class HFBackend:
         for request, ids, prompt_hash in group:
             submit(request, ids, prompt_hash, [])
         done = 0
-        while waiting:
-            out = manager.get_result(timeout=1)
+        while waiting and not self.stop.is_set():
+            out = manager.get_result(timeout=0.1)  # a stop is noticed within this
             if out is None:
                 if not manager.is_running():
                     raise RuntimeError("transformers continuous batching stopped before finishing")

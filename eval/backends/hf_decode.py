@@ -67,6 +67,16 @@ class RowSampler(LogitsProcessor):
         return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
 
 
+class WhenSet(StoppingCriteria):
+    """Stop every row once `event` is set (the run is stopping): the batch ends at its next step."""
+
+    def __init__(self, event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 class FinalMessageStop(StoppingCriteria):
     """Stop a row at `<|end|>` once it is inside the Harmony `final` channel (the answer is complete); the same rule
     as `StopRule.length`, vectorised over the batch. `in_final`: the rows that opened their final message before this

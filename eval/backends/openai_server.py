@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from typing import Any
 
@@ -63,11 +64,11 @@ class OpenAIServerBackend:
     def close(self) -> None:
         pass
 
-    def generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
+    def generate(self, requests: list[GenerationRequest], on_result: OnResult, stop: threading.Event | None = None) -> None:
         if requests:
-            asyncio.run(self._generate(requests, on_result))  # runs in the pipeline's generation thread
+            asyncio.run(self._generate(requests, on_result, stop or threading.Event()))  # in the generation thread
 
-    async def _generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
+    async def _generate(self, requests: list[GenerationRequest], on_result: OnResult, stop: threading.Event) -> None:
         """`concurrency` workers share one queue: memory stays bounded by the workers, not by the request count."""
         clients = [openai.AsyncOpenAI(base_url=url, api_key=self.key, max_retries=self.cfg.max_retries,
                                       timeout=self.cfg.timeout_s) for url in self.cfg.base_urls]
@@ -76,7 +77,7 @@ class OpenAIServerBackend:
             queue.put_nowait((index, request))
 
         async def worker() -> None:
-            while not queue.empty():
+            while not queue.empty() and not stop.is_set():  # a request in flight still ends; no new one starts
                 index, request = queue.get_nowait()
                 on_result(await self._complete(clients[index % len(clients)], request))
 

@@ -7,6 +7,7 @@ replayed exactly as stored (whitespace included); the compat profile decides whe
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,8 @@ class ReplayBackend:
         """The slots this file holds no answer for (a run needing them cannot complete)."""
         return [s for s in slots if self._harness_row(s) is None and (s.item_id, s.turn) not in self.fastchat]
 
-    def generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
-        for request in requests:
+    def generate(self, requests: list[GenerationRequest], on_result: OnResult, stop: threading.Event | None = None) -> None:
+        for request in requests:  # answers are read, not made: nothing takes long enough to stop early
             s = request.slot
             row = self._harness_row(s)
             if row is not None:

@@ -14,6 +14,7 @@ final message, ended its output or spent its budget.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -68,10 +69,10 @@ class VLLMBackend:
             self.llm = LLM(**engine)
         return self.llm
 
-    def generate(self, requests: list[GenerationRequest], on_result: OnResult) -> None:
+    def generate(self, requests: list[GenerationRequest], on_result: OnResult, stop: threading.Event | None = None) -> None:
         """Every request is added to vLLM's engine at once and stepped through it; each is handed to `on_result` (stored)
-        the moment it finishes, and one that closed a message other than the final one is added again at once. If
-        `on_result` raises (the run is stopping), the requests still in the engine are aborted."""
+        the moment it finishes, and one that closed a message other than the final one is added again at once. When
+        `stop` is set or `on_result` raises, the requests still in the engine are aborted."""
         if not requests:
             return
         from vllm import SamplingParams
@@ -97,7 +98,7 @@ class VLLMBackend:
             for request in requests:
                 add(request, *self.chat.encode(request.messages), [])
             done = 0
-            while waiting:
+            while waiting and not (stop and stop.is_set()):
                 if not engine.has_unfinished_requests():
                     raise RuntimeError(f"vLLM's engine stopped with {len(waiting)} requests unanswered")
                 for output in engine.step():
@@ -116,7 +117,6 @@ class VLLMBackend:
                     parsed = parse_output(raw, completion.finish_reason == "length", self.cfg.reasoning, self.chat.special_tokens)
                     on_result(GenerationResult(request, raw, parsed, completion.finish_reason, len(ids), len(tokens),
                                                (time.perf_counter() - started) / done, prompt_hash))
-        except BaseException:
+        finally:
             if waiting:
                 engine.abort_request(list(waiting))
-            raise
