@@ -24,7 +24,7 @@ def print_estimate(cfg: RunConfig, tasks: dict[str, Task], run_dir: Path) -> dic
         rows = [_task_row(cfg, task, ResumeRules(cfg, {name: task}, None, None)) for name, task in tasks.items()]
     else:
         store = Store(path)
-        backend = make_backend(cfg)  # the stored answers' keys depend on its identity and prompt rendering
+        backend = make_backend(cfg, generating=False)  # the stored answers' keys depend on its identity and rendering
         try:
             rows = [_task_row(cfg, task, ResumeRules(cfg, {name: task}, store, backend)) for name, task in tasks.items()]
         finally:

@@ -183,6 +183,50 @@ def test_vllm_backend_stores_each_answer_as_it_finishes_and_aborts_the_rest_on_a
     assert not backend.llm.llm_engine.has_unfinished_requests()
 
 
+class _HarmonyLLM:
+    """vLLM's `LLM` answering every prompt like a Harmony model: an analysis message (vLLM stops at its `<|end|>`),
+    then, asked again with it appended, a final one."""
+
+    def __init__(self, **engine):
+        from eval.smoke_model import build_tokenizer
+
+        tok = build_tokenizer()
+        analysis = tok("<|channel|>analysis<|message|>Thinking.<|end|>", add_special_tokens=False)["input_ids"]
+        final = tok("<|start|>assistant<|channel|>final<|message|>An answer.<|return|>", add_special_tokens=False)["input_ids"]
+
+        def complete(ids, params):
+            if ids[-len(analysis):] == analysis:
+                return final[:params.max_tokens], "stop"
+            return analysis, "stop"
+
+        self.llm_engine = FakeVLLMEngine(complete)
+
+
+def test_a_vllm_run_stores_its_answers_and_a_dry_run_of_it_needs_no_vllm(smoke_model_dir, tmp_path, monkeypatch):
+    import re
+
+    import yaml
+
+    from helpers import ROOT, cli
+
+    config = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+    config["model"] = {"backend": "vllm", "path": "builtin:tiny-harmony", "dtype": "float32",
+                       "chat_template_kwargs": config["model"]["chat_template_kwargs"]}
+    path, out = tmp_path / "vllm.yaml", tmp_path / "run"
+    path.write_text(yaml.safe_dump(config))
+    install_fake_vllm(monkeypatch, _HarmonyLLM)
+    result = cli("run", str(path), "--out", str(out), "--rounds", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert generations and {(g["status"], g["final"]) for g in generations} == {("ok", "An answer.")}
+    monkeypatch.setitem(sys.modules, "vllm", None)  # a login node: no vLLM
+    estimate = cli("run", str(path), "--out", str(out), "--rounds", "1", "--dry-run")
+    assert estimate.returncode == 0, estimate.stderr[-2000:]
+    assert re.search(r"^\s*total\s+0\s+0\s", estimate.stdout, re.M), estimate.stdout  # nothing left to generate or judge
+    again = cli("run", str(path), "--out", str(out), "--rounds", "1")
+    assert again.returncode == 2 and "vllm is not installed" in again.stderr  # a real run still says so at once
+
+
 def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)
     from eval.backends.vllm import VLLMBackend

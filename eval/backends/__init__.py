@@ -6,7 +6,9 @@ from ..config import RunConfig
 from .base import Backend
 
 
-def make_backend(cfg: RunConfig) -> Backend:
+def make_backend(cfg: RunConfig, generating: bool = True) -> Backend:
+    """The configured backend; `generating=False` when only its identity and prompt rendering are needed (a dry
+    run), so an engine that is not installed on this machine (vLLM on a login node) is not required."""
     model = cfg.model
     if model.backend == "hf":
         from .hf import HFBackend
@@ -15,7 +17,7 @@ def make_backend(cfg: RunConfig) -> Backend:
     if model.backend == "vllm":
         from .vllm import VLLMBackend
 
-        return VLLMBackend(model, cfg.generation)
+        return VLLMBackend(model, cfg.generation, require_engine=generating)
     if model.backend == "openai":
         from .openai_server import OpenAIServerBackend
 

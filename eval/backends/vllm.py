@@ -29,12 +29,13 @@ from .template import ChatRenderer
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, cfg: VLLMModel, generation: RunGenerationConfig):
-        try:
-            import vllm  # noqa: F401
-        except ImportError:
-            raise UserError("model.backend: vllm is not installed; `pip install -e \".[vllm]\"` on a CUDA machine, "
-                            "or use backend: hf") from None
+    def __init__(self, cfg: VLLMModel, generation: RunGenerationConfig, require_engine: bool = True):
+        if require_engine:  # at start-up, not when the first batch is due
+            try:
+                import vllm  # noqa: F401
+            except ImportError:
+                raise UserError("model.backend: vllm is not installed; `pip install -e \".[vllm]\"` on a CUDA machine, "
+                                "or use backend: hf") from None
         self.cfg = cfg
         self.generation = generation
         self.chat = ChatRenderer(cfg.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template_kwargs,
