@@ -48,6 +48,7 @@ class HFBackend:
         self.device = "cpu"
         self.engine = cfg.engine  # resolved per call once the device and the budgets are known
         self.max_batch: int | None = None  # lowered after an out-of-memory error, so it is not hit again
+        self.stop = threading.Event()  # the run's stop event, given with each call
 
     # ---------------------------------------------------------------- protocol
 
@@ -100,7 +101,7 @@ class HFBackend:
 
     def generate_encoded(self, encoded: list, on_result: OnResult, stop: threading.Event | None = None) -> None:
         """Generate from already rendered prompts: (request, token ids, prompt hash) triples. Once `stop` is set,
-        the batch in flight ends at its next step and is dropped, and nothing new starts."""
+        the batch in flight ends at its next step (paged: within 0.1 s) and is dropped, and nothing new starts."""
         self._load()
         self.stop = stop or threading.Event()
         encoded.sort(key=lambda e: -len(e[1]))  # longest first: similar lengths batch together, OOM shows early
