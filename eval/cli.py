@@ -1,7 +1,7 @@
 """`python -m eval …`: run, rejudge, agree, report, compare, view, tasks, fetch, check, mock-judge.
 
-Exit codes: 0 success, 2 a user error (one line on stderr, no traceback), 130 interrupted (SIGINT), 143 terminated
-(SIGTERM).
+Exit codes: 0 success, 2 a user error (one line on stderr, no traceback), 3 and 4 a run that was reported but whose
+numbers do not stand as they are (outcome.py), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -124,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given (tests call main() in-process)
     _quiet_libraries()
     received: list[int] = []
     try:
@@ -193,9 +195,19 @@ def _run(args: argparse.Namespace) -> int:
         if unknown:
             raise UserError(f"--tasks: {', '.join(unknown)} not in the config's tasks ({', '.join(cfg.tasks)})")
     options = RunOptions(out=args.out, limit=args.limit, rounds=args.rounds, tasks=tasks, force=args.force,
-                         dry_run=args.dry_run, command=["python", "-m", "eval", *sys.argv[1:]])
-    run(cfg, options)
-    return 0
+                         dry_run=args.dry_run, command=["python", "-m", "eval", *args.argv])
+    summary = run(cfg, options)
+    return 0 if args.dry_run else _ended(summary, options.command)
+
+
+def _ended(summary: dict, command: list[str]) -> int:
+    """The last lines of a reported run (what is wrong with its numbers, if anything) and its exit code."""
+    from .outcome import outcome
+
+    result = outcome(summary, shlex.join(command))
+    for line in result.lines:
+        print(redact.text(line, credentials=True), file=sys.stderr)
+    return result.code
 
 
 def _rejudge(args: argparse.Namespace) -> int:
@@ -203,9 +215,9 @@ def _rejudge(args: argparse.Namespace) -> int:
     from .rejudge import rejudge_config
 
     cfg, limit = rejudge_config(args.run_dir, args.overrides, args.out, export=not args.dry_run)
-    run(cfg, RunOptions(out=args.out, limit=limit, force=args.force, dry_run=args.dry_run,
-                        command=["python", "-m", "eval", *sys.argv[1:]]))
-    return 0
+    command = ["python", "-m", "eval", *args.argv]
+    summary = run(cfg, RunOptions(out=args.out, limit=limit, force=args.force, dry_run=args.dry_run, command=command))
+    return 0 if args.dry_run else _ended(summary, command)
 
 
 def _agree(args: argparse.Namespace) -> int:

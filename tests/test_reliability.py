@@ -135,7 +135,8 @@ def test_judge_outage_is_labelled_partial_and_a_later_run_completes(tmp_path, mo
     server = mock_server(settings=MockSettings(rate_500=1.0), api_key=SECRET)
     out = tmp_path / "run"
     down = cli(*smoke_args(out, server, "--rounds", "1", "--set", "judge.max_retries=0"), env=ENV)
-    assert down.returncode == 0, down.stderr[-2000:]
+    assert down.returncode == 4, down.stderr[-2000:]  # reported, incomplete (outcome.INCOMPLETE)
+    assert "INCOMPLETE" in down.stderr and "Run the same command again" in down.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is False
     assert all(t["counts"]["api_error"] > 0 for t in summary["tasks"].values())
@@ -280,7 +281,8 @@ def test_no_key_is_stored_or_printed_even_when_the_server_echoes_it(tmp_path):
                          "--set", "judge.cache=read_write", "--set", f"judge.cache_path={tmp_path / 'cache.sqlite'}", env=ENV)
     finally:
         server.stop()
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 4, result.stderr[-2000:]  # a third of the judgments failed: reported, incomplete
+    assert query_key not in result.stderr and "api-key=[REDACTED]" in result.stderr  # the retry command, masked
     errors = json.loads((out / "errors.json").read_text())
     assert any("Authorization: Bearer [REDACTED]" in (e["error"] or "") for e in errors), [e["error"] for e in errors]  # echoed, masked
     assert "?api-key=[REDACTED]" in (out / "config.yaml").read_text()
@@ -343,7 +345,7 @@ def test_a_misbehaving_judge_slows_a_run_but_never_crashes_it_or_poisons_the_cac
             "--set", "judge.concurrency=2", "--set", "task_options.mt_bench_en.judge.parse_retries=1"]
     try:
         first = cli(*args, env=ENV)
-        assert first.returncode == 0 and "Traceback" not in first.stderr, first.stderr[-3000:]
+        assert first.returncode == 4 and "Traceback" not in first.stderr, first.stderr[-3000:]  # incomplete
         summary = json.loads((tmp_path / "run" / "summary.json").read_text())
         assert summary["complete"] is False and summary["tasks"]["mt_bench_en"]["counts"]["api_error"] > 0
         shared = [json.loads(r[0]) for r in sqlite3.connect(cache).execute("SELECT record FROM judgments")]
