@@ -17,7 +17,13 @@ full-run rate (finished rows idle until the batch ends), so the speed-up printed
 the HBM time of an ideal engine that keeps `batch` rows busy: each step reads all weights plus every live row's KV
 cache, at the device-to-device copy bandwidth measured here (null on CPU). The last line is one JSON object.
 
+A real model folder (`--model PATH`: a local `save_pretrained` folder, or a hub id already in the cache) replaces the
+random shape: its own weights, dtype and positions, prompts of random ordinary tokens of its own tokenizer (no
+special token), padding with its own pad (or eos) token. Its end-of-sequence tokens are listed in the JSON and
+disabled like the random model's, so every row still runs to its drawn length and the comparison stays exact.
+
     python benchmarks/gen_throughput.py --workload thinking --engine paged                   # CPU dry run, tiny shape
+    python benchmarks/gen_throughput.py --model /models/llm-jp-4-8b-thinking --engine paged --batch 64   # your weights
     python benchmarks/gen_throughput.py --workload thinking --shape llm-jp-4-8b --engine paged --batch 64 \\
         --budget 4096 --median 1024 --n 96 --naive-seconds 20                                 # one H100 / H200
 """
@@ -36,7 +42,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, StoppingCriteria, StoppingCriteriaList
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, StoppingCriteria, StoppingCriteriaList
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from eval.backends.base import GenerationRequest, Sampling  # noqa: E402
@@ -69,10 +75,16 @@ WORKLOADS = {"thinking": Workload(1536, 16384, 1.0, 0.02), "short": Workload(700
 TINY_WORKLOADS = {"thinking": Workload(48, 256, 1.0, 0.05), "short": Workload(32, 96, 0.8, 0.0)}
 
 
-def draw(n: int, vocab: int, work: Workload, seed: int) -> tuple[list[list[int]], list[int]]:
+def draw(n: int, vocab: int | list[int], work: Workload, seed: int) -> tuple[list[list[int]], list[int]]:
+    """Prompts of random token ids (`vocab`: a size, ids 10 … size − 10, or the list of ids to draw from) and each
+    row's output length."""
     gen = torch.Generator().manual_seed(seed)
     prompt_lens = torch.randint(100, 401, (n,), generator=gen).tolist()
-    prompts = [torch.randint(10, vocab - 10, (length,), generator=gen).tolist() for length in prompt_lens]
+    if isinstance(vocab, int):
+        prompts = [torch.randint(10, vocab - 10, (length,), generator=gen).tolist() for length in prompt_lens]
+    else:
+        ids = torch.tensor(vocab)
+        prompts = [ids[torch.randint(0, len(ids), (length,), generator=gen)].tolist() for length in prompt_lens]
     normal = torch.randn(n, generator=gen).tolist()
     to_budget = (torch.rand(n, generator=gen) < work.at_budget).tolist()
     targets = [work.budget if full else max(16, min(work.budget, int(math.exp(math.log(work.median) + work.sigma * z))))
@@ -109,7 +121,8 @@ def in_backend_order(prompts: list[list[int]]) -> list[int]:
     return sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
 
 
-def run_naive(model, prompts, targets, order, batch: int, device: str, seconds: float | None) -> tuple[dict, float, bool]:
+def run_naive(model, prompts, targets, order, batch: int, device: str, seconds: float | None,
+              pad_id: int = 0) -> tuple[dict, float, bool]:
     """Plain `generate()`: dynamic cache, left padding, batches of `batch` rows in `order`. Returns each row's tokens
     (what it produced before the deadline, if one was hit), the seconds and whether the deadline cut it short."""
     outputs: dict[int, list[int]] = {}
@@ -118,7 +131,7 @@ def run_naive(model, prompts, targets, order, batch: int, device: str, seconds: 
     for start in range(0, len(order), batch):
         rows = order[start:start + batch]
         width = max(len(prompts[i]) for i in rows)
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for r, i in enumerate(rows):
             ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
@@ -126,7 +139,7 @@ def run_naive(model, prompts, targets, order, batch: int, device: str, seconds: 
         goal = [targets[i] for i in rows]
         with torch.inference_mode():
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                 max_new_tokens=max(goal), eos_token_id=model.config.vocab_size, pad_token_id=0,
+                                 max_new_tokens=max(goal), eos_token_id=never_produced(model), pad_token_id=pad_id,
                                  stopping_criteria=StoppingCriteriaList([RowLengthStop(goal, width), deadline]))
         new = out[:, width:].tolist()
         for r, i in enumerate(rows):
@@ -144,15 +157,15 @@ class BenchBackend(HFBackend):
     request's budget, since transformers' continuous batching takes no stopping criteria."""
 
     def __init__(self, model, device: str, engine: str, batch, targets: list[int], seconds: float | None = None,
-                 compile_mode: str = "auto", first_segment: int | None = HFBackend.first_segment):
+                 compile_mode: str = "auto", first_segment: int | None = HFBackend.first_segment, pad_id: int = 0):
         self.cfg = HFModel(backend="hf", path="bench", engine=engine, device=device, compile=compile_mode,
                            reasoning=ReasoningFormat(format="none"))
         self.generation = GenerationConfig(batch_size=batch)
-        self.tokenizer = SimpleNamespace(pad_token_id=0)
+        self.tokenizer = SimpleNamespace(pad_token_id=pad_id)
         self.chat = None
         self.model, self.device, self.engine, self.max_batch = model, device, engine, None
         self.dtype_bytes = next(model.parameters()).element_size()
-        self.eos_ids = [model.config.vocab_size]  # never produced: rows end by the scripted stop alone
+        self.eos_ids = [never_produced(model)]  # rows end by the scripted stop alone
         self.stop_rule = StopRule(frozenset(self.eos_ids))
         self.first_segment = first_segment
         self.targets = targets
@@ -215,14 +228,56 @@ class BenchBackend(HFBackend):
 
 
 def run_backend(model, prompts, targets, budget: int, engine: str, batch, device: str, seconds: float | None,
-                compile_mode: str, first_segment: int | None) -> tuple[BenchBackend, float]:
-    backend = BenchBackend(model, device, engine, batch, targets, seconds, compile_mode, first_segment)
+                compile_mode: str, first_segment: int | None, pad_id: int = 0) -> tuple[BenchBackend, float]:
+    backend = BenchBackend(model, device, engine, batch, targets, seconds, compile_mode, first_segment, pad_id)
     requests = [GenerationRequest(Slot(1, "bench", str(i), 1), [], Sampling(0.0, None, budget), i) for i in range(len(targets))]
     started = time.perf_counter()
     backend.generate_encoded([(r, prompts[i], "") for i, r in enumerate(requests)], lambda r: None)
     synchronize(device)
     elapsed = time.perf_counter() - started
     return backend, min(elapsed, seconds) if backend.deadline.hit else elapsed
+
+
+def never_produced(model) -> int:
+    """An end-of-sequence id outside the output vocabulary: generation never stops by itself."""
+    return model.get_output_embeddings().weight.shape[0]
+
+
+@dataclass
+class Subject:
+    """What is measured: a model, the token ids its prompts are drawn from, its pad id and eos ids."""
+
+    name: str
+    model: torch.nn.Module
+    vocab: int | list[int]
+    pad_id: int
+    eos_ids: list[int]
+
+
+def random_shape(shape: str, work: Workload, dtype: torch.dtype, device: str) -> Subject:
+    config = LlamaConfig(**SHAPES[shape], max_position_embeddings=max(8192, 512 + work.budget), pad_token_id=0,
+                         eos_token_id=1)
+    torch.set_default_dtype(dtype)  # built in its dtype: an 8 B model in float32 first would take twice the memory
+    with torch.device(device):
+        model = LlamaForCausalLM(config).eval()
+    torch.set_default_dtype(torch.float32)
+    return Subject(shape, model, config.vocab_size, 0, [1])
+
+
+def model_folder(path: str, work: Workload, dtype: torch.dtype, device: str) -> Subject:
+    """A real model: its weights in `dtype`, prompts from its tokenizer's ordinary tokens, its own pad and eos."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and positions < 400 + work.budget:
+        sys.exit(f"--model {path}: {positions} positions cannot hold a 400-token prompt plus the {work.budget}-token "
+                 "budget; give a smaller --budget")
+    special = set(tokenizer.all_special_ids)
+    ordinary = [i for i in range(min(len(tokenizer), model.get_output_embeddings().weight.shape[0])) if i not in special]
+    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
+    eos_ids = sorted({eos} if isinstance(eos, int) else set(eos or ()))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_ids or [0])[0]
+    return Subject(path.rstrip("/").rsplit("/", 1)[-1], model, ordinary, pad, eos_ids)
 
 
 def synchronize(device: str) -> None:
@@ -276,7 +331,8 @@ def compare(reference: dict[int, list[int]], other: dict[int, list[int]]) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="thinking")
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny", help="a random-weight model of this shape")
+    parser.add_argument("--model", help="a real model instead: a local folder (or a cached hub id) with its tokenizer")
     parser.add_argument("--engine", choices=["static", "paged", "dynamic"], default="paged")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="the engine's model.compile")
     parser.add_argument("--batch", default="16", help="rows per step, for the engine and the naive baseline alike "
@@ -303,34 +359,32 @@ def main() -> None:
     if not device.startswith("cuda"):
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
-    work = (TINY_WORKLOADS if args.shape == "tiny" else WORKLOADS)[args.workload]
+    tiny = args.shape == "tiny" and not args.model
+    work = (TINY_WORKLOADS if tiny else WORKLOADS)[args.workload]
     work = Workload(args.median or work.median, args.budget or work.budget, work.sigma, work.at_budget)
     batch = args.batch if args.batch == "auto" else int(args.batch)
     naive_batch = args.naive_batch if batch == "auto" else batch
-    first_segment = args.first_segment if args.first_segment is not None else (16 if args.shape == "tiny" else None)
+    first_segment = args.first_segment if args.first_segment is not None else (16 if tiny else None)
     first_segment = HFBackend.first_segment if first_segment is None else first_segment or None
 
     torch.manual_seed(args.seed)
-    config = LlamaConfig(**SHAPES[args.shape], max_position_embeddings=max(8192, 512 + work.budget),
-                         pad_token_id=0, eos_token_id=1)
     built = time.perf_counter()
-    torch.set_default_dtype(dtype)  # built in its dtype: an 8 B model in float32 first would take twice the memory
-    with torch.device(device):
-        model = LlamaForCausalLM(config).eval()
-    torch.set_default_dtype(torch.float32)
+    subject = model_folder(args.model, work, dtype, device) if args.model else random_shape(args.shape, work, dtype, device)
+    model, config = subject.model, subject.model.config
     synchronize(device)
-    prompts, targets = draw(args.n, config.vocab_size, work, args.seed)
+    prompts, targets = draw(args.n, subject.vocab, work, args.seed)
     order = in_backend_order(prompts)
-    print(f"{args.shape} ({sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params, {dtype}) on {device}, built in "
+    print(f"{subject.name} ({sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params, {dtype}) on {device}, built in "
           f"{time.perf_counter() - built:.1f} s; {args.workload}: {args.n} rows, {sum(targets)} tokens, median "
           f"{sorted(targets)[len(targets) // 2]}, {sum(t == work.budget for t in targets)} at the {work.budget} budget",
           file=sys.stderr, flush=True)
 
     if device.startswith("cuda"):  # compile / CUDA-graph warm-up outside the timing
         warm = [min(t, 32) for t in targets[:8]]
-        run_backend(model, prompts[:8], warm, work.budget, args.engine, batch, device, None, args.compile, first_segment)
+        run_backend(model, prompts[:8], warm, work.budget, args.engine, batch, device, None, args.compile, first_segment,
+                    subject.pad_id)
     backend, backend_s = run_backend(model, prompts, targets, work.budget, args.engine, batch, device,
-                                     args.engine_seconds, args.compile, first_segment)
+                                     args.engine_seconds, args.compile, first_segment, subject.pad_id)
     backend_tokens = sum(len(t) for t in backend.outputs.values())
     if not args.engine_seconds:
         assert backend_tokens == sum(targets), "every row must produce exactly its drawn length"
@@ -340,7 +394,8 @@ def main() -> None:
 
     naive_tok_s, check, naive_cut = None, None, False
     if not args.skip_naive:
-        naive, naive_s, naive_cut = run_naive(model, prompts, targets, order, naive_batch, device, args.naive_seconds)
+        naive, naive_s, naive_cut = run_naive(model, prompts, targets, order, naive_batch, device, args.naive_seconds,
+                                              subject.pad_id)
         naive_tokens = sum(len(t) for t in naive.values())
         naive_tok_s = naive_tokens / naive_s
         check = compare(naive, backend.outputs)
@@ -349,7 +404,7 @@ def main() -> None:
               file=sys.stderr, flush=True)
 
     # One effort level of the model card: 3 168 generations with the full workload's lengths, at the rate measured here.
-    effort_tokens = sum(draw(EFFORT_LEVEL_GENERATIONS, config.vocab_size, WORKLOADS[args.workload], args.seed)[1])
+    effort_tokens = sum(draw(EFFORT_LEVEL_GENERATIONS, 1000, WORKLOADS[args.workload], args.seed)[1])  # lengths only
     bandwidth = copy_bandwidth(device)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     kv = kv_bytes_per_token(config, torch.tensor([], dtype=dtype).element_size())
@@ -360,7 +415,8 @@ def main() -> None:
         "device": torch.cuda.get_device_name(0) if device.startswith("cuda")
         else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__, "transformers": __import__("transformers").__version__,
-        "shape": args.shape, "dtype": str(dtype).removeprefix("torch."), "workload": args.workload,
+        "shape": None if args.model else args.shape, "model": args.model, "eos_ids_disabled": subject.eos_ids,
+        "dtype": str(dtype).removeprefix("torch."), "workload": args.workload,
         "engine": args.engine, "compile": args.compile, "first_segment": first_segment if args.engine == "static" else None, "batch": args.batch, "naive_batch": None if args.skip_naive else naive_batch,
         "n": args.n, "budget": work.budget, "output_tokens": sum(targets),
         "median_output": sorted(targets)[len(targets) // 2], "rows_at_budget": sum(t == work.budget for t in targets),

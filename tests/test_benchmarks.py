@@ -36,3 +36,21 @@ def test_every_engine_produces_the_drawn_lengths_and_naive_outputs(monkeypatch, 
         rounds = result["static_rounds"]
         assert (len(rounds) > 1) == (extra[-1] != "0")  # rounds of growing length unless switched off
         assert rounds[next(iter(rounds))] == 6  # every row runs in the first round
+
+
+@pytest.mark.parametrize("engine", ["paged", "static"])
+def test_a_real_model_folder_is_measured_with_its_own_tokenizer_and_eos(monkeypatch, capsys, smoke_model_dir, engine):
+    """`--model PATH`: the smoke model's folder (a byte tokenizer with Harmony special tokens, eos `<|return|>`)."""
+    from transformers import AutoTokenizer
+
+    result = run_bench(monkeypatch, capsys, "--model", str(smoke_model_dir), "--engine", engine, "--batch", "3")
+    tokenizer = AutoTokenizer.from_pretrained(smoke_model_dir)
+    assert result["model"] == str(smoke_model_dir) and result["shape"] is None
+    assert result["eos_ids_disabled"] == [tokenizer.convert_tokens_to_ids("<|return|>")]
+    check = result["greedy_check"]
+    assert check["rows_compared"] == check["rows_equal"] == 6 and check["tokens_compared"] == result["output_tokens"]
+
+
+def test_a_model_too_short_for_the_budget_is_refused_in_one_line(monkeypatch, capsys, smoke_model_dir):
+    with pytest.raises(SystemExit, match="positions cannot hold"):
+        run_bench(monkeypatch, capsys, "--model", str(smoke_model_dir), "--budget", "8192")
