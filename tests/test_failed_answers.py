@@ -121,7 +121,7 @@ def failed_run(tmp_path, mock_server):
     default profile judges each failed answer as None in the same run."""
     generator = mock_server(settings=MockSettings(rate_500=0.3, seed=3))
     out = tmp_path / "run"
-    first = run(out, [generator], "--rounds", "1", max_retries=0)
+    first = run(out, [generator], "--rounds", "1", max_retries=0, concurrency=1)  # one at a time: the same faults
     failed = {slot for slot, g in records(out, "generations").items() if g["status"] == "error"}
     assert any(task.startswith("mt_bench") and turn == 1 for _, task, _, turn in failed)  # the scenario needs one
     return generator, out, first, failed
@@ -150,7 +150,7 @@ def test_answers_generated_again_are_judged_in_the_same_run_and_no_judgment_of_n
     generator, out, _, failed = failed_run
     before = records(out, "judgments")
     generator.state.settings = MockSettings()  # the server is healthy now
-    again = run(out, [generator], "--rounds", "1", max_retries=0)
+    again = run(out, [generator], "--rounds", "1", max_retries=0, concurrency=1)
     assert again.returncode == 0, again.stderr[-3000:]
     assert summary(out)["complete"] is True
     gens, judged = records(out, "generations"), records(out, "judgments")

@@ -9,8 +9,9 @@ Plain bookkeeping on a clock, with no network and no event loop of its own; the 
 - A server whose attempts fail `EJECT_AFTER` times in a row (connection error, timeout, 5xx) leaves the rotation for
   `COOLDOWN_S`, doubled each time it leaves again without an answer in between (up to `MAX_COOLDOWN_S`). Once its
   time is out it is on trial: one request at a time, until one is answered (back in rotation) or fails (out again).
-- The fleet is down when every server is out of rotation and has failed a trial since it last answered: the run
-  stops generating rather than wait for servers that do not come back.
+- The fleet is down when every server is out of rotation and has left it `OUTS_TO_GIVE_UP` times since it last
+  answered (two failed trials: about half a minute in which no server answered): the run stops generating rather
+  than wait for servers that do not come back.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Callable
 EJECT_AFTER = 3
 COOLDOWN_S = 10.0
 MAX_COOLDOWN_S = 300.0
+OUTS_TO_GIVE_UP = 3
 
 
 @dataclass
@@ -107,7 +109,8 @@ class Fleet:
             server.outs_in_a_row += 1
             server.failures_in_a_row = 0
             server.back_at = now + min(COOLDOWN_S * 2 ** (server.outs_in_a_row - 1), MAX_COOLDOWN_S)
-            self.down = all(s.back_at is not None and s.back_at > now and s.outs_in_a_row >= 2 for s in self.servers)
+            self.down = all(s.back_at is not None and s.back_at > now and s.outs_in_a_row >= OUTS_TO_GIVE_UP
+                            for s in self.servers)
 
     def down_message(self) -> str:
         failing = "; ".join(f"{s.url} ({s.last_error})" for s in self.servers)
