@@ -38,7 +38,7 @@ def _task_row(cfg: RunConfig, task: Task, rules: ResumeRules) -> dict[str, Any]:
     templates = task.prompts.templates.values()
     template_tokens = sum(len(t.text) + len(t.system_prompt or "") for t in templates) // len(templates) // 3
     judge_pending = prompt_tokens = 0
-    for slot in rules.pending_judgments():
+    for slot in rules.pending_judgments(generating=True):  # an answer to be generated again is judged again
         judge_pending += 1
         item = task.item(slot.item_id)
         text = " ".join(item.turns[: slot.turn]) + " ".join((item.references or ())[: slot.turn])

@@ -2,9 +2,10 @@
 before this is asked, so a non-zero code never means that something computed was lost.
 
 Exit codes of `run` and `rejudge` (README, "Exit codes"):
-  0  complete: every planned slot has an answer and a valid-or-final judgment of that answer
+  0  complete: every planned slot has an answer that did not fail and a final judgment of that answer
   3  reported, but the numbers do not measure the model: a task's answers mostly had no final answer
-  4  reported, but incomplete: answers or judgments failed or are missing; the same command again retries them
+  4  reported, but incomplete: answers failed or were not generated, or judgments failed or are missing (per task
+     in the last lines); the same command again retries them
 A user error is 2, an interrupted run 128 + the signal (cli.py).
 """
 
@@ -26,15 +27,14 @@ class Outcome:
 
 def outcome(summary: dict[str, Any], retry_command: str | None = None) -> Outcome:
     """The exit code and what to say about it; `retry_command` is the command that resumes the run."""
-    from .summary import failed_on_the_api
+    from .summary import counted, unfinished
 
     result = Outcome()
     incomplete = []
     for entry in summary["tasks"].values():
-        counts = entry["counts"]
-        missing, failed = counts["missing"], failed_on_the_api(counts)
-        if missing or failed:
-            incomplete.append(f"{entry['column']}: {missing} judgments missing, {failed} failed on the judge API")
+        left = ", ".join(counted(n, what) for what, n in unfinished(entry["counts"]).items() if n)
+        if left:
+            incomplete.append(f"{entry['column']}: {left}")
     if incomplete:
         result.code = INCOMPLETE
         result.lines += ["INCOMPLETE: " + "; ".join(incomplete) + "."]

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import __version__, estimate, progress, report
+from . import __version__, estimate, progress, redact, report
 from .backends import make_backend
-from .backends.base import Backend, GenerationResult
+from .backends.base import Backend, BackendUnavailable, GenerationResult
 from .config import RunConfig
 from .errors import UserError
 from .failpoints import checkpoint
@@ -147,9 +147,11 @@ class Runner:
         self.fingerprints: dict[str, list[str]] = {}
 
     def activity(self) -> dict[str, Any]:
+        servers = getattr(self.backend, "servers", None)  # a backend that spreads requests over servers says how
         return {"generation_calls": self.generation_calls, "judge_calls": self.judge_calls,
                 "judgments_reused": self.judgments_reused, "budget_reached": self.budget_reached,
-                "warnings": self.warnings, "judge_seen": self.fingerprints}
+                "warnings": self.warnings, "judge_seen": self.fingerprints,
+                "generation_servers": servers() if servers else None}
 
     def account(self) -> str:
         """One line saying what this invocation computed — in particular when it computed nothing."""
@@ -260,7 +262,7 @@ class Runner:
                         raise _RunStopped()
                     self.generation_calls += 1
                     gen = self._record(result)
-                    self.store.put_generation(gen)
+                    self.store.put_generation(gen, self.rules.superseded_by(gen))
                     checkpoint("generation_stored")
                     bar.update(1)
                     on_stored(gen.slot)
@@ -270,6 +272,11 @@ class Runner:
                 checkpoint("turn_done")
         except _RunStopped:
             return  # the run is stopping (a failure elsewhere, or a signal); what was stored stays
+        except BackendUnavailable as e:  # judging goes on with what is stored; the reports say what is missing
+            line = redact.text(f"generation stopped: {e}; everything stored is kept — run the same command again once "
+                               "a server answers", credentials=True)
+            print(line, file=sys.stderr, flush=True)
+            self.warnings.append(line)
         finally:
             bar.close()
 
@@ -298,7 +305,11 @@ class GenerateAndJudge:
        (`_answer_stored`, thread-safe) through the `answers` queue.
     2. Release: each answer releases the judgments it completes (`_release`; MT-Bench turn 2 needs both answers).
        A judgment already standing, an excluded answer and a shared-cache hit are stored at once; the rest become
-       requests — queued for the workers (sync mode) or collected for one batch sent after generation.
+       requests — queued for the workers (sync mode) or collected for one batch sent after generation. A judgment
+       follows its answer: a slot is released once per judge request (its key holds the answers), so a new answer
+       releases it again, and while generation runs a slot waits for every answer of its conversation that is to
+       be generated again (`ResumeRules.judge_state`). Answers stored before the run are released at its start,
+       what waited once generation ends (a failed answer is then judged as it came back, per the profile).
     3. Judge workers: `judge.concurrency` tasks take requests from `requests`, judge and store (`_store`). Memory
        stays bounded by the workers, not by the number of requests.
     A failure anywhere, or a signal (which cancels the loop's tasks at their next `await`), stops the generation
@@ -312,16 +323,19 @@ class GenerateAndJudge:
         self.answers: asyncio.Queue[Slot | None] = asyncio.Queue()
         self.requests: asyncio.Queue[JudgeRequest] = asyncio.Queue()
         self.batched: list[JudgeRequest] = []
-        self.released: set[Slot] = set()
+        self.released: dict[Slot, str] = {}  # slot → the judge request released for it (key; excluded: answer's key)
+        self.generating = False
         self.bar = progress.Bar("judge", "req", position=1)
 
     async def run(self, pending_generations: int) -> None:
         workers = {asyncio.ensure_future(self._judge_worker()) for _ in range(self.runner.cfg.judge.concurrency)}
         try:
-            for slot, _ in self.rules.plan:  # answers stored by earlier runs
-                self._release(slot)
+            self.generating = pending_generations > 0
+            self._release_all()  # answers stored by earlier runs that are not generated again
             if pending_generations:
                 await self._generate_while_judging(pending_generations, workers)
+                self.generating = False
+                self._release_all()  # what waited on generation
             if self.batched or self.store.open_batches():
                 await BatchJudge(self.client, self.store, self.runner.cfg.judge.batch_poll_s).run(self.batched, self._store)
             await self._drain(workers)
@@ -355,6 +369,11 @@ class GenerateAndJudge:
         finally:
             drained.cancel()
 
+    def _release_all(self) -> None:
+        for slot, _ in self.rules.plan:
+            if slot.turn == 1:  # a conversation's later turns are released with it
+                self._release(slot)
+
     def _release(self, slot: Slot) -> None:
         for request in self._ready_requests(slot):
             self.bar.add_total(1)
@@ -366,13 +385,14 @@ class GenerateAndJudge:
         ready = []
         for turn in range(slot.turn, len(self.runner.tasks[slot.task].item(slot.item_id).turns) + 1):
             target = Slot(slot.round, slot.task, slot.item_id, turn)
-            if target in self.released:
-                continue
-            state = self.rules.judge_state(target)
+            state = self.rules.judge_state(target, self.generating)
             request = state.request
             if request is None:
                 break
-            self.released.add(target)
+            key = request.key if isinstance(request, JudgeRequest) else request.generation_key
+            if self.released.get(target) == key:
+                continue
+            self.released[target] = key
             if state.judged:
                 if state.names_older_generation:
                     self.runner.adopt(state)

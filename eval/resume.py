@@ -13,8 +13,8 @@ from .chat import turn_messages
 from .compat import answer_for
 from .config import RunConfig
 from .judge.requests import Excluded, JudgeRequest, build_request
-from .records import Judgment, Slot, content_key
-from .statuses import JudgmentStatus as J, is_transient
+from .records import Generation, Judgment, Slot, content_key
+from .statuses import GenerationStatus as G, JudgmentStatus as J, is_transient
 from .store import Store
 from .tasks import Task
 
@@ -97,22 +97,51 @@ class ResumeRules:
     def _judged_as_is(self, task: str) -> bool:
         return (self.tasks[task].spec.generation.no_answer or self.cfg.profile.no_answer) == "judge_as_is"
 
-    def judge_state(self, slot: Slot) -> JudgeState:
+    def judge_state(self, slot: Slot, generating: bool = False) -> JudgeState:
+        """`generating`: this run is still generating, so a slot waits for every answer of its conversation that is
+        to be generated again — a failed answer is judged as it came back only once it failed for good in this run
+        (or generation stopped), never just before its new answer arrives."""
         stored = self.store.judgment(slot) if self.store else None
-        return JudgeState(self._judge_request(slot), stored)
+        return JudgeState(self._judge_request(slot, generating), stored)
 
-    def _judge_request(self, slot: Slot) -> JudgeRequest | Excluded | None:
+    def _judge_request(self, slot: Slot, generating: bool) -> JudgeRequest | Excluded | None:
         task = self.tasks[slot.task]
         gens = []
         for turn in range(1, slot.turn + 1):
             earlier = Slot(slot.round, slot.task, slot.item_id, turn)
-            if not self.is_stored(earlier, to_judge=True):
+            if not self.is_stored(earlier, to_judge=not generating):
                 return None
             gens.append(self.store.generation(earlier))  # type: ignore[union-attr]
         return build_request(task, task.item(slot.item_id), slot.turn, gens, self.cfg)
 
-    def pending_generations(self) -> list[Slot]:
-        return [slot for slot, _ in self.plan if not self.is_stored(slot)]
+    def superseded_by(self, gen: Generation) -> list[Slot]:
+        """The slots whose judgments a new answer replaces: its own and the later turns of its conversation (their
+        judge prompts and generation histories hold it), unless what the judge and the next turn see of it is what
+        they saw of the answer stored before (then those judgments still judge exactly this, and stand)."""
+        stored = self.store.generation(gen.slot) if self.store else None
+        if stored is not None and self._seen(stored) == self._seen(gen):
+            return []
+        turns = len(self.tasks[gen.task].item(gen.item_id).turns)
+        return [Slot(gen.round, gen.task, gen.item_id, turn) for turn in range(gen.turn, turns + 1)]
 
-    def pending_judgments(self) -> list[Slot]:
-        return [slot for slot, _ in self.plan if not self.judge_state(slot).judged]
+    def _seen(self, gen: Generation) -> tuple[bool, str | None]:
+        """What a judge request (`build_request`) and the next turn's history take from a generation: whether the task
+        excludes it, and the answer as the profile shows it."""
+        no_answer = self.tasks[gen.task].spec.generation.no_answer
+        excluded = gen.status != G.OK and (no_answer or self.cfg.profile.no_answer) == "exclude"
+        return excluded, answer_for(self.cfg.profile, gen.status, gen.final, no_answer)
+
+    def pending_generations(self) -> list[Slot]:
+        """Slots without a final answer made from exactly the request this config sends, and the later turns of their
+        conversations (a new answer changes the history they were generated from)."""
+        pending: list[Slot] = []
+        for slot, _ in self.plan:  # a conversation's turns are consecutive, in order
+            follows_pending = bool(pending) and pending[-1] == Slot(slot.round, slot.task, slot.item_id, slot.turn - 1)
+            if follows_pending or not self.is_stored(slot):
+                pending.append(slot)
+        return pending
+
+    def pending_judgments(self, generating: bool = False) -> list[Slot]:
+        """Slots without a final judgment of their current answers; `generating` counts those whose answers are to be
+        generated (again) first."""
+        return [slot for slot, _ in self.plan if not self.judge_state(slot, generating).judged]

@@ -126,7 +126,7 @@ class Store:
                 known[slot] = _RECORDS[kind].from_dict(data) if data else None
             return known[slot]
 
-    def _put(self, kind: str, record: Generation | Judgment) -> None:
+    def _put(self, kind: str, record: Generation | Judgment, superseded_judgments: Iterable[Slot] = ()) -> None:
         data = record.to_dict()
         if data.get("error"):  # a server's error text may echo the request's credentials
             data["error"] = redact.text(data["error"], credentials=True)
@@ -136,25 +136,39 @@ class Store:
             "(round, task, item_id, turn, key, status, record, created)"
         marks = ", ".join("?" * (9 if extra else 8))
         text = redact.text(json.dumps(data, ensure_ascii=False))
+        superseded_judgments = list(superseded_judgments)
         with self._transaction() as db:
-            old = db.execute(
-                f"SELECT key, record FROM {_TABLES[kind]} WHERE round = ? AND task = ? AND item_id = ? AND turn = ?",
-                (s.round, s.task, s.item_id, s.turn),
-            ).fetchone()
-            if old and old[0] != record.key:
-                db.execute("INSERT INTO superseded VALUES (?, ?, ?, ?)", (kind, old[0], old[1], time.time()))
+            self._supersede(db, kind, s, record.key)
+            for slot in superseded_judgments:
+                self._supersede(db, "judgment", slot)
             db.execute(
                 f"INSERT OR REPLACE INTO {_TABLES[kind]} {columns} VALUES ({marks})",
                 (s.round, s.task, s.item_id, s.turn, record.key, *extra, record.status, text, time.time()),
             )
             self.by_slot[kind].pop(s, None)
+            for slot in superseded_judgments:
+                self.by_slot["judgment"][slot] = None
         self.by_slot[kind][s] = _RECORDS[kind].from_dict(json.loads(text))  # what a read returns (redacted)
+
+    @staticmethod
+    def _supersede(db: sqlite3.Connection, kind: str, slot: Slot, replaced_by: str | None = None) -> None:
+        """Move the slot's record to `superseded`, unless it has the key `replaced_by` of the record written in its
+        place next; with no record to follow (`replaced_by` None) the slot is left empty."""
+        where = "WHERE round = ? AND task = ? AND item_id = ? AND turn = ?"
+        args = (slot.round, slot.task, slot.item_id, slot.turn)
+        old = db.execute(f"SELECT key, record FROM {_TABLES[kind]} {where}", args).fetchone()
+        if old and old[0] != replaced_by:
+            db.execute("INSERT INTO superseded VALUES (?, ?, ?, ?)", (kind, old[0], old[1], time.time()))
+            if replaced_by is None:
+                db.execute(f"DELETE FROM {_TABLES[kind]} {where}", args)
 
     def generation(self, slot: Slot) -> Generation | None:
         return self._record("generation", slot)  # type: ignore[return-value]
 
-    def put_generation(self, gen: Generation) -> None:
-        self._put("generation", gen)
+    def put_generation(self, gen: Generation, superseded_judgments: Iterable[Slot] = ()) -> None:
+        """Store an answer; the judgments of `superseded_judgments` (those it replaces) move to `superseded` in the
+        same transaction, so the store never holds a judgment of an answer that is no longer there."""
+        self._put("generation", gen, superseded_judgments)
 
     def judgment(self, slot: Slot) -> Judgment | None:
         """The stored judgment of a slot; the object is shared, so change a copy (`dataclasses.replace`)."""

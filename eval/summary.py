@@ -18,7 +18,7 @@ from .compat import DEFAULT as DEFAULT_COMPAT
 from .errors import UserError
 from .kinds import TaskRules, kind
 from .metrics import PUBLISHED_ROUNDS, observations, reject_non_finite, reproduction, status_counts, summarize
-from .statuses import TRANSIENT_JUDGMENT
+from .statuses import TRANSIENT_GENERATION, TRANSIENT_JUDGMENT
 from .store import Store
 
 SUMMARY_SCHEMA = "llmjp-eval/summary/v2"
@@ -133,6 +133,7 @@ def compute_summary(store: Store) -> dict[str, Any]:
         counts["items"] = len(items)
         counts["planned"] = int(len(p))
         counts["missing"] = int(len(p) - len(j))
+        counts["gen_missing"] = int(len(p) - len(g))
         shown = _presentation(task_name, meta)
         entry: dict[str, Any] = {"title": meta["title"], "column": meta["column"], "metric": meta["metric"],
                                  **shown, "criteria": meta["rules"]["criteria"],
@@ -144,7 +145,7 @@ def compute_summary(store: Store) -> dict[str, Any]:
             entry["published"] = _versus_published(value, stats.get("score"))
         tasks[task_name] = entry
     tasks = {t: tasks[t] for t in report_order(tasks)}
-    complete = all(t["counts"]["missing"] + failed_on_the_api(t["counts"]) == 0 for t in tasks.values())
+    complete = not any(sum(unfinished(t["counts"]).values()) for t in tasks.values())
     return {"schema": SUMMARY_SCHEMA, "run": cfg["name"], "model": answering_model(cfg)["path"], "label": cfg.get("label") or row_label(name, effort),
             "reasoning_effort": effort, "judge_model": cfg["judge"]["model"], "variant": cfg["variant"],
             "rounds": cfg["rounds"], "compat": cfg.get("compat", DEFAULT_COMPAT), "complete": complete, "tasks": tasks}
@@ -165,6 +166,21 @@ def _versus_published(value: float, score: dict[str, Any] | None) -> dict[str, A
 def failed_on_the_api(counts: dict[str, int]) -> int:
     """Judgments that a later run asks again (api_error, timeout): the task is not complete while there are any."""
     return sum(counts[status] for status in TRANSIENT_JUDGMENT)
+
+
+def counted(n: int, phrase: str) -> str:
+    """"3 answers failed", "1 answer failed": `phrase` starts with a plural noun."""
+    return f"{n} {phrase if n != 1 else phrase.replace('s ', ' ', 1)}"
+
+
+def unfinished(counts: dict[str, int]) -> dict[str, int]:
+    """What the same command run again still has to do for a task; it is complete when all are 0: every slot has an
+    answer that did not fail and a final judgment of that answer (the store holds no judgment of a replaced answer:
+    `Store.put_generation`)."""
+    return {"answers failed": sum(counts[f"gen_{status}"] for status in TRANSIENT_GENERATION),
+            "answers not generated": counts.get("gen_missing", 0),  # a summary written before it was counted
+            "judgments missing": counts["missing"],
+            "judgments failed on the API": failed_on_the_api(counts)}
 
 
 def rounds_text(rounds: list[int]) -> str:

@@ -16,7 +16,7 @@ import pandas as pd
 from .compat import DEFAULT as DEFAULT_COMPAT
 from .kinds import kind
 from .statuses import FAILURES, GENERATION_FAILURES, UNJUDGED
-from .summary import failed_on_the_api, load_published, published_label, published_value, rounds_text
+from .summary import counted, load_published, published_label, published_value, rounds_text, unfinished
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -24,7 +24,8 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 
 def cell(metric: dict[str, Any] | None, counts: dict[str, int] | None = None) -> str:
-    """"mean ± SD [CI low, high]", the missing rounds, and * when judgments are missing or failed on the API."""
+    """"mean ± SD [CI low, high]", the missing rounds, and * when the task is unfinished (answers failed or not
+    generated, judgments missing or failed on the API)."""
     if not metric:
         return "–"
     text = fmt(metric["mean"])
@@ -35,7 +36,7 @@ def cell(metric: dict[str, Any] | None, counts: dict[str, int] | None = None) ->
         text += f" [{fmt(lo)}, {fmt(hi)}]"
     if metric["missing_rounds"]:
         text += f" ({rounds_text(metric['missing_rounds'])} missing)"
-    if counts and counts["missing"] + failed_on_the_api(counts):
+    if counts and sum(unfinished(counts).values()):
         text += " *"
     return text
 
@@ -58,11 +59,11 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
     entries = list(tasks.values())
     out = [f"# {summary['run']}: {summary['label']}", ""]
     if not summary["complete"]:
-        missing = sum(t["counts"]["missing"] for t in entries)
-        transient = sum(failed_on_the_api(t["counts"]) for t in entries)
         planned = sum(t["counts"]["planned"] for t in entries)
-        out += [f"**PARTIAL RESULTS: of {planned} planned judgments, {missing} are missing and {transient} failed on the "
-                "API (api_error/timeout)** (cells marked *; counts below); run the same command again to complete them.", ""]
+        left = {what: sum(unfinished(t["counts"])[what] for t in entries) for what in unfinished(entries[0]["counts"])}
+        shown = ", ".join(counted(n, what) for what, n in left.items() if n)
+        out += [f"**PARTIAL RESULTS: {shown} (of {planned} planned)** (failed on the API: api_error/timeout; cells "
+                "marked *; counts below); run the same command again to complete them.", ""]
     out += [f"Judge: `{summary['judge_model']}` · rounds: {summary['rounds']} · data: {summary['variant']} · "
             f"compat: `{summary['compat']}` · cells: mean over rounds ± SD over rounds [95 % CI over questions]; "
             "verdict: is the published row consistent with this run's rounds (t-test on round means, 5 % level; "
@@ -87,11 +88,11 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
     notes = [f"{t['column']}: {t['published']['verdict_note']}" for t in compared if t["published"]["verdict_note"]]
     if notes:
         out += ["", "Verdict notes: " + "; ".join(notes) + "."]
-    columns = ["items", "planned", "valid", *UNJUDGED, "missing", *(f"gen_{s}" for s in GENERATION_FAILURES)]
+    columns = ["items", "planned", "valid", *UNJUDGED, "missing", *(f"gen_{s}" for s in GENERATION_FAILURES), "gen_missing"]
     out += ["", "## Counts", "", "| Benchmark | " + " | ".join(_count_header(c) for c in columns) + " |",
             "|---|" + "---:|" * len(columns)]
     for t in entries:
-        out.append(f"| {t['column']} | " + " | ".join(str(t["counts"][c]) for c in columns) + " |")
+        out.append(f"| {t['column']} | " + " | ".join(str(t["counts"].get(c, "–")) for c in columns) + " |")
     out += ["", "truncated / no_final: generations that hit max_new_tokens or ended without a final answer; "
             "the judge saw what came back (partial text, or None), an empty answer, or nothing, per the task's "
             "no_answer policy (default: the compat profile's)."]
@@ -103,7 +104,7 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
 
 
 def _count_header(count: str) -> str:
-    return "gen error" if count == "gen_error" else count.removeprefix("gen_")
+    return {"gen_error": "gen error", "gen_missing": "not generated"}.get(count, count.removeprefix("gen_"))
 
 
 def _metric_row(label: str, metric: dict[str, Any] | None, rounds: list[int]) -> str:

@@ -68,3 +68,8 @@ def request_seed(round_seed: int, slot: Slot) -> int:
 
 def error_result(request: GenerationRequest, message: str) -> GenerationResult:
     return GenerationResult(request, "", ParsedOutput(None, "", GenerationStatus.ERROR), None, None, None, 0.0, error=message)
+
+
+class BackendUnavailable(Exception):
+    """The engine cannot generate now (every server it was given stopped answering): what was stored stays, and a
+    later run generates the rest. The message is one line saying why."""

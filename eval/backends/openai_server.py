@@ -1,12 +1,22 @@
 """Any OpenAI-compatible server (vLLM `serve`, SGLang, a hosted API): async, bounded concurrency, several base URLs
-used round-robin. The server renders the chat template and splits reasoning (e.g. vLLM's `--reasoning-parser`);
-the final answer is `content`, the reasoning `reasoning` or `reasoning_content`.
+served as one fleet (`fleet.py`). The server renders the chat template and splits reasoning (e.g. vLLM's
+`--reasoning-parser`); the final answer is `content`, the reasoning `reasoning` or `reasoning_content`.
+
+Retries are the fleet's, not the SDK's: each server's client makes one attempt per call (`max_retries=0`), so a
+dead server costs its requests one connection error each, not the SDK's backoff, before they move on. An attempt
+that fails on the server's side (connection error, timeout, 5xx) is sent to another server at once; only when every
+server that can take it already failed it does the request wait (the SDK's backoff: 0.5 s doubling up to 8 s, or
+the server's `Retry-After`) and go round again. `model.max_retries` bounds the attempts after the first; a 408, 409
+or 429 is asked again the same way without counting against the server's health; an HTTP 400 is sent again as the
+compat profile says. When the fleet is down, no new request starts, the requests in flight end (one that failed is
+stored as `error`, one never sent is not stored) and `generate` raises `BackendUnavailable`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
 import time
 from typing import Any
@@ -18,7 +28,12 @@ from ..config import OpenAIModel
 from ..errors import UserError
 from ..records import content_key
 from ..statuses import GenerationStatus as G
-from .base import GenerationRequest, GenerationResult, OnResult, error_result
+from .base import BackendUnavailable, GenerationRequest, GenerationResult, OnResult, error_result
+from .fleet import Fleet, Server
+
+ASKED_AGAIN = (408, 409, 429)  # answered, but worth asking again (as the SDK would); the server is up
+POLL_S = 0.25  # how often a request waiting for a server looks again
+MAX_RETRY_AFTER_S = 60.0
 
 
 def _reasoning_of(message: Any) -> str:
@@ -41,6 +56,10 @@ def parse_message(message: Any, finish_reason: str | None) -> ParsedOutput:
     return ParsedOutput(content, reasoning, "ok")
 
 
+class _NoServer(Exception):
+    """The fleet is down, or the run is stopping: the request is not sent again."""
+
+
 class OpenAIServerBackend:
     name = "openai"
 
@@ -53,6 +72,7 @@ class OpenAIServerBackend:
             if not key:
                 raise UserError(f"model.api_key_env: the environment variable {cfg.api_key_env} is not set")
         self.key = key
+        self.fleet = Fleet(cfg.base_urls)  # its health and counts last for the whole run, over every turn
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.cfg.path, "chat_template_kwargs": self.cfg.chat_template_kwargs}
@@ -61,25 +81,33 @@ class OpenAIServerBackend:
         # The server renders the template: what the harness controls is the messages and the template kwargs.
         return content_key("openai-chat", messages, self.cfg.chat_template_kwargs)
 
+    def servers(self) -> list[dict[str, Any]]:
+        """Per server, what it was sent and how it answered in this run (manifest.json)."""
+        return self.fleet.counts()
+
     def close(self) -> None:
         pass
 
     def generate(self, requests: list[GenerationRequest], on_result: OnResult, stop: threading.Event | None = None) -> None:
-        if requests:
+        if requests and not self.fleet.down:
             asyncio.run(self._generate(requests, on_result, stop or threading.Event()))  # in the generation thread
+        if self.fleet.down:
+            raise BackendUnavailable(self.fleet.down_message())
 
     async def _generate(self, requests: list[GenerationRequest], on_result: OnResult, stop: threading.Event) -> None:
         """`concurrency` workers share one queue: memory stays bounded by the workers, not by the request count."""
-        clients = [openai.AsyncOpenAI(base_url=url, api_key=self.key, max_retries=self.cfg.max_retries,
-                                      timeout=self.cfg.timeout_s) for url in self.cfg.base_urls]
-        queue: asyncio.Queue[tuple[int, GenerationRequest]] = asyncio.Queue()
-        for index, request in enumerate(requests):
-            queue.put_nowait((index, request))
+        clients = [openai.AsyncOpenAI(base_url=server.url, api_key=self.key, max_retries=0, timeout=self.cfg.timeout_s)
+                   for server in self.fleet.servers]
+        queue: asyncio.Queue[GenerationRequest] = asyncio.Queue()
+        for request in requests:
+            queue.put_nowait(request)
 
         async def worker() -> None:
-            while not queue.empty() and not stop.is_set():  # a request in flight still ends; no new one starts
-                index, request = queue.get_nowait()
-                on_result(await self._complete(clients[index % len(clients)], request))
+            # A request in flight still ends; no new one starts once the run stops or the fleet is down.
+            while not queue.empty() and not stop.is_set() and not self.fleet.down:
+                result = await self._complete(clients, queue.get_nowait(), stop)
+                if result is not None:
+                    on_result(result)
 
         try:
             await asyncio.gather(*(worker() for _ in range(min(self.cfg.concurrency, len(requests)))))
@@ -87,7 +115,77 @@ class OpenAIServerBackend:
             for client in clients:
                 await client.close()
 
-    async def _complete(self, client: openai.AsyncOpenAI, request: GenerationRequest) -> GenerationResult:
+    async def _complete(self, clients: list[openai.AsyncOpenAI], request: GenerationRequest,
+                        stop: threading.Event) -> GenerationResult | None:
+        """The request's answer, or its last error once its attempts are spent; None when it was never sent."""
+        kwargs = self._body(request)
+        started = time.perf_counter()
+        failed_on: set[int] = set()  # the servers this request failed on since it last waited
+        failures = bad_requests = 0
+        error: openai.APIError | None = None
+        while True:
+            try:
+                server = await self._server(failed_on, failures, error, stop)
+            except _NoServer:
+                return None if error is None else error_result(request, _error_text(error))
+            try:
+                completion = await clients[server.index].chat.completions.create(**kwargs)
+            except openai.BadRequestError as e:  # the compat profile says how often a 400 is sent again
+                self.fleet.refused(server)
+                if bad_requests == self.bad_request_retries:
+                    return error_result(request, _error_text(e))
+                bad_requests += 1
+                continue
+            except (openai.APIConnectionError, openai.InternalServerError) as e:  # timeouts included; 5xx
+                self.fleet.failed(server, _error_text(e))
+                error = e
+            except openai.APIStatusError as e:
+                self.fleet.refused(server)
+                if e.status_code not in ASKED_AGAIN:
+                    return error_result(request, _error_text(e))
+                error = e
+            except openai.APIError as e:  # a reply that is not a chat completion
+                self.fleet.refused(server)
+                return error_result(request, _error_text(e))
+            else:
+                self.fleet.answered(server)
+                break
+            finally:
+                self.fleet.release(server)
+            failures += 1
+            failed_on.add(server.index)
+            if failures > self.cfg.max_retries:
+                return error_result(request, _error_text(error))
+        choice = completion.choices[0]
+        parsed = parse_message(choice.message, choice.finish_reason)
+        usage = completion.usage
+        return GenerationResult(request, parsed.final or "", parsed, choice.finish_reason,
+                                usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
+                                time.perf_counter() - started, self.prompt_hash(request.messages))
+
+    async def _server(self, failed_on: set[int], failures: int, error: openai.APIError | None,
+                      stop: threading.Event) -> Server:
+        """The server for the next attempt: another one than those this request failed on, at once if one can take it;
+        when only those can, after a backoff; when none can, once one is back on trial."""
+        while True:
+            if stop.is_set() or self.fleet.down:
+                raise _NoServer()
+            server = self.fleet.take(avoid=failed_on)
+            if server is not None:
+                return server
+            if failed_on and self.fleet.any_usable():
+                await self._sleep(_backoff(failures, error), stop)
+                failed_on.clear()
+            else:
+                await self._sleep(self.fleet.seconds_until_trial() or POLL_S, stop)
+
+    async def _sleep(self, seconds: float, stop: threading.Event) -> None:
+        """Sleep, but wake soon after the run starts stopping or the fleet goes down."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and not self.fleet.down and (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, POLL_S))
+
+    def _body(self, request: GenerationRequest) -> dict[str, Any]:
         s = request.sampling
         kwargs: dict[str, Any] = {"model": self.cfg.path, "messages": request.messages, "max_tokens": s.max_new_tokens,
                                   "temperature": s.temperature, "seed": request.seed}
@@ -100,22 +198,20 @@ class OpenAIServerBackend:
             kwargs["reasoning_effort"] = effort
         if self.cfg.chat_template_kwargs:
             kwargs["extra_body"] = {"chat_template_kwargs": dict(self.cfg.chat_template_kwargs)}
-        started = time.perf_counter()
-        for bad_requests in range(self.bad_request_retries + 1):
-            try:
-                completion = await client.chat.completions.create(**kwargs)
-                break
-            except openai.BadRequestError as e:  # not retried by the SDK
-                if bad_requests == self.bad_request_retries:
-                    return error_result(request, _error_text(e))
-            except openai.APIError as e:
-                return error_result(request, _error_text(e))
-        choice = completion.choices[0]
-        parsed = parse_message(choice.message, choice.finish_reason)
-        usage = completion.usage
-        return GenerationResult(request, parsed.final or "", parsed, choice.finish_reason,
-                                usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
-                                time.perf_counter() - started, self.prompt_hash(request.messages))
+        return kwargs
+
+
+def _backoff(failures: int, error: openai.APIError | None) -> float:
+    """The SDK's wait before asking again: the server's Retry-After (up to a minute), else 0.5 s doubling up to 8 s,
+    less up to 25 % jitter."""
+    response = getattr(error, "response", None)
+    try:
+        retry_after = float(response.headers.get("retry-after")) if response is not None else None
+    except (TypeError, ValueError):
+        retry_after = None
+    if retry_after is not None and 0 < retry_after <= MAX_RETRY_AFTER_S:
+        return retry_after
+    return min(0.5 * 2 ** (failures - 1), 8.0) * (1 - 0.25 * random.random())
 
 
 def _error_text(error: openai.APIError) -> str:

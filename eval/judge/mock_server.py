@@ -335,6 +335,24 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], state: MockState):
         super().__init__(address, _Handler)
         self.state = state
+        self.connections: set[socket.socket] = set()  # open client connections, so that `kill` can cut them
+        self.connections_lock = threading.Lock()
+        self.killed = False
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            killed = self.killed
+            if not killed:
+                self.connections.add(request)
+        if killed:  # between `kill` and the end of the serving loop: as refused as a dead process's port
+            self.shutdown_request(request)
+        else:
+            super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away (killed, timed out) is normal here; anything else is reported."""
@@ -374,6 +392,19 @@ class MockServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def kill(self) -> None:
+        """Stop as a killed process would: refuse new connections and cut the open ones, requests in flight included
+        (a stopped server lets its open keep-alive connections finish). A new server on the same port restarts it."""
+        with self.httpd.connections_lock:
+            self.httpd.killed = True
+            connections = list(self.httpd.connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.stop()
 
     def __enter__(self) -> "MockServer":
         return self.start()
