@@ -1,11 +1,18 @@
 """Any OpenAI-compatible server (vLLM `serve`, SGLang, a hosted API): async, bounded concurrency, several base URLs
 used round-robin. The server renders the chat template and splits reasoning (e.g. vLLM's `--reasoning-parser`);
 the final answer is `content`, the reasoning `reasoning` or `reasoning_content`.
+
+The request is llm-jp-judge's for a generator behind its `openai` client: the task's sampling parameters (None left
+out), `reasoning_effort` when one is configured, and for the gpt-5 and o-series families `max_completion_tokens` in
+place of `max_tokens` and no `top_p` (upstream's `update_sampling_params`; `judge.client.ParamPolicy` holds the rule).
+A parameter the API refuses by name (a reasoning model refusing `temperature` ≠ 1) is left out from then on, with a
+warning: upstream would have recorded no answer, which the published rows show it did not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -16,9 +23,12 @@ import openai
 from ..chat import ParsedOutput
 from ..config import OpenAIModel
 from ..errors import UserError
+from ..judge.client import ParamPolicy
 from ..records import content_key
 from ..statuses import GenerationStatus as G
 from .base import GenerationRequest, GenerationResult, OnResult, error_result
+
+log = logging.getLogger("eval.generate")
 
 
 def _reasoning_of(message: Any) -> str:
@@ -44,22 +54,32 @@ def parse_message(message: Any, finish_reason: str | None) -> ParsedOutput:
 class OpenAIServerBackend:
     name = "openai"
 
-    def __init__(self, cfg: OpenAIModel, bad_request_retries: int = 0):
+    def __init__(self, cfg: OpenAIModel, bad_request_retries: int = 0, require_key: bool = True):
+        """`require_key` False: only the identity and prompt hashes are needed (a dry run), not the server."""
         self.cfg = cfg
         self.bad_request_retries = bad_request_retries  # the compat profile's: upstream sends a 400 again 3 times
+        self.effort = cfg.reasoning_effort or cfg.chat_template_kwargs.get("reasoning_effort")
+        self.policy = ParamPolicy(cfg.path)
         key = "EMPTY"
         if cfg.api_key_env:
             key = os.environ.get(cfg.api_key_env) or ""
-            if not key:
+            if not key and require_key:
                 raise UserError(f"model.api_key_env: the environment variable {cfg.api_key_env} is not set")
         self.key = key
 
     def identity(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.cfg.path, "chat_template_kwargs": self.cfg.chat_template_kwargs}
+        ident = {"backend": self.name, "model": self.cfg.path, "chat_template_kwargs": self.cfg.chat_template_kwargs}
+        if self.cfg.reasoning_effort is not None:
+            ident["reasoning_effort"] = self.cfg.reasoning_effort
+        return ident
 
     def prompt_hash(self, messages: list[dict[str, str | None]]) -> str:
         # The server renders the template: what the harness controls is the messages and the template kwargs.
         return content_key("openai-chat", messages, self.cfg.chat_template_kwargs)
+
+    def describe_format(self) -> str:
+        return ("reasoning format: split by the server (the answer is `content`, the reasoning `reasoning` or "
+                "`reasoning_content`)" + (f"; reasoning_effort {self.effort} sent" if self.effort else ""))
 
     def close(self) -> None:
         pass
@@ -87,27 +107,32 @@ class OpenAIServerBackend:
             for client in clients:
                 await client.close()
 
-    async def _complete(self, client: openai.AsyncOpenAI, request: GenerationRequest) -> GenerationResult:
+    def _params(self, request: GenerationRequest) -> dict[str, Any]:
         s = request.sampling
-        kwargs: dict[str, Any] = {"model": self.cfg.path, "messages": request.messages, "max_tokens": s.max_new_tokens,
-                                  "temperature": s.temperature, "seed": request.seed}
-        if s.top_p is not None:
-            kwargs["top_p"] = s.top_p
-        if s.frequency_penalty is not None:
-            kwargs["frequency_penalty"] = s.frequency_penalty
-        effort = self.cfg.chat_template_kwargs.get("reasoning_effort")
-        if effort:
-            kwargs["reasoning_effort"] = effort
+        params = {"max_tokens": s.max_new_tokens, "temperature": s.temperature, "seed": request.seed, "top_p": s.top_p,
+                  "frequency_penalty": s.frequency_penalty, "reasoning_effort": self.effort}
+        kwargs = self.policy.kwargs(params)  # None left out; the model family's fields
         if self.cfg.chat_template_kwargs:
             kwargs["extra_body"] = {"chat_template_kwargs": dict(self.cfg.chat_template_kwargs)}
+        return kwargs
+
+    async def _complete(self, client: openai.AsyncOpenAI, request: GenerationRequest) -> GenerationResult:
         started = time.perf_counter()
-        for bad_requests in range(self.bad_request_retries + 1):
+        bad_requests = 0
+        while True:
+            sent = self._params(request)
             try:
-                completion = await client.chat.completions.create(**kwargs)
+                completion = await client.chat.completions.create(model=self.cfg.path, messages=request.messages, **sent)
                 break
             except openai.BadRequestError as e:  # not retried by the SDK
+                learned = self.policy.learn(e)
+                if learned:
+                    log.warning(f"model {self.cfg.path}: the API refused '{learned}'; it is no longer sent")
+                if learned or self._params(request) != sent:  # refused for a parameter no longer sent: send again
+                    continue
                 if bad_requests == self.bad_request_retries:
                     return error_result(request, _error_text(e))
+                bad_requests += 1
             except openai.APIError as e:
                 return error_result(request, _error_text(e))
         choice = completion.choices[0]
