@@ -187,7 +187,8 @@ def _no_answer_warnings(tasks: dict[str, Any], cfg: dict[str, Any], model_format
     what to check."""
     fmt = (model_format or {}).get("reasoning_format")
     check_format = (f"model.reasoning.format (this run: {fmt})" if fmt else
-                    "the server's reasoning parser" if cfg["model"].get("backend") == "openai" else "the answers")
+                    "the server's reasoning parser" if cfg["model"].get("backend") == "openai" else
+                    "model.reasoning.format")
     budget = (cfg.get("generation") or {}).get("max_new_tokens")
     warnings = []
     for entry in tasks.values():
