@@ -51,6 +51,8 @@ def parse_output(text: str, hit_limit: bool, fmt: ReasoningFormat, special_token
     `special_tokens`: the tokenizer's special tokens; none of them reaches the final answer or the reasoning.
     A final that is empty once whitespace is ignored is `no_final` (its text is kept as written, like the rest).
     """
+    if fmt.format == "auto":
+        raise ValueError("parse_output needs the decided reasoning format (backends/template.py), not auto")
     structural = {"harmony": set(HARMONY_MARKERS), "think": {fmt.think_start, fmt.think_end}}.get(fmt.format, set())
     stray = [t for t in special_tokens if t and t not in structural]
     if stray:

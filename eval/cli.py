@@ -1,4 +1,4 @@
-"""`python -m eval …`: run, rejudge, agree, report, compare, view, tasks, fetch, check, mock-judge.
+"""`python -m eval …`: run, rejudge, agree, report, compare, view, configs, tasks, fetch, check, mock-judge.
 
 Exit codes: 0 success, 2 a user error (one line on stderr, no traceback), 3 and 4 a run that was reported but whose
 numbers do not stand as they are (outcome.py), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
@@ -99,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     view.add_argument("--serve", action="store_true", help="serve the page on localhost until Ctrl-C (for a remote node: ssh -L)")
     view.add_argument("--host", default="127.0.0.1", help="address for --serve (default 127.0.0.1)")
     view.add_argument("--port", type=int, default=8765, help="port for --serve (default 8765; 0 picks a free one)")
+
+    sub.add_parser("configs", help="list the bundled configs with the published row each reproduces",
+                   description="Every bundled config (run one by name: `python -m eval run NAME`), its backend and "
+                               "model, and the row of the model card it reproduces.")
 
     tasks = sub.add_parser("tasks", help="list the registered tasks with their sources and item counts")
     tasks.add_argument("--variant", default="full", choices=["full", "sample"])
@@ -253,6 +257,22 @@ def _view(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configs(args: argparse.Namespace) -> int:
+    from .published import card_row
+    from .summary import published_label
+
+    rows = [("config", "backend", "model", "published row")]
+    for path in sorted(BUNDLED_CONFIGS.glob("*.yaml")):
+        cfg = load_config(path)
+        match = card_row(cfg)
+        row = published_label(match.row) if match.row is not None else f"– ({match.note})"
+        rows.append((path.stem, cfg.model.backend, cfg.model.path, row))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join([*(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3]]))
+    return 0
+
+
 def _tasks(args: argparse.Namespace) -> int:
     from .task_files import task_names
     from .tasks import cache_status, load_spec, load_task, task_file_refs
@@ -375,4 +395,4 @@ def _mock_judge(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": _run, "rejudge": _rejudge, "agree": _agree, "report": _report, "compare": _compare, "view": _view,
-            "tasks": _tasks, "fetch": _fetch, "check": _check, "mock-judge": _mock_judge}
+            "configs": _configs, "tasks": _tasks, "fetch": _fetch, "check": _check, "mock-judge": _mock_judge}

@@ -15,6 +15,7 @@ from typing import Literal
 from .statuses import GenerationStatus
 
 NoAnswer = Literal["judge_as_is", "judge_empty", "exclude"]
+GptOssRenderer = Literal["harmony_encoder", "chat_template"]
 
 
 @dataclass(frozen=True)
@@ -36,19 +37,23 @@ class Profile:
     judge_finish_reason_ignored: bool  # a judge reply's finish_reason (length, content_filter) is ignored: its text is parsed
     bad_request_is_attempt: bool  # an HTTP 400 from the judge uses up one ask instead of ending the judgment
     fastchat_semantics: bool  # FastChat prompt sets: [[x]] then [x], no range check, no re-ask
+    # prompts of the local engines
+    gpt_oss_renderer: GptOssRenderer  # gpt-oss prompts: "harmony_encoder" = as vLLM's OpenAI server (upstream's
+    #   route) renders them with openai-harmony; "chat_template" = the model's Jinja template
 
 
 UPSTREAM = Profile(
     name="llm-jp-judge-2.0.0", strip_answers=False, no_answer="judge_as_is", list_repr_prompts=True,
     per_request_seeds=False, judge_seed_always=False, generation_bad_request_retries=3, score_range_check=False,
     judge_finish_reason_ignored=True, bad_request_is_attempt=True, fastchat_semantics=True,
+    gpt_oss_renderer="harmony_encoder",
 )
 
 STRICT = Profile(
     name="strict", strip_answers=True, no_answer="judge_empty", list_repr_prompts=False,
     per_request_seeds=True, judge_seed_always=True, generation_bad_request_retries=0, score_range_check=True,
     judge_finish_reason_ignored=False, bad_request_is_attempt=False,
-    fastchat_semantics=False,
+    fastchat_semantics=False, gpt_oss_renderer="chat_template",
 )
 
 PROFILES = {p.name: p for p in (UPSTREAM, STRICT)}

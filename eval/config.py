@@ -36,11 +36,18 @@ class Strict(BaseModel):
 
 
 class ReasoningFormat(Strict):
-    """How the model writes its reasoning: Harmony channels, `<think>` markers, or not at all."""
+    """How the model writes its reasoning: Harmony channels, `<think>` markers, or not at all. `auto` (the default)
+    is decided from the tokenizer when a local engine starts (`backends/template.py`)."""
 
-    format: Literal["harmony", "think", "none"] = "harmony"
+    format: Literal["auto", "harmony", "think", "none"] = "auto"
     think_start: str = "<think>"
     think_end: str = "</think>"
+
+
+# The reasoning efforts OpenAI's chat completions API accepts (`reasoning_effort`; a Harmony model accepts fewer, see
+# backends/template.py).
+API_REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+ApiReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
 
 
 class _Generator(Strict):
@@ -70,8 +77,15 @@ CompileMode = Annotated[Literal["auto", "on", "off"], _yaml_switch("on", "off")]
 CacheMode = Annotated[Literal["read_write", "read", "off"], _yaml_switch("read_write", "off")]
 
 
+PromptRenderer = Literal["auto", "chat_template", "harmony_encoder"]
+_RENDERER = Field("auto", description="how prompts are rendered: the model's chat template, or the openai-harmony "
+                                      "encoding as vLLM's OpenAI server renders gpt-oss; auto = the compat profile's "
+                                      "choice for gpt-oss models, the chat template for every other model")
+
+
 class HFModel(_Generator):
     backend: Literal["hf"]
+    prompt_renderer: PromptRenderer = _RENDERER
     revision: str | None = None
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
     trust_remote_code: bool = False
@@ -84,6 +98,7 @@ class HFModel(_Generator):
 
 class VLLMModel(_Generator):
     backend: Literal["vllm"]
+    prompt_renderer: PromptRenderer = _RENDERER
     revision: str | None = None
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
     trust_remote_code: bool = False
@@ -97,6 +112,9 @@ class OpenAIModel(_Generator):
     backend: Literal["openai"]
     base_urls: list[str] = Field(min_length=1)
     api_key_env: str | None = None
+    reasoning_effort: ApiReasoningEffort | None = Field(
+        None, description="the request's `reasoning_effort` field (a hosted reasoning model such as gpt-5.4); "
+                          "chat_template_kwargs.reasoning_effort (a served model's template reads it) is sent here too")
     concurrency: int = Field(32, ge=1, le=MAX_CONCURRENCY)
     timeout_s: float = Field(3600, gt=0, le=MAX_SECONDS)
     max_retries: int = Field(3, ge=0, le=MAX_RETRIES)
@@ -105,6 +123,17 @@ class OpenAIModel(_Generator):
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
         return _check_env_name(v)
+
+    @model_validator(mode="after")
+    def _one_effort(self) -> "OpenAIModel":
+        templated = self.chat_template_kwargs.get("reasoning_effort")
+        if templated is not None and templated not in API_REASONING_EFFORTS:
+            raise ValueError(f"chat_template_kwargs.reasoning_effort {templated!r} is also sent as the request's "
+                             f"reasoning_effort, which takes one of {', '.join(API_REASONING_EFFORTS)}")
+        if templated is not None and self.reasoning_effort not in (None, templated):
+            raise ValueError(f"reasoning_effort {self.reasoning_effort!r} differs from chat_template_kwargs."
+                             f"reasoning_effort {templated!r}; give one of them")
+        return self
 
 
 class ReplayModel(Strict):
@@ -129,6 +158,8 @@ ModelConfig = Annotated[Union[HFModel, VLLMModel, OpenAIModel, ReplayModel], Fie
 class GenerationConfig(Strict):
     max_new_tokens: int = Field(16384, ge=1, le=MAX_TOKENS)
     batch_size: Union[Literal["auto"], Annotated[int, Field(ge=1, le=65536)]] = "auto"
+    greedy: bool = Field(False, description="greedy decoding for every task: temperature 0 (category temperatures "
+                                            "included) and no top_p; part of every generation key")
 
 
 class Price(Strict):
@@ -204,12 +235,22 @@ class JudgeConfig(Strict):
         return self
 
 
+class PublishedRow(Strict):
+    """A row of the published table (`eval/resources/model_card.csv`): its `model` and `reasoning_effort` cells."""
+
+    model: str = Field(min_length=1)
+    reasoning_effort: str | None = None
+
+
 class RunConfig(Strict):
     name: str
     model: ModelConfig
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     compat: ProfileName = Field(DEFAULT_COMPAT, description="llm-jp-judge-2.0.0 (upstream's behaviour) or strict")
     label: str | None = Field(None, min_length=1, max_length=200, description="the table's row name (default: the model's)")
+    published: Union[Literal["none"], PublishedRow, None] = Field(
+        None, description="the published row this run reproduces: {model, reasoning_effort}, or none; unset: the row "
+                          "of the model's identity (hub id, snapshot path, config.json, served model name)")
     rounds: int = Field(3, ge=1, le=MAX_ROUNDS)
     seed: int = Field(1234, ge=-(2**63), lt=2**63)
     tasks: list[str] = Field(min_length=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .backends import make_backend
+from .backends import announce_format, make_backend
 from .config import RunConfig
 from .judge.ledger import cost_usd, price_for
 from .judge.limits import estimate_tokens
@@ -19,16 +19,17 @@ from .tasks import Task
 
 
 def print_estimate(cfg: RunConfig, tasks: dict[str, Task], run_dir: Path) -> dict[str, Any]:
+    # The backend as the run starts it (the reasoning format decided, the template kwargs checked: a config the run
+    # would refuse is refused here too); the stored answers' keys depend on its identity and rendering.
+    backend = make_backend(cfg, generating=False)
     path = run_dir / "run.sqlite"
-    if not path.exists():
-        rows = [_task_row(cfg, task, ResumeRules(cfg, {name: task}, None, None)) for name, task in tasks.items()]
-    else:
-        store = Store(path)
-        backend = make_backend(cfg, generating=False)  # the stored answers' keys depend on its identity and rendering
-        try:
-            rows = [_task_row(cfg, task, ResumeRules(cfg, {name: task}, store, backend)) for name, task in tasks.items()]
-        finally:
-            backend.close()
+    store = Store(path) if path.exists() else None
+    try:
+        announce_format(cfg, backend)
+        rows = [_task_row(cfg, task, ResumeRules(cfg, {name: task}, store, backend)) for name, task in tasks.items()]
+    finally:
+        backend.close()
+        if store is not None:
             store.close()
     return _print(cfg, rows)
 

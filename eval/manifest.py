@@ -47,7 +47,7 @@ def manifest(store: Store, cfg: RunConfig, activity: dict[str, Any]) -> dict[str
         "accelerator": _accelerator(),
         "model": {"path": cfg.model.path, "revision": getattr(cfg.model, "revision", None),
                   "chat_template_kwargs": getattr(cfg.model, "chat_template_kwargs", None),
-                  "backend_identity": store.meta("backend_identity"),
+                  "backend_identity": store.meta("backend_identity"), "format": store.meta("model_format"),
                   "distinct_rendered_prompts": len({g["prompt_hash"] for g in gens if g["prompt_hash"]})},
         "config_sha256": _sha(store.meta("config")),
         "compat": dataclasses.asdict(cfg.profile),

@@ -18,6 +18,11 @@ COMPLETE = 0
 NO_ANSWERS = 3
 INCOMPLETE = 4
 
+# Shares of a task's answers without a final answer (no_final, empty, or None for the judge): above the first the
+# summary, the tables and the page warn; above the second the run ends with NO_ANSWERS.
+NO_ANSWER_WARN = 0.05
+NO_ANSWER_FAIL = 0.5
+
 
 @dataclass
 class Outcome:
@@ -30,13 +35,20 @@ def outcome(summary: dict[str, Any], retry_command: str | None = None) -> Outcom
     from .summary import counted, unfinished
 
     result = Outcome()
-    incomplete = []
+    incomplete, unanswered = [], []
     for entry in summary["tasks"].values():
         left = ", ".join(counted(n, what) for what, n in unfinished(entry["counts"]).items() if n)
         if left:
             incomplete.append(f"{entry['column']}: {left}")
+        facts = entry.get("no_answer")  # absent from a summary written before it was counted
+        if facts and facts["share"] > NO_ANSWER_FAIL:
+            unanswered.append(f"{entry['column']} ({facts['count']} of {facts['answers']})")
+    if unanswered:  # the stronger statement: retrying judgments would not make these numbers measure the model
+        result.code = NO_ANSWERS
+        result.lines.append(f"NO ANSWERS: most answers had no final answer in {', '.join(unanswered)}; the numbers "
+                            "do not measure the model (the warnings above say what to check).")
     if incomplete:
-        result.code = INCOMPLETE
+        result.code = result.code or INCOMPLETE
         result.lines += ["INCOMPLETE: " + "; ".join(incomplete) + "."]
         if retry_command:
             result.lines.append(f"Run the same command again to retry them: {retry_command}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import __version__, estimate, progress, redact, report
-from .backends import make_backend
+from .backends import announce_format, make_backend
 from .backends.base import Backend, BackendUnavailable, GenerationResult
 from .config import RunConfig
 from .errors import UserError
@@ -82,7 +82,7 @@ def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
     if options.rounds is not None:
         cfg = cfg.model_copy(update={"rounds": options.rounds})
     if options.tasks:
-        cfg = cfg.model_copy(update={"tasks": options.tasks})
+        cfg = narrowed_to(cfg, options.tasks)
     run_dir = run_dir_for(cfg, options)
     tasks = load_tasks(cfg, options.limit)
     if options.dry_run:
@@ -94,7 +94,7 @@ def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
             check_compatible(store, cfg, run_dir, options.force)
             store.set_meta("identity", cfg.identity())
             store.set_meta("config", cfg.snapshot())
-            store.set_meta("tasks", {name: report.task_meta(t) for name, t in tasks.items()})
+            store.set_meta("tasks", {name: report.task_meta(t, cfg.generation.greedy) for name, t in tasks.items()})
             store.set_meta("provenance", {name: t.provenance for name, t in tasks.items()})
             store.set_meta("items", {name: [asdict(item) for item in t.items] for name, t in tasks.items()})
             store.set_meta("warnings", [w for t in tasks.values() for w in t.warnings])
@@ -107,6 +107,16 @@ def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
             return summary
         finally:
             store.close()
+
+
+def narrowed_to(cfg: RunConfig, selected: list[str]) -> RunConfig:
+    """The config with only the `--tasks` selected; the task_options of the tasks left out are ignored (and said so).
+    An option naming a task the config does not have is still refused when the tasks load."""
+    ignored = sorted(set(cfg.task_options) & set(cfg.tasks) - set(selected))
+    if ignored:
+        print(f"--tasks: ignoring task_options of {', '.join(ignored)} (not selected)", file=sys.stderr)
+    options = {name: value for name, value in cfg.task_options.items() if name not in ignored}
+    return cfg.model_copy(update={"tasks": selected, "task_options": options})
 
 
 def write_reports_if_changed(run_dir: Path, store: Store, cfg: RunConfig, runner: Runner) -> dict[str, Any]:
@@ -167,6 +177,7 @@ class Runner:
     def execute(self) -> None:
         self.backend = self.rules.backend = make_backend(self.cfg)  # tokenizer only: weights load with the first batch
         self.store.set_meta("backend_identity", self.backend.identity())
+        self.store.set_meta("model_format", announce_format(self.cfg, self.backend))
         try:
             self._check_answers_available()
             pending_generations = len(self.rules.pending_generations())

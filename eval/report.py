@@ -22,17 +22,19 @@ from .tasks import Task
 from .view import write_page
 
 
-def task_meta(task: Task) -> dict[str, Any]:
-    """What the reports need to know about a task, stored with the run (so reports need no task files)."""
+def task_meta(task: Task, greedy: bool = False) -> dict[str, Any]:
+    """What the reports need to know about a task, stored with the run (so reports need no task files). `greedy`: the
+    run decodes greedily (`generation.greedy`), so every category is a greedy one."""
     spec = task.spec
+    greedy_categories = ({item.category for item in task.items if item.category} if greedy else
+                         {c for c, t in spec.generation.category_temperature.items() if t == 0})
     template = next(iter(task.prompts.templates.values()))
     return {"title": spec.title, "column": spec.column, "metric": spec.metric, "turns": spec.turns, "variant": task.variant,
             "order": spec.report.order, "published_column": spec.report.published,
             "plot": spec.report.plot or kind(spec.metric).plot, "scale": list(kind(spec.metric).scale),
             "rules": {"metric": spec.metric, "api_error_score": spec.judge.api_error_score,
                       "primary_criterion": spec.judge.primary_criterion, "criteria": list(template.criteria or ())},
-            "no_answer": spec.generation.no_answer, "greedy_categories": sorted(
-                c for c, t in spec.generation.category_temperature.items() if t == 0),
+            "no_answer": spec.generation.no_answer, "greedy_categories": sorted(greedy_categories),
             "expected_items": spec.expected_items, "judge_prompts": task.prompts.path, "judge_prompts_sha256": task.prompts.sha256}
 
 

@@ -69,8 +69,11 @@ class ResumeRules:
         spec = task.spec
         system = task.system_prompt if spec.generation.use_system_prompt else None
         messages = turn_messages(system, item.turns[: slot.turn], previous)
-        sampling = Sampling(spec.temperature_for(item.category), spec.generation.top_p, self.cfg.generation.max_new_tokens,
-                            spec.generation.frequency_penalty)
+        if self.cfg.generation.greedy:  # every task, every category: the most likely token, no nucleus
+            temperature, top_p = 0.0, None
+        else:
+            temperature, top_p = spec.temperature_for(item.category), spec.generation.top_p
+        sampling = Sampling(temperature, top_p, self.cfg.generation.max_new_tokens, spec.generation.frequency_penalty)
         round_seed = self.cfg.seed + slot.round - 1  # round 1 = upstream's seed 1234
         seed = request_seed(round_seed, slot) if self.cfg.profile.per_request_seeds else round_seed
         return GenerationRequest(slot, messages, sampling, seed)

@@ -14,10 +14,12 @@ from typing import Any
 
 import pandas as pd
 
-from .compat import DEFAULT as DEFAULT_COMPAT
+from .compat import DEFAULT as DEFAULT_COMPAT, answer_for, profile
 from .errors import UserError
 from .kinds import TaskRules, kind
 from .metrics import PUBLISHED_ROUNDS, observations, reject_non_finite, reproduction, status_counts, summarize
+from .outcome import NO_ANSWER_WARN
+from .published import answering_model, card_row, model_identity, reasoning_effort
 from .statuses import TRANSIENT_GENERATION, TRANSIENT_JUDGMENT
 from .store import Store
 
@@ -28,16 +30,11 @@ DEFAULT_REFERENCE = Path(__file__).resolve().parent / "resources" / "model_card.
 # ---------------------------------------------------------------- names of rows
 
 
-def answering_model(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The config of the model that wrote the answers (a replayed run names the model it replays)."""
-    return cfg["model"].get("source_model") or cfg["model"]
-
-
 def model_label(cfg: dict[str, Any]) -> tuple[str, str | None]:
+    """The measured row's model name (its identity where known, else the last part of its path) and effort."""
     model = answering_model(cfg)
-    name = model["path"].rstrip("/").rsplit("/", 1)[-1].removeprefix("builtin:")
-    effort = (model.get("chat_template_kwargs") or {}).get("reasoning_effort")
-    return name, effort
+    name = model_identity(model)[0] or model["path"].rstrip("/").rsplit("/", 1)[-1].removeprefix("builtin:")
+    return name, reasoning_effort(model)
 
 
 def row_label(name: str, effort: str | None) -> str:
@@ -68,12 +65,6 @@ def published_value(row: dict[str, Any], column: str | None) -> float | None:
 
 def published_label(row: dict[str, Any]) -> str:
     return row_label(row["model"], row["reasoning_effort"] or None)
-
-
-def _published_row(name: str, effort: str | None) -> dict[str, Any] | None:
-    table = load_published()
-    match = table[(table["model"] == name) & (table["reasoning_effort"] == (effort or ""))]
-    return None if match.empty else match.iloc[0].to_dict()
 
 
 # ---------------------------------------------------------------- from the store
@@ -117,7 +108,9 @@ def compute_summary(store: Store) -> dict[str, Any]:
     metas = store.meta("tasks") or {}
     name, effort = model_label(cfg)
     plan, gens, judged = run_frames(store)
-    published = _published_row(name, effort)
+    card = card_row(cfg)
+    published = card.row
+    run_profile = profile(cfg.get("compat", DEFAULT_COMPAT))
     tasks: dict[str, Any] = {}
     for task_name, meta in metas.items():
         p = plan[plan["task"] == task_name]
@@ -134,21 +127,30 @@ def compute_summary(store: Store) -> dict[str, Any]:
         counts["planned"] = int(len(p))
         counts["missing"] = int(len(p) - len(j))
         counts["gen_missing"] = int(len(p) - len(g))
+        no_answer = _no_answers(g, run_profile, meta.get("no_answer"))
+        counts["no_answer"] = int(no_answer.sum())
         shown = _presentation(task_name, meta)
         entry: dict[str, Any] = {"title": meta["title"], "column": meta["column"], "metric": meta["metric"],
                                  **shown, "criteria": meta["rules"]["criteria"],
                                  "variant": meta["variant"], "rounds": rounds,
                                  "metrics": stats, "counts": counts,
-                                 "greedy_identical_items": _identical_across_rounds(g, meta), "published": None}
+                                 "greedy_identical_items": _identical_across_rounds(g, meta),
+                                 "no_answer": _no_answer_facts(g, no_answer), "published": None}
         value = published_value(published, shown["published_column"]) if published is not None else None
         if value is not None and meta["variant"] == "full":
             entry["published"] = _versus_published(value, stats.get("score"))
         tasks[task_name] = entry
     tasks = {t: tasks[t] for t in report_order(tasks)}
     complete = not any(sum(unfinished(t["counts"]).values()) for t in tasks.values())
+    published_fields = card.summary_fields()
+    if published is not None and cfg["variant"] != "full":
+        published_fields["published_note"] = (f"Published row {row_label(published['model'], effort)}: not compared, "
+                                              f"this run used the {cfg['variant']} data.")
     return {"schema": SUMMARY_SCHEMA, "run": cfg["name"], "model": answering_model(cfg)["path"], "label": cfg.get("label") or row_label(name, effort),
             "reasoning_effort": effort, "judge_model": cfg["judge"]["model"], "variant": cfg["variant"],
-            "rounds": cfg["rounds"], "compat": cfg.get("compat", DEFAULT_COMPAT), "complete": complete, "tasks": tasks}
+            "rounds": cfg["rounds"], "compat": cfg.get("compat", DEFAULT_COMPAT),
+            "greedy": bool((cfg.get("generation") or {}).get("greedy")), "complete": complete,
+            **published_fields, "warnings": _no_answer_warnings(tasks, cfg, store.meta("model_format")), "tasks": tasks}
 
 
 def _versus_published(value: float, score: dict[str, Any] | None) -> dict[str, Any]:
@@ -161,6 +163,49 @@ def _versus_published(value: float, score: dict[str, Any] | None) -> dict[str, A
     if score["missing_rounds"] and out["verdict"] is not None:
         out["verdict_note"] = f"from {len(present)} rounds: {rounds_text(score['missing_rounds'])} missing"
     return out
+
+
+def _no_answers(gens: pd.DataFrame, run_profile: Any, policy: str | None) -> pd.Series:
+    """Per stored generation: the model gave no answer — the judge (and the next turn) saw None, an empty or blank
+    answer, or nothing. A failed call (`error`) is not counted here: it says nothing about the model and is asked
+    again (`unfinished`)."""
+    def none(row: Any) -> bool:
+        if row.gen_status in TRANSIENT_GENERATION:
+            return False
+        answer = answer_for(run_profile, row.gen_status, None if pd.isna(row.final) else row.final, policy)
+        return answer is None or not answer.strip()
+
+    return gens.apply(none, axis=1).astype(bool) if not gens.empty else pd.Series([], dtype=bool)
+
+
+def _no_answer_facts(gens: pd.DataFrame, no_answer: pd.Series) -> dict[str, Any]:
+    """Of the stored answers that did not fail, how many had none (their share), and their statuses (no final channel
+    written, out of tokens)."""
+    without = gens[no_answer]
+    answered = int((~gens["gen_status"].isin(TRANSIENT_GENERATION)).sum()) if not gens.empty else 0
+    return {"answers": answered, "count": int(len(without)),
+            "share": float(len(without) / answered) if answered else 0.0,
+            "statuses": {str(k): int(v) for k, v in without["gen_status"].value_counts().items()}}
+
+
+def _no_answer_warnings(tasks: dict[str, Any], cfg: dict[str, Any], model_format: dict[str, Any] | None) -> list[str]:
+    """One sentence per task whose answers lacked a final answer beyond `outcome.NO_ANSWER_WARN`: what happened and
+    what to check."""
+    fmt = (model_format or {}).get("reasoning_format")
+    check_format = (f"model.reasoning.format (this run: {fmt})" if fmt else
+                    "the server's reasoning parser" if cfg["model"].get("backend") == "openai" else
+                    "model.reasoning.format")
+    budget = (cfg.get("generation") or {}).get("max_new_tokens")
+    warnings = []
+    for entry in tasks.values():
+        facts = entry["no_answer"]
+        count, stored = facts["count"], facts["answers"]
+        if facts["share"] > NO_ANSWER_WARN:
+            statuses = ", ".join(f"{status} {n}" for status, n in sorted(facts["statuses"].items()))
+            warnings.append(f"{entry['column']}: {count} of {stored} answers ({facts['share']:.0%}) had no final answer "
+                            f"({statuses}), so the judge saw None or an empty answer; check {check_format}, the "
+                            f"model's stop tokens, and generation.max_new_tokens ({budget}).")
+    return warnings
 
 
 def failed_on_the_api(counts: dict[str, int]) -> int:

@@ -64,8 +64,12 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
         shown = ", ".join(counted(n, what) for what, n in left.items() if n)
         out += [f"**PARTIAL RESULTS: {shown} (of {planned} planned)** (failed on the API: api_error/timeout; cells "
                 "marked *; counts below); run the same command again to complete them.", ""]
+    out += [f"**WARNING: {warning}**" for warning in summary.get("warnings", [])]
+    if summary.get("warnings"):
+        out.append("")
+    decoding = " · decoding: greedy (generation.greedy)" if summary.get("greedy") else ""
     out += [f"Judge: `{summary['judge_model']}` · rounds: {summary['rounds']} · data: {summary['variant']} · "
-            f"compat: `{summary['compat']}` · cells: mean over rounds ± SD over rounds [95 % CI over questions]; "
+            f"compat: `{summary['compat']}`{decoding} · cells: mean over rounds ± SD over rounds [95 % CI over questions]; "
             "verdict: is the published row consistent with this run's rounds (t-test on round means, 5 % level; "
             "README: which interval answers which question)", ""]
     if summary["compat"] != DEFAULT_COMPAT:
@@ -85,17 +89,20 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
         out.append(f"| {published_label(row)} (published) | " + " | ".join(published_cells(row, entries)) + " | |")
     out += ["", "Published rows: the llm-jp-4 model card (judge gpt-5.4-2026-03-05, mean of three rounds); "
             "see eval/resources/model_card.csv."]
+    if summary.get("published_note"):
+        out += ["", summary["published_note"]]
     notes = [f"{t['column']}: {t['published']['verdict_note']}" for t in compared if t["published"]["verdict_note"]]
     if notes:
         out += ["", "Verdict notes: " + "; ".join(notes) + "."]
-    columns = ["items", "planned", "valid", *UNJUDGED, "missing", *(f"gen_{s}" for s in GENERATION_FAILURES), "gen_missing"]
+    columns = ["items", "planned", "valid", *UNJUDGED, "missing", *(f"gen_{s}" for s in GENERATION_FAILURES), "gen_missing", "no_answer"]
     out += ["", "## Counts", "", "| Benchmark | " + " | ".join(_count_header(c) for c in columns) + " |",
             "|---|" + "---:|" * len(columns)]
     for t in entries:
         out.append(f"| {t['column']} | " + " | ".join(str(t["counts"].get(c, "–")) for c in columns) + " |")
     out += ["", "truncated / no_final: generations that hit max_new_tokens or ended without a final answer; "
             "the judge saw what came back (partial text, or None), an empty answer, or nothing, per the task's "
-            "no_answer policy (default: the compat profile's)."]
+            "no_answer policy (default: the compat profile's). no answer: answers of which the judge saw None, an "
+            "empty text or nothing (no_final, failed, or cut off before the final channel)."]
     if details:
         out += _detail_tables(entries)
     if plots:
@@ -104,7 +111,8 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
 
 
 def _count_header(count: str) -> str:
-    return {"gen_error": "gen error", "gen_missing": "not generated"}.get(count, count.removeprefix("gen_"))
+    return {"gen_error": "gen error", "gen_missing": "not generated", "no_answer": "no answer"}.get(count,
+                                                                                                count.removeprefix("gen_"))
 
 
 def _metric_row(label: str, metric: dict[str, Any] | None, rounds: list[int]) -> str:

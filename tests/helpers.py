@@ -182,3 +182,51 @@ def install_fake_vllm(monkeypatch, llm_class=None) -> None:
     sampling.RequestOutputKind = SimpleNamespace(FINAL_ONLY="final_only")
     for name, module in (("vllm", vllm), ("vllm.inputs", inputs), ("vllm.sampling_params", sampling)):
         monkeypatch.setitem(sys.modules, name, module)
+
+
+CHATML_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                   "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def build_chatml_model(folder: Path, answer: str = "OK", template: str = CHATML_TEMPLATE, markers: tuple = ()) -> Path:
+    """A ChatML chat model (`<|im_start|>role\\n…<|im_end|>`, eos `<|im_end|>`, no Harmony tokens) that answers every
+    prompt with `answer` and ends its message, built in a second: a byte-level tokenizer (plus `markers` as single
+    tokens, e.g. `<think>`) and a one-layer Llama whose attention and MLP write nothing, so each next token is a fixed
+    function of the current one (a bigram chain from the generation prompt's last newline through `answer` to
+    `<|im_end|>`). Greedy and sampled decoding agree."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *markers]
+    vocab = {token: i for i, token in enumerate(special)}
+    for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[char] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(special)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(folder)
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    chain = ids("\n" + answer) + [tokenizer.eos_token_id]
+    assert len(set(chain[:-1])) == len(chain) - 1, "each token of the answer may occur once (a bigram chain)"
+    size = -(-len(vocab) // 4) * 4  # two attention heads of an even size
+    config = LlamaConfig(vocab_size=size, hidden_size=size, intermediate_size=8, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False, bos_token_id=None,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.copy_(torch.eye(size))
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        head = torch.zeros(size, size)
+        head[tokenizer.eos_token_id, :] = 10.0  # any token not in the chain: end the message
+        for current, following in zip(chain[:-1], chain[1:], strict=True):
+            head[:, current] = 0.0
+            head[following, current] = 10.0
+        model.lm_head.weight.copy_(head)
+    model.save_pretrained(folder)
+    return folder

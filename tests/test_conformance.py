@@ -276,7 +276,9 @@ def test_a_full_variant_run_with_local_upstream_files_sends_byte_identical_judge
     path = tmp_path / "full.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
     result = cli("run", str(path), "--out", str(tmp_path / "run"), "--limit", "2")
-    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    mostly_unanswered = any(t["no_answer"]["share"] > 0.5 for t in summary["tasks"].values())  # 48 tokens are few
+    assert result.returncode == (3 if mostly_unanswered else 0), result.stderr[-3000:]
     assert "expected 336 items, found 3" in result.stderr  # the loud warning for a stand-in of the wrong size
     gens = {(g["task"], g["item_id"], g["turn"]): g for g in read_jsonl(tmp_path / "run" / "generations.jsonl")}
     judgments = read_jsonl(tmp_path / "run" / "judgments.jsonl")

@@ -155,7 +155,7 @@ def test_without_a_date_the_template_renders_today(smoke_model_dir):
     assert datetime.date.today().isoformat() in b.chat.render([{"role": "user", "content": "q"}])
 
 
-HARMONY = ReasoningFormat()
+HARMONY = ReasoningFormat(format="harmony")
 CASES = [
     ("<|channel|>analysis<|message|>think<|end|><|start|>assistant<|channel|>final<|message|>Answer.<|return|>", False, "Answer.", "think", "ok"),
     ("<|channel|>analysis<|message|>a1<|end|><|start|>assistant<|channel|>analysis<|message|>a2<|end|>"

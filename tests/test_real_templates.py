@@ -225,7 +225,7 @@ def test_the_generation_key_follows_the_rendered_prompt(model_dir, monkeypatch):
 
 # ---------------------------------------------------------------- parsing real token sequences
 
-HARMONY = ReasoningFormat()
+HARMONY = ReasoningFormat(format="harmony")
 
 
 def harmony_ids(name: str) -> list[int]:

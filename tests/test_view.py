@@ -189,6 +189,22 @@ def test_the_table_shows_the_delta_to_a_published_row_and_fields_it_does_not_kno
     assert console_errors(browser) == []
 
 
+def test_the_page_shows_the_no_answer_warnings_and_the_published_note(smoke, browser, tmp_path):
+    from eval.view import write_page
+
+    run = tmp_path / "warned"
+    shutil.copytree(smoke, run, ignore=shutil.ignore_patterns("run.lock"))
+    summary = json.loads((run / "summary.json").read_text())
+    summary["warnings"] = ["MT-Bench (EN): 9 of 10 answers (90%) had no final answer (no_final 9), …"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    open_page(browser, write_page([run]))
+    shown = [p.text for p in browser.find_elements("css selector", "#tab-summary p.warning")]
+    assert shown == [f"WARNING ({summary['run']}): {summary['warnings'][0]}"]
+    note = by_id(browser, "tab-summary").find_element("css selector", "p.published-note").text
+    assert note == summary["published_note"] and note.startswith("No published row: the model's identity is unknown")
+    assert console_errors(browser) == []
+
+
 def test_status_filters_show_exactly_the_counts_of_summary_json(smoke, browser):
     summary = json.loads((smoke / "summary.json").read_text())
     open_page(browser, smoke / "report.html", "#items")

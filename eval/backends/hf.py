@@ -27,6 +27,7 @@ from ..config import HFModel
 from ..errors import UserError
 from ..failpoints import checkpoint
 from .base import GenerationRequest, GenerationResult, OnResult, error_result
+from ..compat import UPSTREAM, Profile
 from .hf_engines import (STATIC_FIRST_SEGMENT, auto_batch_size, cache_budget, choose_engine, continuous_batching_config,
                          kv_bytes_per_token, release_cached_memory)
 from .template import ChatRenderer
@@ -38,11 +39,12 @@ class HFBackend:
     name = "hf"
     first_segment: int | None = STATIC_FIRST_SEGMENT  # the static engine's first round; None: one round to the budget
 
-    def __init__(self, cfg: HFModel, generation: RunGenerationConfig):
+    def __init__(self, cfg: HFModel, generation: RunGenerationConfig, profile: Profile = UPSTREAM):
         self.cfg = cfg
         self.generation = generation
         self.chat = ChatRenderer(cfg.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template_kwargs,
-                                 cfg.unchecked_template_kwargs)
+                                 cfg.unchecked_template_kwargs, cfg.reasoning, cfg.prompt_renderer, profile.gpt_oss_renderer)
+        self.format = self.chat.format
         self.tokenizer = self.chat.tokenizer
         self.model = None
         self.device = "cpu"
@@ -55,7 +57,7 @@ class HFBackend:
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.cfg.path, "revision": self.cfg.revision, "dtype": self.cfg.dtype,
                 "template": self.chat.template_hash, "chat_template_kwargs": self.cfg.chat_template_kwargs,
-                "reasoning": self.cfg.reasoning.model_dump()}
+                "reasoning": self.chat.reasoning.model_dump()}
 
     def prompt_hash(self, messages: list[dict[str, str]]) -> str:
         return self.chat.prompt_hash(messages)
@@ -85,8 +87,7 @@ class HFBackend:
         self.model = model.to(self.device).eval()
         checkpoint("model_loaded")
         self.dtype_bytes = next(self.model.parameters()).element_size()
-        self.stop_rule = self.chat.stop_rule(self.cfg.reasoning.format == "harmony",
-                                             getattr(self.model.generation_config, "eos_token_id", None))
+        self.stop_rule = self.chat.stop_rule(getattr(self.model.generation_config, "eos_token_id", None))
         self.eos_ids = sorted(self.stop_rule.eos_ids)
 
     # ---------------------------------------------------------------- generation
@@ -233,7 +234,7 @@ class HFBackend:
             tokens = tokens[:end]
         hit_limit = end is None and len(tokens) >= limit
         raw = self.chat.decode(tokens)
-        parsed = parse_output(raw, hit_limit, self.cfg.reasoning, self.chat.special_tokens)
+        parsed = parse_output(raw, hit_limit, self.chat.reasoning, self.chat.special_tokens)
         finish = "length" if hit_limit else "stop"
         return GenerationResult(request, raw, parsed, finish, len(prompt_ids), len(tokens), seconds, prompt_hash)
 

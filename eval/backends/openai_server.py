@@ -10,11 +10,18 @@ the server's `Retry-After`) and go round again. `model.max_retries` bounds the a
 or 429 is asked again the same way without counting against the server's health; an HTTP 400 is sent again as the
 compat profile says. When the fleet is down, no new request starts, the requests in flight end (one that failed is
 stored as `error`, one never sent is not stored) and `generate` raises `BackendUnavailable`.
+
+The request is llm-jp-judge's for a generator behind its `openai` client: the task's sampling parameters (None left
+out), `reasoning_effort` when one is configured, and for the gpt-5 and o-series families `max_completion_tokens` in
+place of `max_tokens` and no `top_p` (upstream's `update_sampling_params`; `judge.client.ParamPolicy` holds the rule).
+A parameter the API refuses by name (a reasoning model refusing `temperature` ≠ 1) is left out from then on, with a
+warning: upstream would have recorded no answer, which the published rows show it did not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import threading
@@ -26,6 +33,7 @@ import openai
 from ..chat import ParsedOutput
 from ..config import OpenAIModel
 from ..errors import UserError
+from ..judge.client import ParamPolicy
 from ..records import content_key
 from ..statuses import GenerationStatus as G
 from .base import BackendUnavailable, GenerationRequest, GenerationResult, OnResult, error_result
@@ -34,6 +42,8 @@ from .fleet import Fleet, Server
 ASKED_AGAIN = (408, 409, 429)  # answered, but worth asking again (as the SDK would); the server is up
 POLL_S = 0.25  # how often a request waiting for a server looks again
 MAX_RETRY_AFTER_S = 60.0
+
+log = logging.getLogger("eval.generate")
 
 
 def _reasoning_of(message: Any) -> str:
@@ -63,19 +73,25 @@ class _NoServer(Exception):
 class OpenAIServerBackend:
     name = "openai"
 
-    def __init__(self, cfg: OpenAIModel, bad_request_retries: int = 0):
+    def __init__(self, cfg: OpenAIModel, bad_request_retries: int = 0, require_key: bool = True):
+        """`require_key` False: only the identity and prompt hashes are needed (a dry run), not the server."""
         self.cfg = cfg
         self.bad_request_retries = bad_request_retries  # the compat profile's: upstream sends a 400 again 3 times
+        self.effort = cfg.reasoning_effort or cfg.chat_template_kwargs.get("reasoning_effort")
+        self.policy = ParamPolicy(cfg.path)
         key = "EMPTY"
         if cfg.api_key_env:
             key = os.environ.get(cfg.api_key_env) or ""
-            if not key:
+            if not key and require_key:
                 raise UserError(f"model.api_key_env: the environment variable {cfg.api_key_env} is not set")
         self.key = key
         self.fleet = Fleet(cfg.base_urls)  # its health and counts last for the whole run, over every turn
 
     def identity(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.cfg.path, "chat_template_kwargs": self.cfg.chat_template_kwargs}
+        ident = {"backend": self.name, "model": self.cfg.path, "chat_template_kwargs": self.cfg.chat_template_kwargs}
+        if self.cfg.reasoning_effort is not None:
+            ident["reasoning_effort"] = self.cfg.reasoning_effort
+        return ident
 
     def prompt_hash(self, messages: list[dict[str, str | None]]) -> str:
         # The server renders the template: what the harness controls is the messages and the template kwargs.
@@ -84,6 +100,10 @@ class OpenAIServerBackend:
     def servers(self) -> list[dict[str, Any]]:
         """Per server, what it was sent and how it answered in this run (manifest.json)."""
         return self.fleet.counts()
+
+    def describe_format(self) -> str:
+        return ("reasoning format: split by the server (the answer is `content`, the reasoning `reasoning` or "
+                "`reasoning_content`)" + (f"; reasoning_effort {self.effort} sent" if self.effort else ""))
 
     def close(self) -> None:
         pass
@@ -118,7 +138,6 @@ class OpenAIServerBackend:
     async def _complete(self, clients: list[openai.AsyncOpenAI], request: GenerationRequest,
                         stop: threading.Event) -> GenerationResult | None:
         """The request's answer, or its last error once its attempts are spent; None when it was never sent."""
-        kwargs = self._body(request)
         started = time.perf_counter()
         failed_on: set[int] = set()  # the servers this request failed on since it last waited
         failures = bad_requests = 0
@@ -128,10 +147,17 @@ class OpenAIServerBackend:
                 server = await self._server(failed_on, failures, error, stop)
             except _NoServer:
                 return None if error is None else error_result(request, _error_text(error))
+            sent = self._params(request)
             try:
-                completion = await clients[server.index].chat.completions.create(**kwargs)
+                completion = await clients[server.index].chat.completions.create(
+                    model=self.cfg.path, messages=request.messages, **sent)
             except openai.BadRequestError as e:  # the compat profile says how often a 400 is sent again
                 self.fleet.refused(server)
+                learned = self.policy.learn(e)
+                if learned:
+                    log.warning(f"model {self.cfg.path}: the API refused '{learned}'; it is no longer sent")
+                if learned or self._params(request) != sent:  # refused for a parameter no longer sent: send again
+                    continue
                 if bad_requests == self.bad_request_retries:
                     return error_result(request, _error_text(e))
                 bad_requests += 1
@@ -185,17 +211,11 @@ class OpenAIServerBackend:
         while not stop.is_set() and not self.fleet.down and (left := deadline - time.monotonic()) > 0:
             await asyncio.sleep(min(left, POLL_S))
 
-    def _body(self, request: GenerationRequest) -> dict[str, Any]:
+    def _params(self, request: GenerationRequest) -> dict[str, Any]:
         s = request.sampling
-        kwargs: dict[str, Any] = {"model": self.cfg.path, "messages": request.messages, "max_tokens": s.max_new_tokens,
-                                  "temperature": s.temperature, "seed": request.seed}
-        if s.top_p is not None:
-            kwargs["top_p"] = s.top_p
-        if s.frequency_penalty is not None:
-            kwargs["frequency_penalty"] = s.frequency_penalty
-        effort = self.cfg.chat_template_kwargs.get("reasoning_effort")
-        if effort:
-            kwargs["reasoning_effort"] = effort
+        params = {"max_tokens": s.max_new_tokens, "temperature": s.temperature, "seed": request.seed, "top_p": s.top_p,
+                  "frequency_penalty": s.frequency_penalty, "reasoning_effort": self.effort}
+        kwargs = self.policy.kwargs(params)  # None left out; the model family's fields
         if self.cfg.chat_template_kwargs:
             kwargs["extra_body"] = {"chat_template_kwargs": dict(self.cfg.chat_template_kwargs)}
         return kwargs

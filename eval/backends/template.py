@@ -1,5 +1,18 @@
-"""The model's own chat template, shared by the local engines (hf, vllm): render, check the template kwargs, fix the
-conversation date, hash the exact prompt, and find where an output stops.
+"""The model's prompts, shared by the local engines (hf, vllm): decide the reasoning format and the renderer, render,
+check the template kwargs, fix the conversation date, hash the exact prompt, and find where an output stops.
+
+Decided once when a run starts (`ModelFormat`, printed and stored in the manifest):
+- the reasoning format: `auto` picks Harmony when the tokenizer has the Harmony tokens, `think` when the template or
+  the vocabulary uses the `<think>` marker, `none` otherwise; a configured format the tokenizer cannot write stops the
+  run with one line.
+- the renderer: the model's Jinja chat template, or for gpt-oss (`model_type: gpt_oss`) the openai-harmony encoding as
+  vLLM's OpenAI server renders it — the route llm-jp-judge generated its gpt-oss rows through. The compat profile
+  picks for gpt-oss (`gpt_oss_renderer`), `model.prompt_renderer` overrides. vLLM 0.34.0 (its gpt-oss chat path,
+  `harmony_utils`): a system message of harmony's default content with the request's reasoning effort and the date
+  (`$VLLM_SYSTEM_START_DATE` or today; here `conversation_start_date`), a leading system message's text as the
+  developer message's instructions, an assistant message with text as a final-channel message (one with empty or null
+  content dropped), rendered for completion. The text is rendered here and tokenized by the model's own tokenizer, so
+  no second vocabulary is needed on an offline node; tests prove it equal to openai-harmony's tokens.
 
 The configured `conversation_start_date` is both passed to the template (templates such as llm-jp-4's read it) and
 returned by the template's clock: a template that calls `strftime_now(...)` (gpt-oss's does) gets the configured date
@@ -11,6 +24,7 @@ answers the formats the template asks for with the configured date.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -20,6 +34,7 @@ from typing import Any, Sequence
 import jinja2
 
 from ..chat import HARMONY_MARKERS
+from ..config import ReasoningFormat
 from ..errors import UserError
 from ..records import content_key, text_hash
 from ..smoke_model import builtin_path, is_builtin
@@ -33,6 +48,52 @@ _CLOCK = ("{%- macro strftime_now(format) -%}{%- if format in " + _CLOCK_VAR + "
 _PROBE = [{"role": "system", "content": "Probe system prompt."}, {"role": "user", "content": "Probe question one?"},
           {"role": "assistant", "content": "Probe answer one."}, {"role": "user", "content": "Probe question two?"}]
 _ABSENT = object()
+EFFORT_KWARG = "reasoning_effort"
+HARMONY_EFFORTS = ("low", "medium", "high")  # what a Harmony system message can say (openai-harmony, vLLM)
+_HARMONY_TOKENS = ("<|start|>", "<|end|>", "<|message|>", "<|channel|>")
+# openai-harmony's default system content (model identity, knowledge cutoff, required channels), as vLLM sends it.
+_HARMONY_SYSTEM = ("<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+                   "Knowledge cutoff: 2024-06\nCurrent date: {date}\n\nReasoning: {effort}\n\n"
+                   "# Valid channels: analysis, commentary, final. Channel must be included for every message.<|end|>")
+
+
+def render_harmony_encoder(messages: list[dict[str, str | None]], effort: str | None, date: str) -> str:
+    """A conversation as vLLM's OpenAI server renders it for gpt-oss (openai-harmony), ready for the reply."""
+    if messages and messages[0]["role"] in ("system", "developer"):
+        instructions, rest = messages[0]["content"], messages[1:]
+    else:
+        instructions, rest = None, messages
+    parts = [_HARMONY_SYSTEM.format(date=date, effort=effort or "medium")]
+    if instructions:
+        parts.append(f"<|start|>developer<|message|># Instructions\n\n{instructions}<|end|>")
+    for message in rest:
+        role, content = message["role"], message["content"]
+        if role == "user":
+            parts.append(f"<|start|>user<|message|>{content or ''}<|end|>")
+        elif role == "assistant":
+            if content:  # vLLM drops an assistant message with empty or null content
+                parts.append(f"<|start|>assistant<|channel|>final<|message|>{content}<|end|>")
+        else:
+            raise ValueError(f"the harmony encoder renders system, user and assistant messages, not {role!r}")
+    return "".join(parts) + "<|start|>assistant"
+
+
+@dataclass(frozen=True)
+class ModelFormat:
+    """What was decided about the model's prompts and outputs when the run started, and why."""
+
+    reasoning: ReasoningFormat  # resolved: harmony, think or none
+    reasoning_why: str
+    renderer: str  # chat_template | harmony_encoder
+    renderer_why: str
+
+    def describe(self) -> str:
+        return (f"reasoning format: {self.reasoning.format} ({self.reasoning_why}); prompts: {self.renderer} "
+                f"({self.renderer_why})")
+
+    def facts(self) -> dict[str, str]:
+        return {"reasoning_format": self.reasoning.format, "reasoning_format_why": self.reasoning_why,
+                "prompt_renderer": self.renderer, "prompt_renderer_why": self.renderer_why}
 
 
 def resolve_model_path(path: str) -> str:
@@ -75,8 +136,12 @@ class StopRule:
 
 
 class ChatRenderer:
+    """`reasoning`: the configured format (`auto` is decided here); `renderer`: `model.prompt_renderer`;
+    `gpt_oss_renderer`: the compat profile's renderer for gpt-oss models."""
+
     def __init__(self, path: str, revision: str | None, trust_remote_code: bool, chat_template_kwargs: dict[str, Any],
-                 unchecked_kwargs: Sequence[str] = ()):
+                 unchecked_kwargs: Sequence[str] = (), reasoning: ReasoningFormat | None = None, renderer: str = "auto",
+                 gpt_oss_renderer: str = "harmony_encoder"):
         from transformers import AutoTokenizer
 
         self.path = resolve_model_path(path)
@@ -100,13 +165,59 @@ class ChatRenderer:
         self.special = {m: vocab[m] for m in HARMONY_MARKERS if m in vocab}
         self.special_tokens = sorted({t.content for t in self.tokenizer.added_tokens_decoder.values() if t.special})
         self._prompt_hashes: dict[str, str] = {}
+        self.reasoning, reasoning_why = self._reasoning_format(reasoning or ReasoningFormat(), path)
+        self.renderer, renderer_why = self._renderer(renderer, gpt_oss_renderer, revision)
+        self.format = ModelFormat(self.reasoning, reasoning_why, self.renderer, renderer_why)
         self._check_kwargs(set(unchecked_kwargs))
+
+    # ---------------------------------------------------------------- decisions at the start of a run
+
+    def _reasoning_format(self, configured: ReasoningFormat, path: str) -> tuple[ReasoningFormat, str]:
+        """The format the model writes: `auto` decided from the tokenizer; a configured one it cannot write refused."""
+        vocab = self.tokenizer.get_vocab()
+        missing = [token for token in _HARMONY_TOKENS if token not in vocab]
+        if configured.format == "auto":
+            if not missing:
+                return configured.model_copy(update={"format": "harmony"}), "auto: the tokenizer has the Harmony tokens"
+            markers = (configured.think_start, configured.think_end)
+            if any(marker in self.template or marker in vocab for marker in markers):
+                return (configured.model_copy(update={"format": "think"}),
+                        f"auto: the chat template or the vocabulary uses {'/'.join(markers)}")
+            return (configured.model_copy(update={"format": "none"}),
+                    f"auto: no Harmony tokens and no {'/'.join(markers)} in the tokenizer or its template")
+        if configured.format == "harmony" and missing:
+            raise UserError(f"model.reasoning.format: harmony, but the tokenizer of {path!r} has no {', '.join(missing)} "
+                            "token, so the model cannot write Harmony; remove the key (auto decides from the tokenizer) "
+                            "or set it to none or think")
+        if configured.format == "think":
+            for key, marker in (("think_start", configured.think_start), ("think_end", configured.think_end)):
+                written = self.tokenizer.decode(self.tokenizer(marker, add_special_tokens=False)["input_ids"])
+                if written != marker:
+                    raise UserError(f"model.reasoning.{key}: the tokenizer of {path!r} cannot write {marker!r} (it "
+                                    f"comes out as {written!r}); set the model's own marker, or format: none")
+        return configured, "configured"
+
+    def _renderer(self, configured: str, gpt_oss_renderer: str, revision: str | None) -> tuple[str, str]:
+        """The model's template, or for gpt-oss the renderer of the compat profile (or the one configured)."""
+        if configured == "harmony_encoder" and self.reasoning.format != "harmony":
+            raise UserError("model.prompt_renderer: harmony_encoder renders Harmony prompts, but this model does not "
+                            f"write Harmony (reasoning format {self.reasoning.format}); use chat_template or auto")
+        if configured != "auto":
+            return configured, "configured"
+        if _model_type(self.path, revision) == "gpt_oss":
+            return gpt_oss_renderer, ("gpt-oss as vLLM's OpenAI server renders it, the compat profile's choice"
+                                      if gpt_oss_renderer == "harmony_encoder"
+                                      else "gpt-oss with its own template, the compat profile's choice")
+        return "chat_template", "the model's own template"
 
     # ---------------------------------------------------------------- rendering
 
     def _render(self, messages: list[dict[str, str]], kwargs: dict[str, Any], clock: str | None = None) -> str:
         """Render with `kwargs`; the template's clock reads `clock` (default: the kwargs' date, else today)."""
         clock = clock or kwargs.get(DATE_KWARG)
+        if self.renderer == "harmony_encoder":  # vLLM reads the effort and its start date, no other template kwarg
+            date = clock or dt.date.today().isoformat()
+            return render_harmony_encoder(messages, kwargs.get(EFFORT_KWARG), date)
         template, extra = self.template, {}
         if clock is not None:
             day = dt.date.fromisoformat(clock)
@@ -145,14 +256,21 @@ class ChatRenderer:
         date = self.kwargs.get(DATE_KWARG)
         if date is not None and not _is_iso_date(date):
             raise UserError(f"model.chat_template_kwargs.{DATE_KWARG}: {date!r} is not a YYYY-MM-DD date")
+        effort = self.kwargs.get(EFFORT_KWARG)
+        if self.reasoning.format == "harmony" and effort is not None and effort not in HARMONY_EFFORTS:
+            raise UserError(f"model.chat_template_kwargs.{EFFORT_KWARG}: {effort!r} is not a reasoning effort a Harmony "
+                            f"model knows; use one of {', '.join(HARMONY_EFFORTS)}")
         base = self._render(_PROBE, self.kwargs)
         for key, value in self.kwargs.items():
             if key in unchecked:
                 continue
             if not any(self._renders_differently(base, key, other) for other in _other_values(key, value)):
-                raise UserError(f"model.chat_template_kwargs.{key}: the chat template renders the same prompt whatever "
-                                f"its value (unknown to the template, or misspelt?); fix or remove it, or list it in "
-                                f"model.unchecked_template_kwargs if the template reads it only in cases not probed here")
+                what, why = (("the chat template", "unknown to the template, or misspelt?")
+                             if self.renderer == "chat_template" else
+                             ("the harmony encoder", f"vLLM's gpt-oss prompts read only {EFFORT_KWARG} and {DATE_KWARG}"))
+                raise UserError(f"model.chat_template_kwargs.{key}: {what} renders the same prompt whatever its value "
+                                f"({why}); fix or remove it, or list it in model.unchecked_template_kwargs if the "
+                                "template reads it only in cases not probed here")
         if date is None:
             if self._render(_PROBE, self.kwargs, "2001-02-03") != self._render(_PROBE, self.kwargs, "2002-03-04"):
                 print(f"WARNING: the chat template renders today's date into every prompt; set "
@@ -178,15 +296,28 @@ class ChatRenderer:
         ids.update(self.special[m] for m in ("<|return|>", "<|call|>") if m in self.special)
         return sorted(ids)
 
-    def stop_rule(self, harmony: bool, configured_eos: Any = None) -> StopRule:
+    def stop_rule(self, configured_eos: Any = None) -> StopRule:
+        """Harmony models stop at the `<|end|>` of their final message too; every model at its end-of-output ids."""
         eos = frozenset(self.eos_ids(configured_eos))
-        if not harmony or not {"<|channel|>", "<|message|>", "<|end|>"} <= set(self.special):
+        if self.reasoning.format != "harmony":
             return StopRule(eos)
         header = self.tokenizer("<|channel|>final<|message|>", add_special_tokens=False)["input_ids"]
         return StopRule(eos, self.special["<|end|>"], tuple(header))
 
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=False)
+
+
+def _model_type(path: str, revision: str | None) -> str | None:
+    """The `model_type` of the model's config.json (vLLM renders by it), or None where there is none to read."""
+    from transformers.utils import cached_file
+
+    try:
+        file = cached_file(path, "config.json", revision=revision, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+        return json.loads(Path(file).read_text(encoding="utf-8")).get("model_type") if file else None
+    except (OSError, ValueError):
+        return None
 
 
 def _is_iso_date(value: Any) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 from ..chat import parse_output
 from ..config import GenerationConfig as RunGenerationConfig
 from ..config import VLLMModel
+from ..compat import UPSTREAM, Profile
 from ..errors import UserError
 from .base import GenerationRequest, GenerationResult, OnResult
 from .template import ChatRenderer
@@ -29,7 +30,8 @@ from .template import ChatRenderer
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, cfg: VLLMModel, generation: RunGenerationConfig, require_engine: bool = True):
+    def __init__(self, cfg: VLLMModel, generation: RunGenerationConfig, require_engine: bool = True,
+                 profile: Profile = UPSTREAM):
         if require_engine:  # at start-up, not when the first batch is due
             try:
                 import vllm  # noqa: F401
@@ -39,15 +41,16 @@ class VLLMBackend:
         self.cfg = cfg
         self.generation = generation
         self.chat = ChatRenderer(cfg.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template_kwargs,
-                                 cfg.unchecked_template_kwargs)
-        self.stop_rule = self.chat.stop_rule(cfg.reasoning.format == "harmony")
+                                 cfg.unchecked_template_kwargs, cfg.reasoning, cfg.prompt_renderer, profile.gpt_oss_renderer)
+        self.format = self.chat.format
+        self.stop_rule = self.chat.stop_rule()
         self.llm = None
         self.added = 0  # requests added to the engine so far: their ids are unique for the engine's life
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.cfg.path, "revision": self.cfg.revision, "dtype": self.cfg.dtype,
                 "template": self.chat.template_hash, "chat_template_kwargs": self.cfg.chat_template_kwargs,
-                "reasoning": self.cfg.reasoning.model_dump()}
+                "reasoning": self.chat.reasoning.model_dump()}
 
     def prompt_hash(self, messages: list[dict[str, str]]) -> str:
         return self.chat.prompt_hash(messages)
@@ -115,7 +118,7 @@ class VLLMBackend:
                     done += 1
                     raw = self.chat.decode(tokens)
                     # "length": max_tokens or the model's context window (max_model_len) ran out
-                    parsed = parse_output(raw, completion.finish_reason == "length", self.cfg.reasoning, self.chat.special_tokens)
+                    parsed = parse_output(raw, completion.finish_reason == "length", self.chat.reasoning, self.chat.special_tokens)
                     on_result(GenerationResult(request, raw, parsed, completion.finish_reason, len(ids), len(tokens),
                                                (time.perf_counter() - started) / done, prompt_hash))
         finally:

@@ -45,6 +45,7 @@ class Progress:
     started: float = field(default_factory=time.perf_counter)
     attempts: int = 0
     asks: int = 0
+    replies: int = 0  # asks that got a reply (raw and refusal hold the latest); the others failed
     usage: Usage = field(default_factory=Usage)
     cost: float | None = None
     raw: str | None = None
@@ -215,6 +216,7 @@ class JudgeClient:
     def interpret(self, progress: Progress, reply: Reply, batch: bool = False) -> Judgment | None:
         """The judgment a reply settles, or None when it holds no score and may be asked again."""
         progress.raw = reply.content
+        progress.replies += 1
         progress.returned_model, progress.fingerprint = reply.model, reply.fingerprint
         self._track(progress.returned_model, progress.fingerprint)
         progress.usage.add(reply.usage)
@@ -232,12 +234,22 @@ class JudgeClient:
         reply (content_filtered) or a cut-off one (length). Under both, a reply with no content (a refusal
         included) says nothing about the answer: asked again, and `api_error` (transient, never cached) when
         the asks are used up.
+
+        Upstream (`client/remote.py`, `_process_single_request`) stores each reply over the one before, and a 400
+        raises before that assignment: the asks a 400 uses up leave the latest reply standing, and that reply decides
+        once the asks are used up (text without a score: no score, left out; `content: null`: an API error). So under
+        its profile a judgment whose last asks failed with a 400 ends as its latest reply would have. A failure the
+        SDK could not retry away (5xx, timeout, connection) ends the judgment as before, transient: upstream counts no
+        ask for those (429, timeout: asked again without limit; 5xx: the run stops), so no reply stands in for them.
         """
         profile, request = self.profile, progress.request
         may_ask_again = progress.asks <= request.parse_retries
         if failure is not None:
-            if failure.bad_request and profile.bad_request_is_attempt and may_ask_again:
-                return None
+            if failure.bad_request and profile.bad_request_is_attempt:
+                if may_ask_again:
+                    return None
+                if progress.replies:  # the latest reply stands, as upstream keeps it
+                    return self.decide(progress)
             return self.finish(progress, failure.status, {}, failure.message)
         honour_finish = not profile.judge_finish_reason_ignored
         if finish == "content_filter" and honour_finish:

@@ -168,7 +168,7 @@
   // ------------------------------------------------------------ summary tab
 
   const KNOWN_SUMMARY = new Set(["schema", "run", "model", "label", "reasoning_effort", "judge_model", "variant",
-                                 "rounds", "complete", "tasks"]);
+                                 "rounds", "complete", "tasks", "warnings", "published_note"]);
 
   function scoreCell(task) {
     const score = task && task.metrics && task.metrics.score;
@@ -277,6 +277,10 @@
         box.append(el("p", { class: "partial" }, `PARTIAL RESULTS in ${run.summary.run}: some planned judgments are missing ` +
           "or failed on the API (cells marked *); run the same command again to complete them."));
       }
+      for (const warning of run.summary.warnings || []) {
+        box.append(el("p", { class: "partial warning" }, `WARNING (${run.summary.run}): ${warning}`));
+      }
+      if (run.summary.published_note) box.append(el("p", { class: "note published-note" }, run.summary.published_note));
     }
     box.append(el("div", { class: "wide" }, modelCardTable()), el("p", { class: "note" },
       "Cells: mean over rounds ± SD over rounds [95 % bootstrap CI over questions]. Published rows: the llm-jp-4 model card."));
