@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import redact
-from .config import BUNDLED_CONFIGS, MAX_ROUNDS, MockSettings, load_config
+from .config import BUNDLED_CONFIGS, MAX_ROUNDS, MockSettings, RunConfig, load_config
 from .errors import UserError
 
 
@@ -30,7 +30,8 @@ def _quiet_libraries() -> None:
     when (and only if) a command imports them: importing them here would cost every command a second or two."""
     for variable, value in (("TOKENIZERS_PARALLELISM", "false"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
                             ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
-                            ("DATASETS_VERBOSITY", "error")):
+                            ("DATASETS_VERBOSITY", "error"),
+                            ("HF_HUB_VERBOSITY", "error")):
         os.environ.setdefault(variable, value)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
@@ -107,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     fetch = sub.add_parser("fetch", help="download and verify everything a config needs (for offline GPU nodes)")
     fetch.add_argument("config")
     fetch.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    fetch.add_argument("--no-model", action="store_true", help="skip the model weights")
+    fetch.add_argument("--no-model", action="store_true",
+                       help="skip the model weights (the tokenizer is still fetched: a dry run needs it)")
 
     check = sub.add_parser("check", help="validate a config and test the judge (key, model, parameters)")
     check.add_argument("config")
@@ -180,6 +182,7 @@ def _stopped_by_signals(received: list[int]) -> Iterator[None]:
 
 def _run(args: argparse.Namespace) -> int:
     from .pipeline import RunOptions, run
+    from .preflight import fetch_command
 
     cfg = load_config(args.config, args.overrides)
     if args.limit is not None and args.limit < 1:
@@ -195,7 +198,8 @@ def _run(args: argparse.Namespace) -> int:
         if unknown:
             raise UserError(f"--tasks: {', '.join(unknown)} not in the config's tasks ({', '.join(cfg.tasks)})")
     options = RunOptions(out=args.out, limit=args.limit, rounds=args.rounds, tasks=tasks, force=args.force,
-                         dry_run=args.dry_run, command=["python", "-m", "eval", *args.argv])
+                         dry_run=args.dry_run, command=["python", "-m", "eval", *args.argv],
+                         fetch=fetch_command(args.config, args.overrides))
     summary = run(cfg, options)
     return 0 if args.dry_run else _ended(summary, options.command)
 
@@ -212,11 +216,13 @@ def _ended(summary: dict, command: list[str]) -> int:
 
 def _rejudge(args: argparse.Namespace) -> int:
     from .pipeline import RunOptions, run
+    from .preflight import fetch_command
     from .rejudge import rejudge_config
 
     cfg, limit = rejudge_config(args.run_dir, args.overrides, args.out, export=not args.dry_run)
     command = ["python", "-m", "eval", *args.argv]
-    summary = run(cfg, RunOptions(out=args.out, limit=limit, force=args.force, dry_run=args.dry_run, command=command))
+    summary = run(cfg, RunOptions(out=args.out, limit=limit, force=args.force, dry_run=args.dry_run, command=command,
+                                  fetch=fetch_command(str(args.run_dir / "config.yaml"))))
     return 0 if args.dry_run else _ended(summary, command)
 
 
@@ -298,16 +304,21 @@ def _fetch(args: argparse.Namespace) -> int:
         print(f"ok  task {name}: {len(task.items)} items")
         for warning in task.warnings:
             print(f"WARNING: {warning}", file=sys.stderr)
-    if not args.no_model and cfg.model.backend in ("hf", "vllm"):
-        _fetch_model(cfg.model.path, getattr(cfg.model, "revision", None))
+    if cfg.model.backend in ("hf", "vllm"):
+        _fetch_model(cfg.model.path, getattr(cfg.model, "revision", None), weights=not args.no_model)
     return 0
 
 
-def _fetch_model(path: str, revision: str | None) -> None:
+# What a tokenizer and chat template are made of (no weights): enough for a dry run.
+TOKENIZER_FILES = ["*.json", "*.jinja", "*.model", "*.tiktoken", "*.txt"]
+
+
+def _fetch_model(path: str, revision: str | None, weights: bool) -> None:
     from .smoke_model import builtin_path, is_builtin
 
     if is_builtin(path):
-        print(f"ok  model {path}: {builtin_path(path)}")
+        if weights:  # else: tokenizer and weights are built together, on first use
+            print(f"ok  model {path}: {builtin_path(path)}")
         return
     if Path(path).expanduser().exists():
         print(f"ok  model {path}: local directory")
@@ -316,21 +327,54 @@ def _fetch_model(path: str, revision: str | None) -> None:
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
-        local = snapshot_download(path, revision=revision)
+        local = snapshot_download(path, revision=revision, allow_patterns=None if weights else TOKENIZER_FILES)
     except (HfHubHTTPError, OSError, ValueError) as e:
         raise UserError(f"model.path: cannot download {path} ({str(e).splitlines()[0]}); check HF_TOKEN and the network") from None
-    print(f"ok  model {path}: {local}")
+    print(f"ok  model {path}: {local}" if weights else f"ok  tokenizer of {path}: {local} (weights skipped: --no-model)")
 
 
 def _check(args: argparse.Namespace) -> int:
+    """Everything the run needs, the offline part first; one line per thing, every missing thing said at once."""
+    from .pipeline import load_tasks
+    from .preflight import fetch_command, inspect
+
+    cfg = load_config(args.config, args.overrides)
+    found = inspect(cfg, "check", fetch_command(args.config, args.overrides))
+    print(f"ok       config {args.config}: {len(cfg.tasks)} tasks ({cfg.variant}), {cfg.rounds} rounds, judge {cfg.judge.model}")
+    for note in found.notes:
+        print(note)
+    missing = [m.line() for m in found.missing]
+    tasks = None
+    if not found.stopping("data"):
+        try:
+            tasks = load_tasks(cfg, None)  # downloads the files and datasets whose servers answer
+            print(f"ok       data: {len(tasks)} tasks, {sum(len(t.items) for t in tasks.values())} items")
+        except UserError as e:
+            missing.append(f"missing  {e}")
+    for what in found.downloads:
+        if what.startswith(("tokenizer", "model weights")):
+            print(f"note     {what}; the run downloads it (or `python -m eval fetch` now)")
+    if cfg.judge.mock or os.environ.get(cfg.judge.api_key_env):  # no key: the request could only fail
+        missing += _check_judge(cfg, tasks)
+    for line in missing:
+        print(redact.text(line, credentials=True))
+    if missing:
+        raise UserError(f"{len(missing)} of the things the run needs {'is' if len(missing) == 1 else 'are'} missing "
+                        "(listed above, each with its fix)")
+    return 0
+
+
+def _check_judge(cfg: RunConfig, tasks: dict | None) -> list[str]:
+    """The one judge request, when the judge's server answers at all; what is missing, as lines."""
     from .judge.client import JudgeClient
     from .judge.ledger import Ledger
     from .judge.mock_server import MockServer
-    from .pipeline import load_tasks
+    from .preflight import judge_server, unreachable
 
-    cfg = load_config(args.config, args.overrides)
-    tasks = load_tasks(cfg, None)
-    print(f"ok  config {args.config}: {len(tasks)} tasks, {sum(len(t.items) for t in tasks.values())} items, {cfg.rounds} rounds")
+    if not cfg.judge.mock:
+        server = judge_server(cfg.judge)
+        for reason in unreachable([server]).values():
+            return [f"missing  judge: {server} does not answer ({reason}) → check the network, judge.base_url or the proxy"]
 
     async def probe(base_url: str | None) -> list[str]:
         client = JudgeClient(cfg.judge, base_url, Ledger(cfg.judge), profile=cfg.profile)
@@ -340,16 +384,18 @@ def _check(args: argparse.Namespace) -> int:
         finally:
             await client.close()
 
-    mock = MockServer(cfg.judge.mock_settings, tasks=tasks.values()).start() if cfg.judge.mock else None
+    mock = MockServer(cfg.judge.mock_settings, tasks=tasks.values() if tasks else None).start() if cfg.judge.mock else None
     try:
         warnings = asyncio.run(probe(mock.url if mock else cfg.judge.base_url))
+    except UserError as e:
+        return [f"missing  {e}"]
     finally:
         if mock is not None:
             mock.stop()
     for warning in warnings:
         print(f"WARNING: {warning}")
-    print(f"ok  judge {cfg.judge.model}: reachable, key accepted, parameters accepted")
-    return 0
+    print(f"ok       judge {cfg.judge.model}: reachable, key accepted, parameters accepted")
+    return []
 
 
 def _mock_judge(args: argparse.Namespace) -> int:

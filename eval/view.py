@@ -107,7 +107,7 @@ class _RunReader:
     def __init__(self, run_dir: Path, strings: Strings, items: dict[tuple[str, str], int], item_rows: list[list[Any]]):
         self.run_dir = run_dir
         self.summary, self.manifest = _run_files(run_dir)
-        store = Store(run_dir / "run.sqlite")
+        store = Store(run_dir / "run.sqlite", read_only=True)
         try:
             self.metas = store.meta("tasks") or {}
             stored_items = {(task, i["item_id"]): i for task, rows in (store.meta("items") or {}).items() for i in rows}

@@ -107,8 +107,9 @@ def test_the_network_block_used_by_these_tests_works(tmp_path):
 def test_check_validates_the_config_and_probes_the_judge():
     result = cli("check", "configs/smoke.yaml")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "ok  config configs/smoke.yaml: 4 tasks, 16 items, 3 rounds" in result.stdout
-    assert "ok  judge mock-judge: reachable, key accepted, parameters accepted" in result.stdout
+    assert "ok       config configs/smoke.yaml: 4 tasks (sample), 3 rounds, judge mock-judge" in result.stdout
+    assert "ok       data: 4 tasks, 16 items" in result.stdout
+    assert "ok       judge mock-judge: reachable, key accepted, parameters accepted" in result.stdout
 
 
 def test_every_command_has_help():
