@@ -45,8 +45,27 @@ def _redact_record(record: logging.LogRecord) -> bool:
     return True
 
 
+class _Version(argparse.Action):
+    """The harness's version, its commit when run from a checkout, and the folder of the package that answered: a
+    folder of the working directory named `eval` would answer `python -m eval` instead (the `llmjp-eval` script
+    always runs this one)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, help: str | None = None):  # noqa: A002
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from . import __version__
+        from .manifest import git_commit
+
+        commit = git_commit()
+        print(f"llmjp-eval {__version__}" + (f" (git {commit[:12]})" if commit else "") +
+              f", package at {Path(__file__).resolve().parent}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m eval", description="llm-jp-4 model-card evaluation harness")
+    parser.add_argument("--version", action=_Version, help="print the version and where this package is, and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="generate, judge and report one configuration",
@@ -85,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="rebuild every report file of a run from its store")
     report.add_argument("run_dir", type=Path)
+    report.add_argument("--out", type=Path, help="write the report files into this folder instead of the run directory "
+                                                 "(the store is only read: works on a read-only run)")
 
     compare = sub.add_parser("compare", help="one model-card table over several runs, with paired differences")
     compare.add_argument("run_dirs", type=Path, nargs="+")
@@ -100,6 +121,14 @@ def _parser() -> argparse.ArgumentParser:
     view.add_argument("--serve", action="store_true", help="serve the page on localhost until Ctrl-C (for a remote node: ssh -L)")
     view.add_argument("--host", default="127.0.0.1", help="address for --serve (default 127.0.0.1)")
     view.add_argument("--port", type=int, default=8765, help="port for --serve (default 8765; 0 picks a free one)")
+
+    runs = sub.add_parser("runs", help="one table of the runs in folders (default results/), with links in --out",
+                          description="Every run found in the folders (a folder holding run.sqlite, at any depth): "
+                                      "model, reasoning effort, profile, judge, rounds, complete or what is missing, "
+                                      "each benchmark's mean and Δ vs published; read from each run's summary.json "
+                                      "and manifest.json only.")
+    runs.add_argument("folders", type=Path, nargs="*", default=[Path("results")], metavar="DIR")
+    runs.add_argument("--out", type=Path, help="also write index.html (a folder, or an .html path) linking each run's report.html")
 
     tasks = sub.add_parser("tasks", help="list the registered tasks with their sources and item counts")
     tasks.add_argument("--variant", default="full", choices=["full", "sample"])
@@ -236,7 +265,7 @@ def _agree(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import regenerate
 
-    regenerate(args.run_dir)
+    regenerate(args.run_dir, args.out)
     return 0
 
 
@@ -256,6 +285,13 @@ def _view(args: argparse.Namespace) -> int:
         open_in_browser(path)
     if args.serve:
         serve(path, args.host, args.port)
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from .runs import runs_command
+
+    runs_command(args.folders, args.out)
     return 0
 
 
@@ -421,4 +457,4 @@ def _mock_judge(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": _run, "rejudge": _rejudge, "agree": _agree, "report": _report, "compare": _compare, "view": _view,
-            "tasks": _tasks, "fetch": _fetch, "check": _check, "mock-judge": _mock_judge}
+            "runs": _runs, "tasks": _tasks, "fetch": _fetch, "check": _check, "mock-judge": _mock_judge}

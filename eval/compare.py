@@ -63,5 +63,6 @@ def compare(run_dirs: list[Path], reference: Path | None, out: Path | None) -> d
         write_text(out / "compare.md", text)
         write_json(out / "compare.json", result)
         write_compare_plot(out, [r["summary"] for r in runs], published)
-        write_page(run_dirs, out, compare_plots(out))
+        page = write_page(run_dirs, out, compare_plots(out))
+        print(f"Comparison written to {out}/: compare.md, compare.json, plots, {page.name}")
     return result
