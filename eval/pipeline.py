@@ -30,7 +30,7 @@ from .judge.requests import Excluded, JudgeRequest
 from .records import Generation, Judgment, Slot, content_key
 from .resume import JudgeState, ResumeRules, plan_slots, refusal
 from .rundir import REPORT_FILES, RunLock, write_json
-from .store import Store
+from .store import Store, open_run
 from .statuses import JudgmentStatus as J
 from .summary import DEFAULT_REFERENCE, compute_summary
 from .tasks import Task, load_spec, load_task
@@ -157,7 +157,7 @@ def _read_only(run_dir: Path) -> bool:
 def _read_only_run(cfg: RunConfig, tasks: dict[str, Task], run_dir: Path, force: bool) -> dict[str, Any]:
     """A run directory this process cannot write (an archive, a read-only mount): complete, it is reported as it is;
     otherwise say what is left and how to go on."""
-    store = Store(run_dir / "run.sqlite", read_only=True)
+    store = open_run(run_dir)
     try:
         backend = make_backend(cfg, generating=False)
         try:

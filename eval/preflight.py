@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from .config import JudgeConfig, RunConfig
 from .sources import FileRef, cache_root, go_offline, hf_datasets_cache, hf_is_cached, is_cached, mirrored, offline
 from .smoke_model import is_builtin
-from .tasks import load_spec, task_file_refs
+from .tasks import TaskSpec, load_spec, task_file_refs
 
 PROBE_DEADLINE_S = 3.0
 OPENAI_API = "https://api.openai.com/v1"
@@ -89,13 +89,14 @@ def fetch_command(config: str, overrides: Iterable[str] = ()) -> str:
 def inspect(cfg: RunConfig, purpose: Purpose, fetch: str) -> Preflight:
     """Everything `purpose` needs, checked from the caches; servers are asked only whether they answer."""
     result = Preflight()
-    needs = _key_needs(cfg) + _task_needs(cfg) + _model_needs(cfg, purpose)
+    specs = {name: load_spec(name, cfg.task_options.get(name)) for name in cfg.tasks}
+    needs = _key_needs(cfg) + _task_needs(cfg, specs) + _model_needs(cfg, purpose)
     if offline():
         go_offline()  # LLMJP_EVAL_OFFLINE means the Hugging Face libraries too
         down = {_server(n.url): "offline mode: HF_HUB_OFFLINE or LLMJP_EVAL_OFFLINE is set" for n in needs if n.url}
     else:
         servers = {_server(n.url) for n in needs if n.url}
-        if _uses_hub(cfg):  # even with everything cached, a hub that does not answer costs a minute of retries
+        if _uses_hub(cfg, specs):  # even with everything cached, a hub that does not answer costs a minute of retries
             servers.add(hub_endpoint())
         down = unreachable(servers)
         if hub_endpoint() in down:
@@ -131,11 +132,10 @@ def _key_needs(cfg: RunConfig) -> list[_Need]:
     return needs
 
 
-def _task_needs(cfg: RunConfig) -> list[_Need]:
-    """Per task, its files that are not cached (one line for the task), and its dataset if not prepared."""
+def _task_needs(cfg: RunConfig, specs: dict[str, TaskSpec]) -> list[_Need]:
+    """Per task, its files that are not cached (one line per server they come from), and its dataset if not prepared."""
     needs = []
-    for name in cfg.tasks:
-        spec = load_spec(name, cfg.task_options.get(name))
+    for name, spec in specs.items():
         absent = [ref for ref in task_file_refs(spec, cfg.variant) if not is_cached(ref, cfg.asset_mirrors)]
         local = [ref for ref in absent if ref.url is None or mirrored(ref.url, cfg.asset_mirrors) is not None]
         for ref in local:
@@ -161,9 +161,15 @@ def _files_text(task: str, refs: list[FileRef]) -> str:
     return ("file " if len(names) == 1 else f"{len(names)} files ") + f"({', '.join(names)})"
 
 
+def _hub_model(cfg: RunConfig) -> bool:
+    """The model is a hub repository (not a builtin model, a folder, a server or a replayed file)."""
+    path = cfg.model.path
+    return cfg.model.backend in ("hf", "vllm") and not is_builtin(path) and not Path(path).expanduser().exists()
+
+
 def _model_needs(cfg: RunConfig, purpose: Purpose) -> list[_Need]:
     model = cfg.model
-    if model.backend not in ("hf", "vllm") or is_builtin(model.path) or Path(model.path).expanduser().exists():
+    if not _hub_model(cfg):
         return []
     if model.path.startswith((".", "/", "~")):  # a folder, as backends/template.py reads it, not a hub id
         return [_Need(f"model.path: {model.path} does not exist", None, "tokenizer", "give the model's folder, or its hub id")]
@@ -181,12 +187,9 @@ def _model_needs(cfg: RunConfig, purpose: Purpose) -> list[_Need]:
     return needs
 
 
-def _uses_hub(cfg: RunConfig) -> bool:
-    hub_model = cfg.model.backend in ("hf", "vllm") and not is_builtin(cfg.model.path) and \
-        not Path(cfg.model.path).expanduser().exists()
-    hub_data = any(spec.variant(cfg.variant).data.format == "hf" and not Path(spec.variant(cfg.variant).data.dataset or "").is_dir()
-                   for spec in (load_spec(n, cfg.task_options.get(n)) for n in cfg.tasks))
-    return hub_model or hub_data
+def _uses_hub(cfg: RunConfig, specs: dict[str, TaskSpec]) -> bool:
+    data = [spec.variant(cfg.variant).data for spec in specs.values()]
+    return _hub_model(cfg) or any(d.format == "hf" and not Path(d.dataset or "").is_dir() for d in data)
 
 
 def _hub_cache() -> str:
