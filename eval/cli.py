@@ -1,4 +1,4 @@
-"""`python -m eval …`: run, rejudge, agree, report, compare, view, tasks, fetch, check, mock-judge.
+"""`python -m eval …`: run, rejudge, agree, report, compare, view, runs, tasks, fetch, check, mock-judge.
 
 Exit codes: 0 success, 2 a user error (one line on stderr, no traceback), 3 and 4 a run that was reported but whose
 numbers do not stand as they are (outcome.py), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
@@ -30,8 +30,7 @@ def _quiet_libraries() -> None:
     when (and only if) a command imports them: importing them here would cost every command a second or two."""
     for variable, value in (("TOKENIZERS_PARALLELISM", "false"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
                             ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
-                            ("DATASETS_VERBOSITY", "error"),
-                            ("HF_HUB_VERBOSITY", "error")):
+                            ("DATASETS_VERBOSITY", "error"), ("HF_HUB_VERBOSITY", "error")):
         os.environ.setdefault(variable, value)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
@@ -140,7 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--no-model", action="store_true",
                        help="skip the model weights (the tokenizer is still fetched: a dry run needs it)")
 
-    check = sub.add_parser("check", help="validate a config and test the judge (key, model, parameters)")
+    check = sub.add_parser("check", help="everything a config needs, offline first (key, cached data, tokenizer, weights), "
+                                         "then one judge request",
+                           description="Say at once everything the run would miss, one line each with its fix; then "
+                                       "send one tiny judge request (key, model, parameters) when the key is there.")
     check.add_argument("config")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 

@@ -126,14 +126,13 @@ def _run_locked(cfg: RunConfig, tasks: dict[str, Task], run_dir: Path, options: 
 
 
 def _stop_if_missing(missing: list[preflight.Missing], consequence: str) -> None:
+    """One missing thing is the error itself; several are listed first, one line each."""
     if len(missing) == 1:
         raise UserError(f"{missing[0].what} → {missing[0].fix}")
     if missing:
         for thing in missing:
             print(thing.line(), file=sys.stderr)
-        many = len(missing) > 1
-        raise UserError(f"{len(missing)} {'things' if many else 'thing'} the run needs {'are' if many else 'is'} missing "
-                        f"(listed above, each with its fix); {consequence}")
+        raise UserError(f"{len(missing)} things the run needs are missing (listed above, each with its fix); {consequence}")
 
 
 def _dry_run(cfg: RunConfig, options: RunOptions, run_dir: Path, found: preflight.Preflight) -> dict[str, Any]:
@@ -228,6 +227,7 @@ class Runner:
         self.tasks = tasks
         self.store = store
         self.run_dir = run_dir
+        assert rules.backend is not None, "the runner generates: its rules need the backend"
         self.rules = rules
         self.backend: Backend = rules.backend
         self.generation_calls = 0
