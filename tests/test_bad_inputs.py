@@ -20,7 +20,7 @@ import yaml
 from conftest import LJJ_BASE, ROOT, UPSTREAM
 from helpers import SECRET, cli, run_cli
 
-PROGRESS = re.compile(r"^(generate|judge|batch \S+): ")  # progress lines of a case that fails after generating
+PROGRESS = re.compile(r"^(generate|judge|batch \S+|model): ")  # progress lines of a case that fails after generating
 SMOKE = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
 
 
