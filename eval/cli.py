@@ -374,7 +374,7 @@ def _fetch_model(path: str, revision: str | None, weights: bool) -> None:
 def _check(args: argparse.Namespace) -> int:
     """Everything the run needs, the offline part first; one line per thing, every missing thing said at once."""
     from .pipeline import load_tasks
-    from .preflight import fetch_command, inspect
+    from .preflight import fetch_command, inspect, server_of, unreachable
 
     cfg = load_config(args.config, args.overrides)
     found = inspect(cfg, "check", fetch_command(args.config, args.overrides))
@@ -392,6 +392,10 @@ def _check(args: argparse.Namespace) -> int:
     for what in found.downloads:
         if what.startswith(("tokenizer", "model weights")):
             print(f"note     {what}; the run downloads it (or `python -m eval fetch` now)")
+    if cfg.model.backend == "openai":
+        for server, reason in unreachable({server_of(url) for url in cfg.model.base_urls}).items():
+            missing.append(f"missing  model.base_urls: {server} does not answer ({reason}) → start the server there, "
+                           "or correct the address")
     if cfg.judge.mock or os.environ.get(cfg.judge.api_key_env):  # no key: the request could only fail
         missing += _check_judge(cfg, tasks)
     for line in missing:

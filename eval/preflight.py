@@ -78,8 +78,8 @@ class _Need:
 def judge_server(judge: JudgeConfig) -> str:
     """The server the judge's requests go to."""
     if judge.provider == "azure" and judge.azure is not None:
-        return _server(judge.azure.endpoint)
-    return _server(judge.base_url or OPENAI_API)
+        return server_of(judge.azure.endpoint)
+    return server_of(judge.base_url or OPENAI_API)
 
 
 def fetch_command(config: str, overrides: Iterable[str] = ()) -> str:
@@ -93,9 +93,9 @@ def inspect(cfg: RunConfig, purpose: Purpose, fetch: str) -> Preflight:
     needs = _key_needs(cfg) + _task_needs(cfg, specs) + _model_needs(cfg, purpose)
     if offline():
         go_offline()  # LLMJP_EVAL_OFFLINE means the Hugging Face libraries too
-        down = {_server(n.url): "offline mode: HF_HUB_OFFLINE or LLMJP_EVAL_OFFLINE is set" for n in needs if n.url}
+        down = {server_of(n.url): "offline mode: HF_HUB_OFFLINE or LLMJP_EVAL_OFFLINE is set" for n in needs if n.url}
     else:
-        servers = {_server(n.url) for n in needs if n.url}
+        servers = {server_of(n.url) for n in needs if n.url}
         if _uses_hub(cfg, specs):  # even with everything cached, a hub that does not answer costs a minute of retries
             servers.add(hub_endpoint())
         down = unreachable(servers)
@@ -105,7 +105,7 @@ def inspect(cfg: RunConfig, purpose: Purpose, fetch: str) -> Preflight:
                                 "local caches only (HF_HUB_OFFLINE=1 for this command; export it on an offline machine "
                                 "to skip this check)")
     for need in needs:
-        server = _server(need.url) if need.url else None
+        server = server_of(need.url) if need.url else None
         if server is None:
             result.missing.append(Missing(need.what, need.fix, need.stops))
         elif server in down:
@@ -145,7 +145,7 @@ def _task_needs(cfg: RunConfig, specs: dict[str, TaskSpec]) -> list[_Need]:
         by_server: dict[str, list[FileRef]] = {}
         for ref in absent:
             if ref not in local:
-                by_server.setdefault(_server(ref.url or ""), []).append(ref)
+                by_server.setdefault(server_of(ref.url or ""), []).append(ref)
         for server, refs in by_server.items():
             needs.append(_Need(f"task {name}: {_files_text(name, refs)} not in the cache ({cache_root() / 'assets'})",
                                server, "data"))
@@ -224,7 +224,7 @@ def _weights_cached(repo: str, revision: str | None) -> bool:
 
 
 def _caches_for(need: _Need) -> str:
-    if need.url and _server(need.url) == hub_endpoint():
+    if need.url and server_of(need.url) == hub_endpoint():
         return os.environ.get("HF_HOME", "~/.cache/huggingface")
     return str(cache_root())
 
@@ -232,7 +232,7 @@ def _caches_for(need: _Need) -> str:
 # ---------------------------------------------------------------- is a server there?
 
 
-def _server(url: str) -> str:
+def server_of(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
 

@@ -61,6 +61,16 @@ def test_check_with_a_key_asks_the_judge_server_once_and_says_it_does_not_answer
     assert "judge.api_key_env" not in result.stdout and SECRET not in result.stdout + result.stderr
 
 
+def test_check_says_which_generation_server_does_not_answer(tmp_path):
+    result = cli("check", "configs/smoke.yaml", "--set", "model={backend: openai, path: served-model, "
+                 "base_urls: [http://127.0.0.1:9/v1]}")
+    assert result.returncode == 2
+    assert [line for line in result.stdout.splitlines() if line.startswith("missing")] == [
+        "missing  model.base_urls: http://127.0.0.1:9 does not answer ([Errno 111] Connection refused) → start the "
+        "server there, or correct the address"]
+    assert "ok       judge mock-judge: reachable" in result.stdout  # everything else is still checked
+
+
 def test_the_dry_run_estimates_and_then_says_what_the_run_would_miss(tmp_path):
     result = cli("run", "configs/smoke.yaml", "--dry-run", "--out", str(tmp_path / "run"), "--set", "judge.mock=false",
                  "--set", "judge.api_key_env=NO_SUCH_KEY_VAR")
