@@ -93,24 +93,23 @@ def inspect(cfg: RunConfig, purpose: Purpose, fetch: str) -> Preflight:
     needs = _key_needs(cfg) + _task_needs(cfg, specs) + _model_needs(cfg, purpose)
     if offline():
         go_offline()  # LLMJP_EVAL_OFFLINE means the Hugging Face libraries too
-        down = {server_of(n.url): "offline mode: HF_HUB_OFFLINE or LLMJP_EVAL_OFFLINE is set" for n in needs if n.url}
+        why = {server_of(n.url): "downloads are off (HF_HUB_OFFLINE or LLMJP_EVAL_OFFLINE is set)" for n in needs if n.url}
     else:
         servers = {server_of(n.url) for n in needs if n.url}
         if _uses_hub(cfg, specs):  # even with everything cached, a hub that does not answer costs a minute of retries
             servers.add(hub_endpoint())
-        down = unreachable(servers)
-        if hub_endpoint() in down:
+        why = {server: f"{server} does not answer ({reason})" for server, reason in unreachable(servers).items()}
+        if hub_endpoint() in why:
             go_offline()
-            result.notes.append(f"note     {hub_endpoint()} does not answer ({down[hub_endpoint()]}): working from the "
-                                "local caches only (HF_HUB_OFFLINE=1 for this command; export it on an offline machine "
-                                "to skip this check)")
+            result.notes.append(f"note     {why[hub_endpoint()]}: working from the local caches only (HF_HUB_OFFLINE=1 "
+                                "for this command; export it on an offline machine to skip this check)")
     for need in needs:
         server = server_of(need.url) if need.url else None
         if server is None:
             result.missing.append(Missing(need.what, need.fix, need.stops))
-        elif server in down:
+        elif server in why:
             fix = f"`{fetch}` where {server} answers, then copy {_caches_for(need)} here"
-            result.missing.append(Missing(f"{need.what}; {server} does not answer ({down[server]})", fix, need.stops))
+            result.missing.append(Missing(f"{need.what}; {why[server]}", fix, need.stops))
         else:
             result.downloads.append(need.what)
     return result

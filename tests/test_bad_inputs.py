@@ -193,7 +193,7 @@ def case_checksum_mismatch(tmp, **_):
 def case_offline_and_not_cached(tmp, **_):
     config = write_config(tmp, variant="full", tasks=["mt_bench_en"])
     return run_args(tmp, config), {"LLMJP_EVAL_CACHE": str(tmp / "empty-cache"), "HF_HUB_OFFLINE": "1"}, \
-        ["task mt_bench_en: 4 files (questions, references", "not in the cache", "offline mode", "python -m eval fetch"]
+        ["task mt_bench_en: 4 files (questions, references", "not in the cache", "downloads are off", "python -m eval fetch"]
 
 
 def case_unreachable_url(tmp, **_):
