@@ -8,11 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
 from .metrics import paired_difference
 from .plots import write_compare_plot
 from .rundir import write_json, write_text
-from .store import Store
+from .store import open_run
 from .summary import compute_summary, load_published, published_label, report_order, task_observations
 from .tables import cell, fmt, published_cells
 from .view import compare_plots, write_page
@@ -21,10 +20,7 @@ from .view import compare_plots, write_page
 def compare(run_dirs: list[Path], reference: Path | None, out: Path | None) -> dict[str, Any]:
     runs = []
     for run_dir in run_dirs:
-        path = run_dir / "run.sqlite"
-        if not path.is_file():
-            raise UserError(f"{run_dir}: no run.sqlite here; give run directories (results/<name>)")
-        store = Store(path)
+        store = open_run(run_dir, "run directories")
         try:
             runs.append({"dir": str(run_dir), "summary": compute_summary(store), "obs": task_observations(store)})
         finally:
@@ -67,5 +63,6 @@ def compare(run_dirs: list[Path], reference: Path | None, out: Path | None) -> d
         write_text(out / "compare.md", text)
         write_json(out / "compare.json", result)
         write_compare_plot(out, [r["summary"] for r in runs], published)
-        write_page(run_dirs, out, compare_plots(out))
+        page = write_page(run_dirs, out, compare_plots(out))
+        print(f"Comparison written to {out}/: compare.md, compare.json, plots, {page.name}")
     return result
