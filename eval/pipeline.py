@@ -114,7 +114,8 @@ def write_reports_if_changed(run_dir: Path, store: Store, cfg: RunConfig, runner
     are all still there (`python -m eval report RUN_DIR` rebuilds them anyway)."""
     fingerprint = content_key(__version__, DEFAULT_REFERENCE.read_text(encoding="utf-8"),
                               store.fingerprint(exclude_meta=(REPORTS_FINGERPRINT,)))
-    if store.meta(REPORTS_FINGERPRINT) == fingerprint and all((run_dir / name).is_file() for name in REPORT_FILES):
+    if store.meta(REPORTS_FINGERPRINT) == fingerprint and all((run_dir / name).is_file() and not (run_dir / name).is_symlink()
+                                                              for name in REPORT_FILES):  # a link: replaced by the file
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         write_json(run_dir / "manifest.json", report.manifest(store, cfg, runner.activity()))  # says what this run did
         print()
