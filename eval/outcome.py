@@ -3,8 +3,10 @@ before this is asked, so a non-zero code never means that something computed was
 
 Exit codes of `run` and `rejudge` (README, "Exit codes"):
   0  complete: every planned slot has an answer and a valid-or-final judgment of that answer
-  3  reported, but the numbers do not measure the model: a task's answers mostly had no final answer
+  3  reported, but the numbers do not measure the model: a task's answers mostly had no final answer, or no
+     judgment of a task gave a score and its failures are final (parse_failed, length, content_filtered)
   4  reported, but incomplete: answers or judgments failed or are missing; the same command again retries them
+     (4 wins over 3: after the retry, a task that still has no score exits 3)
 A user error is 2, an interrupted run 128 + the signal (cli.py).
 """
 
@@ -13,9 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .statuses import JudgmentStatus as J
+
 COMPLETE = 0
 NO_ANSWERS = 3
+NO_SCORES = 3  # the same code as NO_ANSWERS: the numbers do not measure the model
 INCOMPLETE = 4
+# Final failures (asking again would not change them), each with what to check.
+_WHY_NO_SCORE = {J.PARSE_FAILED: "the judge's replies hold no score in the format the task's regex reads",
+                 J.LENGTH: "the judge's replies were cut off (the task's judge.max_tokens)",
+                 J.CONTENT_FILTERED: "the judge's provider filtered the prompts or replies"}
 
 
 @dataclass
@@ -33,8 +42,16 @@ def outcome(summary: dict[str, Any], retry_command: str | None = None) -> Outcom
     for entry in summary["tasks"].values():
         counts = entry["counts"]
         missing, failed = counts["missing"], failed_on_the_api(counts)
+        final = {status: counts[status] for status in _WHY_NO_SCORE if counts[status]}
         if missing or failed:
             incomplete.append(f"{entry['column']}: {missing} judgments missing, {failed} failed on the judge API")
+        elif counts["valid"] == 0 and final:
+            result.code = NO_SCORES
+            result.lines.append(
+                f"NO SCORES: {entry['column']}: none of its {counts['judgments']} judgments gave a score ("
+                + ", ".join(f"{n} {status}" for status, n in final.items()) + "), so its numbers do not measure the "
+                "model and running again would not change them; check judgments.jsonl (raw, error): "
+                + "; ".join(_WHY_NO_SCORE[status] for status in final) + " — or choose another judge.")
     if incomplete:
         result.code = INCOMPLETE
         result.lines += ["INCOMPLETE: " + "; ".join(incomplete) + "."]

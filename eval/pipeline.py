@@ -140,6 +140,7 @@ class Runner:
         self.backend: Backend | None = None
         self.rules = ResumeRules(cfg, tasks, store, None)
         self.generation_calls = 0
+        self.answers_replayed = 0  # a replay backend (rejudge, an answer file) stores answers it did not generate
         self.judge_calls = 0
         self.judgments_reused = 0
         self.stop = threading.Event()
@@ -148,18 +149,19 @@ class Runner:
         self.fingerprints: dict[str, list[str]] = {}
 
     def activity(self) -> dict[str, Any]:
-        return {"generation_calls": self.generation_calls, "judge_calls": self.judge_calls,
+        return {"generation_calls": self.generation_calls, "answers_replayed": self.answers_replayed, "judge_calls": self.judge_calls,
                 "judgments_reused": self.judgments_reused, "budget_reached": self.budget_reached,
                 "warnings": self.warnings, "judge_seen": self.fingerprints}
 
     def account(self) -> str:
         """One line saying what this invocation computed — in particular when it computed nothing."""
         reused = f"{self.judgments_reused} judgments came from the shared judge cache" if self.judgments_reused else ""
-        if self.generation_calls == 0 and self.judge_calls == 0:
+        if self.generation_calls == 0 and self.answers_replayed == 0 and self.judge_calls == 0:
             return f"{self.run_dir}: nothing to compute — every answer was already stored" + \
                 (f" and {reused}." if reused else " and judged.")
-        return (f"{self.run_dir}: this run generated {self.generation_calls} answers and made {self.judge_calls} "
-                f"judgments" + (f"; {reused}." if reused else "."))
+        answers = (f"replayed {self.answers_replayed} stored answers" if self.answers_replayed and not self.generation_calls
+                   else f"generated {self.generation_calls} answers")
+        return f"{self.run_dir}: this run {answers} and made {self.judge_calls} judgments" + (f"; {reused}." if reused else ".")
 
     # ---------------------------------------------------------------- orchestration
 
@@ -259,7 +261,10 @@ class Runner:
                 def store_result(result: GenerationResult) -> None:
                     if self.stop.is_set():
                         raise _RunStopped()
-                    self.generation_calls += 1
+                    if self.backend.name == "replay":
+                        self.answers_replayed += 1
+                    else:
+                        self.generation_calls += 1
                     gen = self._record(result)
                     self.store.put_generation(gen)
                     checkpoint("generation_stored")
