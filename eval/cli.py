@@ -1,7 +1,8 @@
-"""`python -m eval …`: run, rejudge, agree, report, compare, view, tasks, fetch, check, mock-judge.
+"""`python -m eval …`: run, rejudge, agree, report, compare, view, tasks, fetch, check, cache, mock-judge.
 
 Exit codes: 0 success, 2 a user error (one line on stderr, no traceback), 3 and 4 a run that was reported but whose
-numbers do not stand as they are (outcome.py), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+numbers do not stand as they are (outcome.py), 1 a `cache verify` that found records that do not verify, 130
+interrupted (SIGINT), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -112,6 +113,15 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config and test the judge (key, model, parameters)")
     check.add_argument("config")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    cache = sub.add_parser("cache", help="verify, summarise or prune a shared judge cache",
+                           description="verify: read every record as a run would and list those that do not verify "
+                                       "(exit 1 if any); stats: records per judge and status; prune: remove the records "
+                                       "that do not verify, an older version's records and, with --older-than, old ones.")
+    cache.add_argument("action", choices=["verify", "stats", "prune"])
+    cache.add_argument("path", nargs="?", type=Path, metavar="PATH",
+                       help="the cache file (default: judge-cache.sqlite in $LLMJP_EVAL_CACHE or ~/.cache/llmjp-eval)")
+    cache.add_argument("--older-than", type=float, metavar="DAYS", help="prune: also remove records written before then")
 
     mock = sub.add_parser("mock-judge", help="serve the OpenAI-compatible mock judge/generator")
     mock.add_argument("--host", default="127.0.0.1")
@@ -352,6 +362,14 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from .judge.cache import cache_command
+
+    if args.older_than is not None and (args.action != "prune" or args.older_than < 0):
+        raise UserError("--older-than DAYS goes with `cache prune` and is 0 or more")
+    return cache_command(args.action, args.path, args.older_than)
+
+
 def _mock_judge(args: argparse.Namespace) -> int:
     from .judge.mock_server import MockServer
 
@@ -375,4 +393,4 @@ def _mock_judge(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": _run, "rejudge": _rejudge, "agree": _agree, "report": _report, "compare": _compare, "view": _view,
-            "tasks": _tasks, "fetch": _fetch, "check": _check, "mock-judge": _mock_judge}
+            "tasks": _tasks, "fetch": _fetch, "check": _check, "cache": _cache, "mock-judge": _mock_judge}

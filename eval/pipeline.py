@@ -22,7 +22,7 @@ from .errors import UserError
 from .failpoints import checkpoint
 from .judge.batch import BatchJudge
 from .judge.cache import JudgeCache
-from .judge.client import JudgeClient
+from .judge.client import JudgeClient, endpoint_identity
 from .judge.ledger import Ledger
 from .judge.mock_server import MockServer
 from .judge.requests import Excluded, JudgeRequest
@@ -214,7 +214,7 @@ class Runner:
     def _shared_cache(self) -> Iterator[JudgeCache]:
         """The shared judge cache for this invocation. Its writes trail the store's (see judge/cache.py); a run
         killed before they were done is caught up here from the store, the run's record."""
-        cache = JudgeCache(self.cfg.judge.cache, self.cfg.judge.cache_path)
+        cache = JudgeCache(self.cfg.judge.cache, self.cfg.judge.cache_path, endpoint_identity(self.cfg.judge))
         writable = cache.writable
         try:
             if writable:
@@ -223,6 +223,9 @@ class Runner:
                 self.store.set_meta(CACHE_BEHIND, True)
             yield cache
         finally:
+            if (warning := cache.miss_warning()) is not None:
+                self.warnings.append(warning)
+                print(f"WARNING: {warning}", file=sys.stderr)
             cache.close()  # waits for its writes
             if writable:
                 self.store.set_meta(CACHE_BEHIND, False)
@@ -384,7 +387,7 @@ class GenerateAndJudge:
                     self.runner.adopt(state)
             elif isinstance(request, Excluded):
                 self.store.put_judgment(self.runner.excluded(request))
-            elif (cached := self.cache.get(request.key)) is not None:
+            elif (cached := self.cache.get(self.client.request_body(request), request.rules(self.client.profile))) is not None:
                 self.runner.judgments_reused += 1
                 self.store.put_judgment(_moved(cached, target, request))
             else:
