@@ -118,7 +118,7 @@ def test_judgments_stored_before_a_kill_are_kept_paid_once_and_reach_the_shared_
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert activity(out)["judge_calls"] == 3  # the three stored before the kill are not asked again
     cache = sqlite3.connect(tmp_path / "judge-cache.sqlite")
-    cached = dict(cache.execute("SELECT key, record FROM judgments").fetchall())
+    cached = {json.loads(record)["judgment"]["key"] for (record,) in cache.execute("SELECT record FROM entries")}
     cache.close()
     assert set(kept) <= set(cached) and len(cached) == 6  # including the one whose cache write the kill cut off
 
