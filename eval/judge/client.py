@@ -32,6 +32,7 @@ from ..compat import Profile
 from ..config import JudgeConfig
 from ..errors import UserError
 from ..records import Judgment, Usage
+from ..redact import PUBLIC_QUERY_PARAMS
 from ..statuses import JudgmentStatus as J
 from .ledger import Ledger
 from .limits import RateLimiter, estimate_tokens
@@ -169,8 +170,6 @@ def endpoint_identity(cfg: JudgeConfig) -> dict[str, Any]:
 def normalised_address(url: str) -> str:
     """Scheme and host in lower case, no default port, no user-info, no trailing slash, query parameters sorted with
     every value but Azure's api-version replaced by a hash of it."""
-    from ..redact import PUBLIC_QUERY_PARAMS
-
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
