@@ -179,6 +179,13 @@ def test_soak_realistic_size_memory_stays_flat_and_the_store_grows_linearly(tmp_
     }
     path = tmp_path / "soak.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    # The judge recognises the run's own prompts (the full variants' come from the mirror, which it cannot know):
+    # without them every llm-jp-instructions judgment ended parse_failed, and the run now exits 3 for that.
+    from eval.config import load_config
+    from eval.pipeline import load_tasks
+    from eval.tasks import judge_templates
+
+    judge.state.templates = judge_templates(load_tasks(load_config(path), None).values())
     out = tmp_path / "run"
     log = tmp_path / "soak.log"
     proc = popen_cli("run", str(path), "--out", str(out), env=ENV, log=log)
