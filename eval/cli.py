@@ -119,8 +119,8 @@ def _parser() -> argparse.ArgumentParser:
                                        "(exit 1 if any); stats: records per judge and status; prune: remove the records "
                                        "that do not verify, an older version's records and, with --older-than, old ones.")
     cache.add_argument("action", choices=["verify", "stats", "prune"])
-    cache.add_argument("path", nargs="?", type=Path, metavar="PATH",
-                       help="the cache file (default: judge-cache.sqlite in $LLMJP_EVAL_CACHE or ~/.cache/llmjp-eval)")
+    cache.add_argument("path", type=Path, metavar="PATH",
+                       help="the cache file (a run's default: judge-cache.sqlite in $LLMJP_EVAL_CACHE or ~/.cache/llmjp-eval)")
     cache.add_argument("--older-than", type=float, metavar="DAYS", help="prune: also remove records written before then")
 
     mock = sub.add_parser("mock-judge", help="serve the OpenAI-compatible mock judge/generator")

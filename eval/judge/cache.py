@@ -329,8 +329,11 @@ def prune(path: Path, older_than_days: float | None = None) -> tuple[int, int, i
     db = _open_existing(path, writable=True)
     try:
         db.execute("BEGIN IMMEDIATE")
-        db.executemany(f"DELETE FROM {TABLE} WHERE key = ?", [(key,) for key, _, _ in found.failures])
-        aged = db.execute(f"DELETE FROM {TABLE} WHERE created < ?", (cutoff,)).rowcount if cutoff is not None else 0
+        aged = 0
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)).fetchone():
+            db.executemany(f"DELETE FROM {TABLE} WHERE key = ?", [(key,) for key, _, _ in found.failures])
+            if cutoff is not None:
+                aged = db.execute(f"DELETE FROM {TABLE} WHERE created < ?", (cutoff,)).rowcount
         if found.old_records:
             db.execute(f"DROP TABLE {OLD_TABLE}")
         db.execute("COMMIT")
@@ -342,8 +345,8 @@ def prune(path: Path, older_than_days: float | None = None) -> tuple[int, int, i
     return len(found.failures), found.old_records, aged
 
 
-def cache_command(action: str, path: Path | None, older_than_days: float | None = None) -> int:
-    path = path.expanduser() if path is not None else default_path()
+def cache_command(action: str, path: Path, older_than_days: float | None = None) -> int:
+    path = path.expanduser()
     if action == "prune":
         failed, old, aged = prune(path, older_than_days)
         print(f"{path}: removed {failed} records that did not verify, {old} records of an older version"
@@ -362,7 +365,8 @@ def cache_command(action: str, path: Path | None, older_than_days: float | None 
             f"{time.strftime('%Y-%m-%d', time.localtime(found.newest))}" if found.oldest is not None else ""))
         for (where, model), n in found.judges.most_common():
             print(f"  {n:>8}  {model} at {where}")
-        print("  statuses: " + ", ".join(f"{status} {n}" for status, n in found.statuses.most_common()))
+        if found.statuses:
+            print("  statuses: " + ", ".join(f"{status} {n}" for status, n in found.statuses.most_common()))
         return 0
     for key, reason, detail in found.failures[:20]:
         print(f"  {key}  {reason}: {detail}")
