@@ -3,9 +3,11 @@ before this is asked, so a non-zero code never means that something computed was
 
 Exit codes of `run` and `rejudge` (README, "Exit codes"):
   0  complete: every planned slot has an answer that did not fail and a final judgment of that answer
-  3  reported, but the numbers do not measure the model: a task's answers mostly had no final answer
+  3  reported, but the numbers do not measure the model: a task's answers mostly had no final answer, or no
+     judgment of a task gave a score and its failures are final (parse_failed, length, content_filtered)
   4  reported, but incomplete: answers failed or were not generated, or judgments failed or are missing (per task
      in the last lines); the same command again retries them
+  3 wins over 4 (both are said): what is retried would not make those numbers measure the model.
 A user error is 2, an interrupted run 128 + the signal (cli.py).
 """
 
@@ -14,9 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .statuses import JudgmentStatus as J
+
 COMPLETE = 0
 NO_ANSWERS = 3
+NO_SCORES = 3  # the same code as NO_ANSWERS: the numbers do not measure the model
 INCOMPLETE = 4
+# Final failures (asking again would not change them), each with what to check.
+_WHY_NO_SCORE = {J.PARSE_FAILED: "the judge's replies hold no score in the format the task's regex reads",
+                 J.LENGTH: "the judge's replies were cut off (the task's judge.max_tokens)",
+                 J.CONTENT_FILTERED: "the judge's provider filtered the prompts or replies"}
 
 # Shares of a task's answers without a final answer (no_final, empty, or None for the judge): above the first the
 # summary, the tables and the page warn; above the second the run ends with NO_ANSWERS.
@@ -37,9 +46,17 @@ def outcome(summary: dict[str, Any], retry_command: str | None = None) -> Outcom
     result = Outcome()
     incomplete, unanswered = [], []
     for entry in summary["tasks"].values():
-        left = ", ".join(counted(n, what) for what, n in unfinished(entry["counts"]).items() if n)
+        counts = entry["counts"]
+        left = ", ".join(counted(n, what) for what, n in unfinished(counts).items() if n)
         if left:
             incomplete.append(f"{entry['column']}: {left}")
+        elif counts["valid"] == 0 and (final := {s: counts[s] for s in _WHY_NO_SCORE if counts[s]}):
+            result.code = NO_SCORES
+            result.lines.append(
+                f"NO SCORES: {entry['column']}: none of its {counts['judgments']} judgments gave a score ("
+                + ", ".join(f"{n} {status}" for status, n in final.items()) + "), so its numbers do not measure the "
+                "model and running again would not change them; check judgments.jsonl (raw, error): "
+                + "; ".join(_WHY_NO_SCORE[status] for status in final) + " — or choose another judge.")
         facts = entry.get("no_answer")  # absent from a summary written before it was counted
         if facts and facts["share"] > NO_ANSWER_FAIL:
             unanswered.append(f"{entry['column']} ({facts['count']} of {facts['answers']})")

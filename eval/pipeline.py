@@ -23,7 +23,7 @@ from .errors import UserError
 from .failpoints import checkpoint
 from .judge.batch import BatchJudge
 from .judge.cache import JudgeCache
-from .judge.client import JudgeClient
+from .judge.client import JudgeClient, endpoint_identity
 from .judge.ledger import Ledger
 from .judge.mock_server import MockServer
 from .judge.requests import Excluded, JudgeRequest
@@ -216,7 +216,8 @@ def write_reports_if_changed(run_dir: Path, store: Store, cfg: RunConfig, runner
     are all still there (`python -m eval report RUN_DIR` rebuilds them anyway)."""
     fingerprint = content_key(__version__, DEFAULT_REFERENCE.read_text(encoding="utf-8"),
                               store.fingerprint(exclude_meta=(REPORTS_FINGERPRINT,)))
-    if store.meta(REPORTS_FINGERPRINT) == fingerprint and all((run_dir / name).is_file() for name in REPORT_FILES):
+    if store.meta(REPORTS_FINGERPRINT) == fingerprint and all((run_dir / name).is_file() and not (run_dir / name).is_symlink()
+                                                              for name in REPORT_FILES):  # a link: replaced by the file
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         write_json(run_dir / "manifest.json", report.manifest(store, cfg, runner.activity()))  # says what this run did
         print()
@@ -242,6 +243,7 @@ class Runner:
         self.rules = rules
         self.backend: Backend = rules.backend
         self.generation_calls = 0
+        self.answers_replayed = 0  # a replay backend (rejudge, an answer file) stores answers it did not generate
         self.judge_calls = 0
         self.judgments_reused = 0
         self.stop = threading.Event()
@@ -251,7 +253,8 @@ class Runner:
 
     def activity(self) -> dict[str, Any]:
         servers = getattr(self.backend, "servers", None)  # a backend that spreads requests over servers says how
-        return {"generation_calls": self.generation_calls, "judge_calls": self.judge_calls,
+        return {"generation_calls": self.generation_calls, "answers_replayed": self.answers_replayed,
+                "judge_calls": self.judge_calls,
                 "judgments_reused": self.judgments_reused, "budget_reached": self.budget_reached,
                 "warnings": self.warnings, "judge_seen": self.fingerprints,
                 "generation_servers": servers() if servers else None}
@@ -259,11 +262,12 @@ class Runner:
     def account(self) -> str:
         """One line saying what this invocation computed — in particular when it computed nothing."""
         reused = f"{self.judgments_reused} judgments came from the shared judge cache" if self.judgments_reused else ""
-        if self.generation_calls == 0 and self.judge_calls == 0:
+        if self.generation_calls == 0 and self.answers_replayed == 0 and self.judge_calls == 0:
             return f"{self.run_dir}: nothing to compute — every answer was already stored" + \
                 (f" and {reused}." if reused else " and judged.")
-        return (f"{self.run_dir}: this run generated {self.generation_calls} answers and made {self.judge_calls} "
-                f"judgments" + (f"; {reused}." if reused else "."))
+        answers = (f"replayed {self.answers_replayed} stored answers" if self.answers_replayed and not self.generation_calls
+                   else f"generated {self.generation_calls} answers")
+        return f"{self.run_dir}: this run {answers} and made {self.judge_calls} judgments" + (f"; {reused}." if reused else ".")
 
     # ---------------------------------------------------------------- orchestration
 
@@ -313,7 +317,7 @@ class Runner:
     def _shared_cache(self) -> Iterator[JudgeCache]:
         """The shared judge cache for this invocation. Its writes trail the store's (see judge/cache.py); a run
         killed before they were done is caught up here from the store, the run's record."""
-        cache = JudgeCache(self.cfg.judge.cache, self.cfg.judge.cache_path)
+        cache = JudgeCache(self.cfg.judge.cache, self.cfg.judge.cache_path, endpoint_identity(self.cfg.judge))
         writable = cache.writable
         try:
             if writable:
@@ -322,6 +326,9 @@ class Runner:
                 self.store.set_meta(CACHE_BEHIND, True)
             yield cache
         finally:
+            if (warning := cache.miss_warning()) is not None:
+                self.warnings.append(warning)
+                print(f"WARNING: {warning}", file=sys.stderr)
             cache.close()  # waits for its writes
             if writable:
                 self.store.set_meta(CACHE_BEHIND, False)
@@ -360,7 +367,10 @@ class Runner:
                 def store_result(result: GenerationResult) -> None:
                     if self.stop.is_set():
                         raise _RunStopped()
-                    self.generation_calls += 1
+                    if self.backend.name == "replay":
+                        self.answers_replayed += 1
+                    else:
+                        self.generation_calls += 1
                     gen = self._record(result)
                     self.store.put_generation(gen, self.rules.superseded_by(gen))
                     checkpoint("generation_stored")
@@ -497,7 +507,7 @@ class GenerateAndJudge:
                     self.runner.adopt(state)
             elif isinstance(request, Excluded):
                 self.store.put_judgment(self.runner.excluded(request))
-            elif (cached := self.cache.get(request.key)) is not None:
+            elif (cached := self.cache.get(self.client.request_body(request), request.rules(self.client.profile))) is not None:
                 self.runner.judgments_reused += 1
                 self.store.put_judgment(_moved(cached, target, request))
             else:

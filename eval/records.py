@@ -100,3 +100,4 @@ class Judgment(_Record):
     error: str | None = None
     cost_usd: float | None = None
     cached: bool = False
+    parse_rules: str | None = None  # JudgeRequest.rules: how the reply was read (the shared cache keys by it)

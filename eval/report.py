@@ -13,7 +13,7 @@ import yaml
 from .config import RunConfig
 from .kinds import kind
 from .manifest import manifest
-from .rundir import write_json, write_jsonl, write_text
+from .rundir import check_links, write_json, write_jsonl, write_text
 from .statuses import JudgmentStatus
 from .store import Store, open_run
 from .summary import compute_summary, load_published
@@ -43,6 +43,7 @@ def write_reports(run_dir: Path, store: Store) -> dict[str, Any]:
     # matplotlib takes about half a second to import: only the commands that draw load it.
     from .plots import write_plots
 
+    check_links(run_dir)
     summary = compute_summary(store)
     published = load_published()
     plots = write_plots(run_dir, summary, published)

@@ -311,12 +311,18 @@ def open_in_browser(path: Path) -> None:
                         "a machine with a browser, or serve it with --serve and open it through `ssh -L 8765:localhost:8765`")
 
 
-def serve(path: Path, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve the page alone (nothing else of the folder) until Ctrl-C; for a GPU node reached through ssh -L."""
+def page_server(path: Path, host: str = "127.0.0.1", port: int = 8765) -> http.server.ThreadingHTTPServer:
+    """A server of the page alone (nothing else of the folder), answering only requests addressed to it by a loopback
+    name or its own address and port: a page of another site that rebinds its name to 127.0.0.1 sends its own name
+    as Host and is refused (421)."""
     body = path.read_bytes()
+    addressed_to: set[str] = set()  # the Host values answered, known once the port is bound
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+            if (self.headers.get("Host") or "").lower() not in addressed_to:
+                self.send_error(421, "Misdirected Request", "this server answers only to " + ", ".join(sorted(addressed_to)))
+                return
             if self.path.split("?", 1)[0] not in ("/", f"/{path.name}"):
                 self.send_error(404)
                 return
@@ -333,6 +339,15 @@ def serve(path: Path, host: str = "127.0.0.1", port: int = 8765) -> None:
         server = http.server.ThreadingHTTPServer((host, port), Handler)
     except OSError as e:
         raise UserError(f"--serve: cannot listen on {host}:{port} ({e.strerror}); pick another --port") from None
+    bound = server.server_address[1]
+    names = {"localhost", "127.0.0.1", "[::1]", f"[{host}]" if ":" in host else host.lower()}
+    addressed_to.update(f"{name}:{bound}" for name in names)
+    return server
+
+
+def serve(path: Path, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve the page until Ctrl-C; for a GPU node reached through ssh -L (the same port on both ends)."""
+    server = page_server(path, host, port)
     print(f"serving {path} at http://{host}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
@@ -340,4 +355,3 @@ def serve(path: Path, host: str = "127.0.0.1", port: int = 8765) -> None:
         print("stopped")
     finally:
         server.server_close()
-

@@ -216,6 +216,10 @@ def test_rejudge_sends_the_same_judge_prompts_and_keeps_the_row_label(judged_twi
     assert summary_after["judge_model"] == "mock-judge-lenient"
     assert "| **tiny-harmony (reasoning_effort = medium)** (measured) |" in result.stdout
     assert "Judge: `mock-judge-lenient`" in result.stdout
+    planned = len(answers_before)
+    assert f"this run replayed {planned} stored answers and made {planned} judgments." in result.stdout  # not "generated"
+    activity = json.loads((rejudged / "manifest.json").read_text())["this_invocation"]
+    assert (activity["answers_replayed"], activity["generation_calls"], activity["judge_calls"]) == (planned, 0, planned)
     compared = cli("compare", str(original), str(rejudged))
     assert compared.returncode == 0, compared.stderr[-2000:]
     assert f"| tiny-harmony (reasoning_effort = medium) ({rejudged.name}, judge mock-judge-lenient) | measured |" in compared.stdout

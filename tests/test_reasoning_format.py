@@ -137,7 +137,8 @@ def test_the_thresholds_warn_above_five_percent_and_fail_above_half():
     from eval.summary import _no_answer_warnings
 
     def task(count: int, answers: int = 100) -> dict:
-        return {"column": "T", "counts": {"missing": 0, "api_error": 0, "timeout": 0, "gen_error": 0, "gen_missing": 0},
+        return {"column": "T", "counts": {"missing": 0, "api_error": 0, "timeout": 0, "gen_error": 0, "gen_missing": 0,
+                                          "judgments": answers, "valid": answers},
                 "no_answer": {"answers": answers, "count": count, "share": count / answers, "statuses": {"no_final": count}}}
 
     cfg = {"model": {"backend": "hf"}, "generation": {"max_new_tokens": 10}}

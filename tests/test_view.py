@@ -105,6 +105,33 @@ def test_view_prints_the_path_and_serves_only_the_page(smoke):
         assert proc.wait(timeout=30) == 0
 
 
+@pytest.mark.parametrize("host,answered", [("127.0.0.1:{port}", 200), ("localhost:{port}", 200), ("LOCALHOST:{port}", 200),
+                                           ("attacker.example:{port}", 421), ("127.0.0.1:1", 421), ("", 421),
+                                           ("127.0.0.1.attacker.example:{port}", 421)])
+def test_the_served_page_answers_only_requests_addressed_to_it(smoke, host, answered):
+    """A DNS-rebinding page reaches 127.0.0.1 under its own name: its Host header says so and it is refused."""
+    import http.client
+    import threading
+
+    from eval.view import page_server
+
+    server = page_server(smoke / "report.html", "127.0.0.1", 0)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.putrequest("GET", "/", skip_host=True)
+        if host:
+            connection.putheader("Host", host.format(port=port))
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == answered
+        assert (response.read() == (smoke / "report.html").read_bytes()) == (answered == 200)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
