@@ -12,7 +12,8 @@ A user error is 2, an interrupted run 128 + the signal (cli.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from .results import RunSummary
 
 COMPLETE = 0
 NO_ANSWERS = 3
@@ -30,19 +31,19 @@ class Outcome:
     lines: list[str] = field(default_factory=list)
 
 
-def outcome(summary: dict[str, Any], retry_command: str | None = None) -> Outcome:
+def outcome(summary: RunSummary, retry_command: str | None = None) -> Outcome:
     """The exit code and what to say about it; `retry_command` is the command that resumes the run."""
-    from .summary import counted, unfinished
+    from .summary import counted
 
     result = Outcome()
     incomplete, unanswered = [], []
-    for entry in summary["tasks"].values():
-        left = ", ".join(counted(n, what) for what, n in unfinished(entry["counts"]).items() if n)
+    for entry in summary.tasks.values():
+        left = ", ".join(counted(n, what) for what, n in entry.counts.unfinished().items() if n)
         if left:
-            incomplete.append(f"{entry['column']}: {left}")
-        facts = entry.get("no_answer")  # absent from a summary written before it was counted
-        if facts and facts["share"] > NO_ANSWER_FAIL:
-            unanswered.append(f"{entry['column']} ({facts['count']} of {facts['answers']})")
+            incomplete.append(f"{entry.column}: {left}")
+        facts = entry.no_answer
+        if facts is not None and facts.share > NO_ANSWER_FAIL:
+            unanswered.append(f"{entry.column} ({facts.count} of {facts.answers})")
     if unanswered:  # the stronger statement: retrying judgments would not make these numbers measure the model
         result.code = NO_ANSWERS
         result.lines.append(f"NO ANSWERS: most answers had no final answer in {', '.join(unanswered)}; the numbers "
