@@ -161,6 +161,7 @@ def compare_judges(a: RunData, b: RunData, top: int = 10) -> dict[str, Any]:
             stats = agreement(p["value_a"].to_numpy(), p["value_b"].to_numpy(), rate=_is_rate(a.rules[task], metric))
             diff = paired_difference(obs_a[obs_a["metric"] == metric].merge(p[SLOT], on=SLOT),
                                      obs_b[obs_b["metric"] == metric].merge(p[SLOT], on=SLOT), metric)
+            assert diff is not None  # the pairs are questions both judged
             stats.update(difference=diff.difference, ci95=list(diff.ci95), questions=diff.items)
             if a.summary.judge_model == b.summary.judge_model:
                 stats["retest"] = _retest(p, obs_a[obs_a["metric"] == metric], _sd(a.summary, task, metric))

@@ -61,9 +61,9 @@ def compare(run_dirs: list[Path], reference: Path | None, out: Path | None) -> d
         for k in range(i + 1, len(runs)):
             for t in entries:
                 if t in runs[i].observations and t in runs[k].observations:
-                    d = paired_difference(runs[i].observations[t], runs[k].observations[t], "score")
-                    if d:
-                        differences.append(Difference(runs[i].summary.run, runs[k].summary.run, t, d))
+                    paired = paired_difference(runs[i].observations[t], runs[k].observations[t], "score")
+                    if paired:
+                        differences.append(Difference(runs[i].summary.run, runs[k].summary.run, t, paired))
     if differences:
         lines += ["", "Paired differences (b − a) on the questions both runs judged, 95 % paired bootstrap CI:", "",
                   "| a | b | benchmark | b − a | 95 % CI | questions |", "|---|---|---|---:|---|---:|"]

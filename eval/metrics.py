@@ -22,7 +22,7 @@ from scipy import stats
 
 from .kinds import TaskRules, kind
 from .records import SLOT_IN_TASK
-from .results import MetricStats, PairedDifference, VersusPublished
+from .results import MetricStats, PairedDifference, Verdict, VersusPublished
 from .statuses import GENERATION_FAILURES, UNJUDGED, JudgmentStatus, is_valid
 
 N_BOOT = 2000
@@ -201,7 +201,8 @@ def reproduction(round_means: list[float], published: float, published_rounds: i
     """
     values = np.asarray(round_means, dtype=float)
     delta = float(values.mean() - published) if values.size else None
-    verdict, p, se, df, interval, note = None, None, None, None, None, None
+    verdict: Verdict | None = None
+    p, se, df, interval, note = None, None, None, None, None
     sd = float(np.std(values, ddof=1)) if values.size >= 2 else None
     if delta is None or sd is None:
         note = "one round: run-to-run noise cannot be estimated, so no verdict; run 3 or more rounds"

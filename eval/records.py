@@ -36,6 +36,8 @@ class Slot:
     turn: int
 
 
+Plot = Literal["categories", "none"]  # how a task is plotted beside the bars of every task: a per-category radar, or not
+
 SLOT_COLUMNS = tuple(f.name for f in fields(Slot))  # a slot's columns in the store's tables and in frames
 SLOT_IN_TASK = tuple(c for c in SLOT_COLUMNS if c != "task")  # in the frames of one task (observations)
 
@@ -89,7 +91,7 @@ class TaskMeta(BaseModel):
     variant: str
     order: int | None = None
     published_column: str | None = None
-    plot: Literal["categories", "none"] | None = None
+    plot: Plot | None = None
     scale: tuple[int, int] | None = None
     rules: TaskRules
     no_answer: str | None = None

@@ -20,10 +20,13 @@ from typing import Any, Final, Iterable, Literal, Mapping, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import UserError
+from .records import Plot
 from .rundir import write_json
 from .statuses import TRANSIENT_GENERATION, TRANSIENT_JUDGMENT, GenerationStatus, JudgmentStatus
 
-SUMMARY_SCHEMA: Final = "llmjp-eval/summary/v2"
+SummarySchema = Literal["llmjp-eval/summary/v2"]
+SUMMARY_SCHEMA: Final[SummarySchema] = "llmjp-eval/summary/v2"
+Verdict = Literal["consistent", "higher", "lower"]
 
 
 class Result(BaseModel):
@@ -147,7 +150,7 @@ class VersusPublished(Result):
     """Rounds behind the published value (the card's: 3)."""
     delta: float | None
     """mean − value; null without a valid judgment."""
-    verdict: Literal["consistent", "higher", "lower"] | None
+    verdict: Verdict | None
     """Two-sided test at 5 %; null with fewer than two round means or identical ones (verdict_note says why)."""
     p: float | None
     delta_se: float | None
@@ -180,7 +183,7 @@ class TaskResult(Result):
     """The column's place; tasks without one follow, by name."""
     scale: tuple[int, int]
     """The kind's score range."""
-    plot: Literal["categories", "none"] | None
+    plot: Plot | None
     published_column: str | None
     """The column of the published table with this task's values."""
     criteria: list[str]
@@ -210,7 +213,7 @@ class RunSummary(Result):
     """`summary.json`: what a run measured, per task in report order. Results only (no timings or call counts, which
     go to manifest.json), so a resumed run writes the same summary as an uninterrupted one."""
 
-    schema_version: Literal[SUMMARY_SCHEMA] = Field(SUMMARY_SCHEMA, alias="schema")
+    schema_version: SummarySchema = Field(default=SUMMARY_SCHEMA, alias="schema")
     run: str
     """The run's name."""
     model: str

@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, stage T
 """
 
 _TABLES = {"generation": "generations", "judgment": "judgments"}
-_RECORDS = {"generation": Generation, "judgment": Judgment}
+_RECORDS: dict[str, type[Generation] | type[Judgment]] = {"generation": Generation, "judgment": Judgment}
 _OBJECT_FIELDS = {"scores", "usage", "params", "messages"}
 RecordKind = Literal["generation", "judgment"]
 

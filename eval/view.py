@@ -172,12 +172,12 @@ def _row(strings: Strings, item_index: int, p: Planned, gen: Generation | None, 
          score: float | None, item: Item | None) -> list[Any]:
     final = gen.final if gen else None
     row = [item_index, p.turn, p.round, gen.status if gen else "missing", strings.add(final),
-           strings.add(gen.reasoning or None) if gen else None, gen and gen.tokens_in, gen and gen.tokens_out,
-           gen and gen.finish_reason, strings.add(gen and gen.error),
+           strings.add(gen.reasoning or None) if gen else None, gen.tokens_in if gen else None,
+           gen.tokens_out if gen else None, gen.finish_reason if gen else None, strings.add(gen.error if gen else None),
            judged.status if judged else "missing", score, judged.scores if judged else None,
-           strings.add(judged and judged.raw), judged and judged.attempts, None,
-           strings.add(judged and judged.error), judged and (judged.returned_model or judged.judge_model),
-           len(final or "")]
+           strings.add(judged.raw if judged else None), judged.attempts if judged else None, None,
+           strings.add(judged.error if judged else None),
+           (judged.returned_model or judged.judge_model) if judged else None, len(final or "")]
     if judged:
         # The texts a judge prompt is made of: earlier answers of this item and round, its turns and references.
         known = [final or ""] + [m["content"] for m in (gen.messages if gen else []) if m["role"] != "system"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 from ..compat import Profile
 from ..judge.parsing import Parser
 from ..judge.prompts import FASTCHAT_FALLBACK_REGEX, Template
-from ..records import TaskRules
+from ..records import Plot, TaskRules
 from ..statuses import is_valid
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class MetricKind:
     name: ClassVar[str]
     title: ClassVar[str]  # for messages
     scale: ClassVar[tuple[int, int]]
-    plot: ClassVar[str | None] = None  # the plot that shows a task of this kind, unless its file names another
+    plot: ClassVar[Plot | None] = None  # the plot that shows a task of this kind, unless its file names another
     needs_criteria: ClassVar[bool] = False  # the prompt set must list criteria (`metrics:`)
     templates_carry_system_prompt: ClassVar[bool] = False  # a task's judge_system_prompt would be ignored
     rate_metrics: ClassVar[tuple[str, ...]] = ()  # metrics that are 0/100 indicators, not scores
