@@ -280,8 +280,8 @@ class UnreadableResult(UserError):
 
 
 def read_result(path: Path, kind: type[R]) -> R:
-    """A result file through its model, or `UnreadableResult`: unreadable, another schema (named), or a field the
-    model refuses (named)."""
+    """A result file through its model `kind` (a file type: it has a `schema_version`), or `UnreadableResult`:
+    unreadable, another schema (named), or a field the model refuses (named)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
