@@ -19,12 +19,14 @@ import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from . import redact
 from .config import BUNDLED_CONFIGS, MAX_ROUNDS, MockSettings, RunConfig, load_config
 from .errors import UserError
 
+if TYPE_CHECKING:
+    from .results import RunSummary
 
 
 def _quiet_libraries() -> None:
@@ -250,7 +252,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if args.dry_run else _ended(summary, options.command)
 
 
-def _ended(summary: dict, command: list[str]) -> int:
+def _ended(summary: "RunSummary", command: list[str]) -> int:
     """The last lines of a reported run (what is wrong with its numbers, if anything) and its exit code."""
     from .outcome import outcome
 

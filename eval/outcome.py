@@ -14,8 +14,8 @@ A user error is 2, an interrupted run 128 + the signal (cli.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from .results import RunSummary
 from .statuses import JudgmentStatus as J
 
 COMPLETE = 0
@@ -39,27 +39,27 @@ class Outcome:
     lines: list[str] = field(default_factory=list)
 
 
-def outcome(summary: dict[str, Any], retry_command: str | None = None) -> Outcome:
+def outcome(summary: RunSummary, retry_command: str | None = None) -> Outcome:
     """The exit code and what to say about it; `retry_command` is the command that resumes the run."""
-    from .summary import counted, unfinished
+    from .summary import counted
 
     result = Outcome()
     incomplete, unanswered = [], []
-    for entry in summary["tasks"].values():
-        counts = entry["counts"]
-        left = ", ".join(counted(n, what) for what, n in unfinished(counts).items() if n)
+    for entry in summary.tasks.values():
+        counts = entry.counts
+        left = ", ".join(counted(n, what) for what, n in counts.unfinished().items() if n)
         if left:
-            incomplete.append(f"{entry['column']}: {left}")
-        elif counts["valid"] == 0 and (final := {s: counts[s] for s in _WHY_NO_SCORE if counts[s]}):
+            incomplete.append(f"{entry.column}: {left}")
+        elif counts.valid == 0 and (final := {s: counts.judged(s) for s in _WHY_NO_SCORE if counts.judged(s)}):
             result.code = NO_SCORES
             result.lines.append(
-                f"NO SCORES: {entry['column']}: none of its {counts['judgments']} judgments gave a score ("
+                f"NO SCORES: {entry.column}: none of its {counts.judgments} judgments gave a score ("
                 + ", ".join(f"{n} {status}" for status, n in final.items()) + "), so its numbers do not measure the "
                 "model and running again would not change them; check judgments.jsonl (raw, error): "
                 + "; ".join(_WHY_NO_SCORE[status] for status in final) + " — or choose another judge.")
-        facts = entry.get("no_answer")  # absent from a summary written before it was counted
-        if facts and facts["share"] > NO_ANSWER_FAIL:
-            unanswered.append(f"{entry['column']} ({facts['count']} of {facts['answers']})")
+        facts = entry.no_answer
+        if facts is not None and facts.share > NO_ANSWER_FAIL:
+            unanswered.append(f"{entry.column} ({facts.count} of {facts.answers})")
     if unanswered:  # the stronger statement: retrying judgments would not make these numbers measure the model
         result.code = NO_ANSWERS
         result.lines.append(f"NO ANSWERS: most answers had no final answer in {', '.join(unanswered)}; the numbers "

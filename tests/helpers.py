@@ -230,3 +230,20 @@ def build_chatml_model(folder: Path, answer: str = "OK", template: str = CHATML_
         model.lm_head.weight.copy_(head)
     model.save_pretrained(folder)
     return folder
+
+
+def assert_valid_summary(path: Path):
+    """`path` meets docs/summary.schema.json (checked by a JSON Schema validator) and the model, and the model writes
+    it back byte for byte; returns the `RunSummary`."""
+    import jsonschema
+
+    from eval.results import read_summary
+
+    schema = json.loads((ROOT / "docs" / "summary.schema.json").read_text())
+    data = json.loads(path.read_text())
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in jsonschema.Draft202012Validator(schema).iter_errors(data)]
+    assert errors == []
+    summary = read_summary(path)
+    assert json.dumps(summary.dump(), ensure_ascii=False, indent=2) + "\n" == path.read_text()
+    return summary

@@ -361,13 +361,14 @@ def case_replay_missing_answers(tmp, **_):
 def case_store_with_valid_header_and_damaged_pages(tmp, **_):
     import sqlite3
 
+    from eval.run_meta import MetaKey
     from eval.store import Store
 
     run = tmp / "run"
     run.mkdir()
     store = Store(run / "run.sqlite")
     for i in range(300):
-        store.set_meta(f"filler-{i}", "x" * 500)
+        store.set_meta(MetaKey(f"filler-{i}", str), "x" * 500)
     store.close()
     db = sqlite3.connect(run / "run.sqlite")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -442,6 +443,7 @@ def test_disk_full_in_the_store_is_a_clear_error(tmp_path):
     import sqlite3
 
     from eval.errors import UserError
+    from eval.run_meta import MetaKey
     from eval.store import Store
 
     store = Store(tmp_path / "run.sqlite")
@@ -458,4 +460,4 @@ def test_disk_full_in_the_store_is_a_clear_error(tmp_path):
 
     store.db = FullDisk(store.db)
     with pytest.raises(UserError, match="cannot write the run store .*disk is full.* free disk space"):
-        store.set_meta("x", 1)
+        store.set_meta(MetaKey("x", int), 1)

@@ -88,7 +88,7 @@ def test_a_finished_run_rewrites_no_report_and_report_rebuilds_them(tmp_path, ca
     with monkeypatch.context() as patched:
         patched.setattr(report, "write_run", refuse)
         summary = run(cfg, out)
-    assert summary == json.loads((out / "summary.json").read_text())
+    assert summary.dump() == json.loads((out / "summary.json").read_text())
     assert "nothing to compute" in capsys.readouterr().out
     assert {name: (out / name).stat().st_mtime_ns for name in REPORTS} == written
     report.regenerate(out)  # `python -m eval report RUN_DIR`: on demand, always

@@ -184,12 +184,19 @@ def test_a_task_whose_judgments_all_failed_for_good_exits_3_after_reporting_ever
 
 
 def test_exit_code_of_a_task_without_scores_follows_whether_asking_again_may_help():
+    from pathlib import Path
+
     from eval.outcome import outcome
+    from eval.results import read_summary
+
+    written = read_summary(Path(__file__).parent / "data" / "summary-v2-main.json")
+    entry = written.tasks["mt_bench_ja"]  # complete, every answer final: only its judgments' counts decide
 
     def summary(**counts):
         base = {"judgments": 4, "valid": 0, "parse_failed": 0, "length": 0, "api_error": 0, "timeout": 0,
                 "content_filtered": 0, "excluded": 0, "missing": 0, "gen_error": 0, "gen_missing": 0}
-        return {"tasks": {"t": {"column": "T", "counts": {**base, **counts}}}}
+        task = entry.model_copy(update={"column": "T", "counts": entry.counts.model_copy(update={**base, **counts})})
+        return written.model_copy(update={"tasks": {"t": task}})
 
     assert outcome(summary(api_error=4)).code == 4  # transient: the same command asks again
     assert outcome(summary(parse_failed=2, api_error=2)).code == 4  # a retry may still score
