@@ -22,9 +22,9 @@ from .errors import UserError
 from .failpoints import checkpoint
 from .judge.batch import BatchJudge
 from .judge.cache import JudgeCache
-from .judge.client import JudgeClient, endpoint_identity
+from .judge.client import JudgeClient
 from .judge.ledger import Ledger
-from .judge.mock_server import MockServer
+from .judge.providers import endpoint_identity, judge_address
 from .judge.requests import Excluded, JudgeRequest
 from .records import Generation, Judgment, JudgmentUsage, Slot, content_key
 from .results import RunSummary, read_summary
@@ -275,12 +275,8 @@ class Runner:
         with self._shared_cache() as cache:
             if pending_generations == 0 and pending_judgments == 0:
                 return
-            mock = MockServer(self.cfg.judge.mock_settings, tasks=self.tasks.values()).start() if self.cfg.judge.mock else None
-            try:
-                asyncio.run(self._execute(mock.url if mock else self.cfg.judge.base_url, cache, pending_generations))
-            finally:
-                if mock is not None:
-                    mock.stop()
+            with judge_address(self.cfg.judge, self.tasks.values()) as base_url:
+                asyncio.run(self._execute(base_url, cache, pending_generations))
 
     def _check_answers_available(self) -> None:
         """A backend that replays a file cannot produce what the file lacks: say what, before paying for any judging."""
@@ -331,13 +327,14 @@ class Runner:
     async def _execute(self, base_url: str | None, cache: JudgeCache, pending_generations: int) -> None:
         ledger = Ledger(self.cfg.judge)
         ledger.spent_usd = sum(r.cost_usd or 0.0 for r in self.store.fields("judgment", JudgmentUsage))
-        client = JudgeClient(self.cfg.judge, base_url, ledger, self.store.meta(JUDGE_LEARNED_PARAMS), self.cfg.profile)
+        client = JudgeClient(self.cfg.judge, base_url, ledger, self.store.meta(JUDGE_LEARNED_PARAMS), self.cfg.profile,
+                             self.tasks.values())
         try:
             self.store.event("judge", "preflight")
             await client.preflight()
             await GenerateAndJudge(self, client, cache).run(pending_generations)
         finally:
-            self.store.set_meta(JUDGE_LEARNED_PARAMS, client.policy.state())
+            self.store.set_meta(JUDGE_LEARNED_PARAMS, client.transport.learned())
             self.warnings += client.warnings
             self.fingerprints = {"models": sorted(client.models_seen), "system_fingerprints": sorted(client.fingerprints_seen)}
             await client.close()
