@@ -26,7 +26,7 @@ from .judge.client import JudgeClient
 from .judge.ledger import Ledger
 from .judge.providers import endpoint_identity, judge_address
 from .judge.requests import Excluded, JudgeRequest
-from .records import Generation, Judgment, JudgmentUsage, Slot, content_key
+from .records import CallSlot, Generation, Judgment, JudgmentUsage, Slot, content_key
 from .results import RunSummary, read_summary
 from .resume import JudgeState, ResumeRules, plan_slots, refusal
 from .rundir import REPORT_FILES, RunLock, write_json
@@ -292,17 +292,19 @@ class Runner:
                             "narrow the run with --tasks, --limit or --rounds")
 
     def _settle_judgments(self) -> int:
-        """Link the judgments that stand for a regenerated, identical answer to it; the number still to be judged."""
-        states = [self.rules.judge_state(slot) for slot, _ in self.rules.plan]
-        for state in states:
-            if state.names_older_generation:
-                self.adopt(state)
-        return sum(not state.judged for state in states)
+        """Link the judgments that stand for a regenerated, identical answer to it, and drop those of calls the tasks
+        no longer make; the number of calls still to be judged."""
+        states = [(slot, self.rules.judge_state(slot)) for slot, _ in self.rules.plan]
+        for slot, state in states:
+            if state.stale:
+                self.store.drop_judgments(slot, state.stale)
+            self.adopt(state)
+        return sum(len(state.pending) for _, state in states)
 
     def adopt(self, state: JudgeState) -> None:
-        """Record a standing judgment against the generation its request now names."""
-        assert state.stored is not None and state.request is not None
-        self.store.put_judgment(replace(state.stored, generation_key=state.request.generation_key))
+        """Record the standing judgments of a slot against the generation their requests now name."""
+        for judgment in state.relinked:
+            self.store.put_judgment(judgment)
 
     @contextmanager
     def _shared_cache(self) -> Iterator[JudgeCache]:
@@ -396,7 +398,7 @@ class Runner:
         return Judgment(key=content_key(J.EXCLUDED.value, request.generation_key), generation_key=request.generation_key,
                         round=s.round, task=s.task, item_id=s.item_id, turn=s.turn, judge_model=self.cfg.judge.model,
                         prompt_name="", prompt_hash="", params={}, messages=[], raw=None, scores={}, status=J.EXCLUDED,
-                        attempts=0, error=request.reason)
+                        attempts=0, error=request.reason, call=request.call)
 
 
 class GenerateAndJudge:
@@ -424,7 +426,7 @@ class GenerateAndJudge:
         self.answers: asyncio.Queue[Slot | None] = asyncio.Queue()
         self.requests: asyncio.Queue[JudgeRequest] = asyncio.Queue()
         self.batched: list[JudgeRequest] = []
-        self.released: dict[Slot, str] = {}  # slot → the judge request released for it (key; excluded: answer's key)
+        self.released: dict[CallSlot, str] = {}  # a call → the request released for it (key; excluded: answer's key)
         self.generating = False
         self.bar = progress.Bar("judge", "req", position=1)
 
@@ -487,23 +489,21 @@ class GenerateAndJudge:
         for turn in range(slot.turn, len(self.runner.tasks[slot.task].item(slot.item_id).turns) + 1):
             target = Slot(slot.round, slot.task, slot.item_id, turn)
             state = self.rules.judge_state(target, self.generating)
-            request = state.request
-            if request is None:
+            if state.requests is None:
                 break
-            key = request.key if isinstance(request, JudgeRequest) else request.generation_key
-            if self.released.get(target) == key:
-                continue
-            self.released[target] = key
-            if state.judged:
-                if state.names_older_generation:
-                    self.runner.adopt(state)
-            elif isinstance(request, Excluded):
-                self.store.put_judgment(self.runner.excluded(request))
-            elif (cached := self.cache.get(self.client.request_body(request), request.rules(self.client.profile))) is not None:
-                self.runner.judgments_reused += 1
-                self.store.put_judgment(_moved(cached, target, request))
-            else:
-                ready.append(request)
+            self.runner.adopt(state)
+            for request in state.unjudged:
+                key = request.key if isinstance(request, JudgeRequest) else request.generation_key
+                if self.released.get(request.place) == key:
+                    continue
+                self.released[request.place] = key
+                if isinstance(request, Excluded):
+                    self.store.put_judgment(self.runner.excluded(request))
+                elif (cached := self.cache.get(self.client.request_body(request), request.rules(self.client.profile))) is not None:
+                    self.runner.judgments_reused += 1
+                    self.store.put_judgment(_moved(cached, request))
+                else:
+                    ready.append(request)
         return ready
 
     async def _judge_worker(self) -> None:
@@ -530,9 +530,8 @@ def _raise_first_failure(tasks: set[asyncio.Task]) -> None:
             raise task.exception()  # type: ignore[misc]
 
 
-def _moved(cached: Judgment, slot: Slot, request: JudgeRequest) -> Judgment:
-    """A cached judgment placed in this run's slot (same key ⇒ same messages; the slot may differ)."""
-    data = cached.to_dict()
-    data.update(round=slot.round, task=slot.task, item_id=slot.item_id, turn=slot.turn,
-                generation_key=request.generation_key, cached=True)
-    return Judgment.from_dict(data)
+def _moved(cached: Judgment, request: JudgeRequest) -> Judgment:
+    """A cached judgment placed in this run's slot and call (same key ⇒ same messages; the slot may differ)."""
+    slot = request.slot
+    return replace(cached, round=slot.round, task=slot.task, item_id=slot.item_id, turn=slot.turn, call=request.call,
+                   generation_key=request.generation_key, cached=True)

@@ -177,7 +177,7 @@ class JudgeClient:
                    "reasoning_tokens": usage.reasoning_tokens},
             returned_model=progress.returned_model, fingerprint=progress.fingerprint,
             seconds=round(time.perf_counter() - progress.started, 3), error=error, cost_usd=progress.cost,
-            parse_rules=request.rules(self.profile),
+            parse_rules=request.rules(self.profile), call=request.call,
         )
 
     def _track(self, model: str | None, fingerprint: str | None) -> None:
