@@ -531,7 +531,8 @@ def _raise_first_failure(tasks: set[asyncio.Task]) -> None:
 
 
 def _moved(cached: Judgment, request: JudgeRequest) -> Judgment:
-    """A cached judgment placed in this run's slot and call (same key ⇒ same messages; the slot may differ)."""
+    """A cached judgment placed in this run's slot and call, under this request's key (the cache matched the request
+    body, which the key does not hash alone: another round's identical request has another key)."""
     slot = request.slot
     return replace(cached, round=slot.round, task=slot.task, item_id=slot.item_id, turn=slot.turn, call=request.call,
-                   generation_key=request.generation_key, cached=True)
+                   key=request.key, generation_key=request.generation_key, cached=True)
