@@ -54,6 +54,12 @@ def _verdict(published: dict[str, Any]) -> str:
     return f"{published['verdict']} ({'p < 0.001' if p < 0.001 else f'p = {p:.2g}'})"
 
 
+def delta_cell(entry: dict[str, Any]) -> str:
+    """A task's "Δ · verdict" against its published value, or "–" where there is none to compare with."""
+    published = entry["published"]
+    return f"{published['delta']:+.2f} · {_verdict(published)}" if published and published["delta"] is not None else "–"
+
+
 def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: list[str] = (), details: bool = True) -> str:
     tasks = summary["tasks"]
     entries = list(tasks.values())
@@ -82,9 +88,7 @@ def render_markdown(summary: dict[str, Any], published: pd.DataFrame, plots: lis
                " | ".join(cell(t["metrics"].get("score"), t["counts"]) for t in entries) + f" | {errors} |")
     compared = [t for t in entries if t["published"]]
     if compared:
-        out.append("| Δ vs published · verdict | " + " | ".join(
-            (f"{t['published']['delta']:+.2f} · {_verdict(t['published'])}"
-             if t["published"] and t["published"]["delta"] is not None else "–") for t in entries) + " | |")
+        out.append("| Δ vs published · verdict | " + " | ".join(delta_cell(t) for t in entries) + " | |")
     for row in published.to_dict("records"):
         out.append(f"| {published_label(row)} (published) | " + " | ".join(published_cells(row, entries)) + " | |")
     out += ["", "Published rows: the llm-jp-4 model card (judge gpt-5.4-2026-03-05, mean of three rounds); "
@@ -144,29 +148,46 @@ def _detail_tables(entries: list[dict[str, Any]]) -> list[str]:
 CSV_SUFFIXES = ("sd", "ci_low", "ci_high", "delta", "verdict", "p", "missing", "missing_rounds")
 
 
-def render_csv(summary: dict[str, Any], published: pd.DataFrame) -> str:
-    entries = list(summary["tasks"].values())
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    header = ["kind", "model", "reasoning_effort"] + [t["column"] for t in entries]
-    header += [f"{t['column']} {suffix}" for t in entries for suffix in CSV_SUFFIXES]
-    writer.writerow(header)
+def csv_header(entries: list[dict[str, Any]]) -> list[str]:
+    return ["kind", "model", "reasoning_effort"] + [t["column"] for t in entries] + \
+        [f"{t['column']} {suffix}" for t in entries for suffix in CSV_SUFFIXES]
+
+
+def measured_csv_row(summary: dict[str, Any], tasks: list[str]) -> list[Any]:
+    """A run's row under the header of `tasks` (names; empty cells for those the run does not have)."""
     model, effort = summary["label"].split(" (reasoning_effort = ")[0], summary["reasoning_effort"] or ""
-    measured = ["measured", model, effort]
+    row: list[Any] = ["measured", model, effort]
+    entries = [summary["tasks"].get(name) for name in tasks]
     for t in entries:
-        score = t["metrics"].get("score")
-        measured.append(fmt(score["mean"], 4) if score else "")
+        score = t["metrics"].get("score") if t else None
+        row.append(fmt(score["mean"], 4) if score else "")
     for t in entries:
+        if t is None:
+            row += [""] * len(CSV_SUFFIXES)
+            continue
         score = t["metrics"].get("score") or {"sd": None, "ci95": [None, None], "missing_rounds": []}
         versus = t["published"] or {"delta": None, "verdict": None, "p": None}
-        measured += [_number(score["sd"]), _number(score["ci95"][0]), _number(score["ci95"][1]), _number(versus["delta"]),
-                     versus["verdict"] or "", f"{versus['p']:.3g}" if versus["p"] is not None else "", t["counts"]["missing"],
-                     ";".join(str(r) for r in score["missing_rounds"])]
-    writer.writerow(measured)
-    for row in published.to_dict("records"):
-        cells = [c if c != "–" else "" for c in published_cells(row, entries)]
-        writer.writerow(["published", row["model"], row["reasoning_effort"]] + cells + [""] * (len(CSV_SUFFIXES) * len(entries)))
+        row += [_number(score["sd"]), _number(score["ci95"][0]), _number(score["ci95"][1]), _number(versus["delta"]),
+                versus["verdict"] or "", f"{versus['p']:.3g}" if versus["p"] is not None else "", t["counts"]["missing"],
+                ";".join(str(r) for r in score["missing_rounds"])]
+    return row
+
+
+def published_csv_row(row: dict[str, Any], entries: list[dict[str, Any]]) -> list[Any]:
+    cells = [c if c != "–" else "" for c in published_cells(row, entries)]
+    return ["published", row["model"], row["reasoning_effort"]] + cells + [""] * (len(CSV_SUFFIXES) * len(entries))
+
+
+def csv_text(rows: list[list[Any]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
+
+
+def render_csv(summary: dict[str, Any], published: pd.DataFrame) -> str:
+    entries = list(summary["tasks"].values())
+    return csv_text([csv_header(entries), measured_csv_row(summary, list(summary["tasks"])),
+                     *(published_csv_row(row, entries) for row in published.to_dict("records"))])
 
 
 def _number(value: float | None) -> str:
