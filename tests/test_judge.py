@@ -165,19 +165,18 @@ def test_model_and_fingerprint_changes_are_warned(mock_server):
     assert any("system_fingerprint changed" in w for w in client.warnings)
 
 
-def test_requests_per_minute_limit_paces_requests(mock_server):
+def test_requests_per_minute_are_spread_from_the_first_request_on(mock_server):
     server = mock_server()
     config = JudgeConfig(model="mock-judge", mock=True, requests_per_minute=120, concurrency=8)
 
     async def go():
         client = JudgeClient(config, server.url, Ledger(config))
-        client.limiter.requests.level = 1  # start with one token in the bucket: 2 per second afterwards
         started = time.perf_counter()
-        await asyncio.gather(*(client.judge(request(i)) for i in range(5)))
+        await asyncio.gather(*(client.judge(request(i)) for i in range(4)))
         await client.close()
         return time.perf_counter() - started
 
-    assert asyncio.run(go()) >= 1.9  # 1 immediately, 4 more at 2 per second
+    assert asyncio.run(go()) >= 3 * 61 / 120  # no burst at the start: one request every (60 + 1) / 120 s
 
 
 @pytest.mark.parametrize("case,needle", [
@@ -254,18 +253,53 @@ def test_azure_provider_talks_to_the_deployment_path(mock_server, monkeypatch):
     assert judgment.status == "ok" and counters(server)["requests"] == 2
 
 
-def test_tokens_per_minute_bucket_waits_for_large_requests():
+def sliding_sums(grants: list[tuple[float, float]], window: float) -> list[float]:
+    """The units granted in every window of `window` seconds that ends at a grant (where the largest sums are)."""
+    return [sum(u for t, u in grants if t <= end < t + window) for end, _ in grants]
+
+
+@pytest.mark.parametrize("limit,sizes", [(20, [1]), (600, [40, 590, 3, 250, 600, 1200, 17])])
+def test_an_allowance_never_grants_more_than_its_limit_in_any_window(limit, sizes):
+    from eval.judge.limits import Allowance
+
+    allowance, now, grants = Allowance(limit, 61.0), 0.0, []
+    for i in range(400):
+        units = sizes[i % len(sizes)]
+        while (wait := allowance.wait(units, now)) > 0:
+            now += wait
+        allowance.grant(units, now)
+        grants.append((now, min(units, limit)))
+        now += (i % 7) * 0.37  # callers arrive irregularly
+    assert max(sliding_sums(grants, 61.0)) <= limit
+    if sizes == [1]:  # requests: evenly spread from the first on, one per 61/20 s
+        gaps = [b - a for (a, _), (b, _) in zip(grants[:-1], grants[1:], strict=True)]
+        assert min(gaps) >= 61 / 20 - 1e-9 and grants[limit][0] >= 61.0
+
+
+def test_the_limiter_serves_waiting_callers_in_order_and_pays_every_allowance(monkeypatch):
+    from eval.judge import limits
     from eval.judge.limits import RateLimiter, estimate_tokens
 
-    limiter = RateLimiter(None, tokens_per_minute=600)  # 10 tokens per second
+    clock = {"now": 0.0}
+
+    async def sleep(seconds):
+        clock["now"] += seconds
+
+    monkeypatch.setattr(limits.asyncio, "sleep", sleep)
+    limiter = RateLimiter(30, tokens_per_minute=600, clock=lambda: clock["now"])
+    order: list[tuple[int, float]] = []
+
+    async def call(i, tokens):
+        await limiter.acquire(tokens)
+        order.append((i, clock["now"]))
 
     async def go():
-        await limiter.acquire(600)   # the full bucket
-        started = time.perf_counter()
-        await limiter.acquire(10)    # must wait ~1 s for 10 tokens
-        return time.perf_counter() - started
+        await asyncio.gather(*(call(i, 100 if i % 2 else 10) for i in range(12)))
 
-    assert 0.8 <= asyncio.run(go()) < 3
+    asyncio.run(go())
+    assert [i for i, _ in order] == list(range(12))
+    tokens = [(t, 100 if i % 2 else 10) for i, t in order]
+    assert max(sliding_sums(tokens, 60.0)) <= 600 and max(sliding_sums([(t, 1) for t, _ in tokens], 60.0)) <= 30
     assert estimate_tokens("abcdefgh") == 3 and estimate_tokens("日本語") == 4
 
 
