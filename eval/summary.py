@@ -144,7 +144,7 @@ def compute_summary(store: Store) -> dict[str, Any]:
     complete = not any(sum(unfinished(t["counts"]).values()) for t in tasks.values())
     published_fields = card.summary_fields()
     if published is not None and cfg["variant"] != "full":
-        published_fields["published_note"] = (f"Published row {row_label(published['model'], effort)}: not compared, "
+        published_fields["published_note"] = (f"Published row {published_label(published)}: not compared, "
                                               f"this run used the {cfg['variant']} data.")
     return {"schema": SUMMARY_SCHEMA, "run": cfg["name"], "model": answering_model(cfg)["path"], "label": cfg.get("label") or row_label(name, effort),
             "reasoning_effort": effort, "judge_model": cfg["judge"]["model"], "variant": cfg["variant"],
