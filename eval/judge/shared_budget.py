@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY AUTOINCREMENT, pid INT
     taken REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS spend (run TEXT PRIMARY KEY, usd REAL NOT NULL);
 """
+OPEN_TIMEOUT_S = 60.0
 LEASE_POLL_S = (0.02, 0.5)  # first and longest wait between tries for a lease
 
 
@@ -76,12 +77,29 @@ class SharedBudget:
         self.queue = asyncio.Lock()  # this run's callers wait for a grant in the order they came
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(SCHEMA)
+            self.db = sqlite3.connect(path, timeout=OPEN_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            self._create()
         except (sqlite3.Error, OSError) as e:
             raise UserError(f"judge.shared_budget: cannot use {path} as the shared judge budget ({e}); give a file "
                             "on a local disk that only runs of this harness use") from None
+
+    def _create(self) -> None:
+        """WAL mode and the tables, safe when several runs open a new file at once: SQLite answers "locked" at once,
+        without waiting, to a connection that would otherwise deadlock (switching the journal mode, or a statement
+        that reads and then writes), so those steps are tried again; the tables are made in one IMMEDIATE
+        transaction, which waits its turn."""
+        deadline = time.monotonic() + OPEN_TIMEOUT_S
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                with self._transaction() as db:
+                    for statement in filter(str.strip, SCHEMA.split(";")):
+                        db.execute(statement)
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @classmethod
     def open(cls, cfg: JudgeConfig, run_dir: Path) -> SharedBudget | None:
