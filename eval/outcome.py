@@ -7,6 +7,10 @@ Exit codes of `run` and `rejudge` (README, "Exit codes"):
   4  reported, but incomplete: answers failed or were not generated, or judgments failed or are missing (per task
      in the last lines); the same command again retries them
 A user error is 2, an interrupted run 128 + the signal (cli.py).
+
+`card` ends with the strongest of its rows' outcomes (`card_outcome`): 3 when a row's numbers do not measure its
+model, else 4 when a row is incomplete or its run ended without its report (a user error, a crash, a signal), else 0.
+Every row that has a store is in the card's table either way, its status beside it.
 """
 
 from __future__ import annotations
@@ -52,4 +56,24 @@ def outcome(summary: dict[str, Any], retry_command: str | None = None) -> Outcom
         result.lines += ["INCOMPLETE: " + "; ".join(incomplete) + "."]
         if retry_command:
             result.lines.append(f"Run the same command again to retry them: {retry_command}")
+    return result
+
+
+def card_outcome(rows: dict[str, Outcome], failed: dict[str, str], retry_command: str | None = None) -> Outcome:
+    """How a card ends: `rows` are the outcomes of its measured rows (by run name), `failed` what each row whose run
+    ended without its report said last."""
+    result = Outcome()
+    unanswered = [name for name, row in rows.items() if row.code == NO_ANSWERS]
+    incomplete = [name for name, row in rows.items() if row.code == INCOMPLETE and name not in failed]
+    if unanswered:
+        result.code = NO_ANSWERS
+        result.lines.append(f"NO ANSWERS: in {', '.join(unanswered)} most answers of a benchmark had no final answer; "
+                            "those numbers do not measure the model (table.md says what to check).")
+    if incomplete or failed:
+        result.code = result.code or INCOMPLETE
+        parts = [f"{', '.join(incomplete)} incomplete (table.md says what is missing)"] if incomplete else []
+        parts += [f"{name} {said}" for name, said in failed.items()]
+        result.lines.append("INCOMPLETE: " + "; ".join(parts) + ".")
+        if retry_command:
+            result.lines.append(f"Run the same command again to complete them: {retry_command}")
     return result
