@@ -1,4 +1,4 @@
-"""`python -m eval …`: run, card, rejudge, agree, report, compare, view, configs, tasks, fetch, check, mock-judge.
+"""`python -m eval …`: run, card, rejudge, agree, report, compare, view, runs, configs, tasks, fetch, check, mock-judge.
 
 Exit codes: 0 success, 2 a user error (one line on stderr, no traceback), 3 and 4 a run that was reported but whose
 numbers do not stand as they are (outcome.py), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from . import redact
-from .config import BUNDLED_CONFIGS, MAX_ROUNDS, MockSettings, load_config
+from .config import BUNDLED_CONFIGS, MAX_ROUNDS, MockSettings, RunConfig, load_config
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def _quiet_libraries() -> None:
     when (and only if) a command imports them: importing them here would cost every command a second or two."""
     for variable, value in (("TOKENIZERS_PARALLELISM", "false"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
                             ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
-                            ("DATASETS_VERBOSITY", "error")):
+                            ("DATASETS_VERBOSITY", "error"), ("HF_HUB_VERBOSITY", "error")):
         os.environ.setdefault(variable, value)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
@@ -46,8 +46,27 @@ def _redact_record(record: logging.LogRecord) -> bool:
     return True
 
 
+class _Version(argparse.Action):
+    """The harness's version, its commit when run from a checkout, and the folder of the package that answered: a
+    folder of the working directory named `eval` would answer `python -m eval` instead (the `llmjp-eval` script
+    always runs this one)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, help: str | None = None):  # noqa: A002
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from . import __version__
+        from .manifest import git_commit
+
+        commit = git_commit()
+        print(f"llmjp-eval {__version__}" + (f" (git {commit[:12]})" if commit else "") +
+              f", package at {Path(__file__).resolve().parent}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m eval", description="llm-jp-4 model-card evaluation harness")
+    parser.add_argument("--version", action=_Version, help="print the version and where this package is, and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="generate, judge and report one configuration",
@@ -115,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="rebuild every report file of a run from its store")
     report.add_argument("run_dir", type=Path)
+    report.add_argument("--out", type=Path, help="write the report files into this folder instead of the run directory "
+                                                 "(the store is only read: works on a read-only run)")
 
     compare = sub.add_parser("compare", help="one model-card table over several runs, with paired differences")
     compare.add_argument("run_dirs", type=Path, nargs="+")
@@ -131,6 +152,14 @@ def _parser() -> argparse.ArgumentParser:
     view.add_argument("--host", default="127.0.0.1", help="address for --serve (default 127.0.0.1)")
     view.add_argument("--port", type=int, default=8765, help="port for --serve (default 8765; 0 picks a free one)")
 
+    runs = sub.add_parser("runs", help="one table of the runs in folders (default results/), with links in --out",
+                          description="Every run found in the folders (a folder holding run.sqlite, at any depth): "
+                                      "model, reasoning effort, profile, judge, rounds, complete or what is missing, "
+                                      "each benchmark's mean and Δ vs published; read from each run's summary.json "
+                                      "and manifest.json only.")
+    runs.add_argument("folders", type=Path, nargs="*", default=[Path("results")], metavar="DIR")
+    runs.add_argument("--out", type=Path, help="also write index.html (a folder, or an .html path) linking each run's report.html")
+
     sub.add_parser("configs", help="list the bundled configs with the published row each reproduces",
                    description="Every bundled config (run one by name: `python -m eval run NAME`), its backend and "
                                "model, and the row of the model card it reproduces.")
@@ -142,9 +171,13 @@ def _parser() -> argparse.ArgumentParser:
     fetch = sub.add_parser("fetch", help="download and verify everything a config needs (for offline GPU nodes)")
     fetch.add_argument("config")
     fetch.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    fetch.add_argument("--no-model", action="store_true", help="skip the model weights")
+    fetch.add_argument("--no-model", action="store_true",
+                       help="skip the model weights (the tokenizer is still fetched: a dry run needs it)")
 
-    check = sub.add_parser("check", help="validate a config and test the judge (key, model, parameters)")
+    check = sub.add_parser("check", help="everything a config needs, offline first (key, cached data, tokenizer, weights), "
+                                         "then one judge request",
+                           description="Say at once everything the run would miss, one line each with its fix; then "
+                                       "send one tiny judge request (key, model, parameters) when the key is there.")
     check.add_argument("config")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
@@ -215,6 +248,7 @@ def _stopped_by_signals(received: list[int]) -> Iterator[None]:
 
 def _run(args: argparse.Namespace) -> int:
     from .pipeline import RunOptions, run
+    from .preflight import fetch_command
 
     cfg = load_config(args.config, args.overrides)
     if args.limit is not None and args.limit < 1:
@@ -230,7 +264,8 @@ def _run(args: argparse.Namespace) -> int:
         if unknown:
             raise UserError(f"--tasks: {', '.join(unknown)} not in the config's tasks ({', '.join(cfg.tasks)})")
     options = RunOptions(out=args.out, limit=args.limit, rounds=args.rounds, tasks=tasks, force=args.force,
-                         dry_run=args.dry_run, command=["python", "-m", "eval", *args.argv])
+                         dry_run=args.dry_run, command=["python", "-m", "eval", *args.argv],
+                         fetch=fetch_command(args.config, args.overrides))
     summary = run(cfg, options)
     return 0 if args.dry_run else _ended(summary, options.command)
 
@@ -247,11 +282,13 @@ def _ended(summary: dict, command: list[str]) -> int:
 
 def _rejudge(args: argparse.Namespace) -> int:
     from .pipeline import RunOptions, run
+    from .preflight import fetch_command
     from .rejudge import rejudge_config
 
     cfg, limit = rejudge_config(args.run_dir, args.overrides, args.out, export=not args.dry_run)
     command = ["python", "-m", "eval", *args.argv]
-    summary = run(cfg, RunOptions(out=args.out, limit=limit, force=args.force, dry_run=args.dry_run, command=command))
+    summary = run(cfg, RunOptions(out=args.out, limit=limit, force=args.force, dry_run=args.dry_run, command=command,
+                                  fetch=fetch_command(str(args.run_dir / "config.yaml"))))
     return 0 if args.dry_run else _ended(summary, command)
 
 
@@ -305,7 +342,7 @@ def _agree(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import regenerate
 
-    regenerate(args.run_dir)
+    regenerate(args.run_dir, args.out)
     return 0
 
 
@@ -341,6 +378,13 @@ def _configs(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         print("  ".join([*(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3]]))
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from .runs import runs_command
+
+    runs_command(args.folders, args.out)
     return 0
 
 
@@ -389,16 +433,21 @@ def _fetch(args: argparse.Namespace) -> int:
         print(f"ok  task {name}: {len(task.items)} items")
         for warning in task.warnings:
             print(f"WARNING: {warning}", file=sys.stderr)
-    if not args.no_model and cfg.model.backend in ("hf", "vllm"):
-        _fetch_model(cfg.model.path, getattr(cfg.model, "revision", None))
+    if cfg.model.backend in ("hf", "vllm"):
+        _fetch_model(cfg.model.path, getattr(cfg.model, "revision", None), weights=not args.no_model)
     return 0
 
 
-def _fetch_model(path: str, revision: str | None) -> None:
+# What a tokenizer and chat template are made of (no weights): enough for a dry run.
+TOKENIZER_FILES = ["*.json", "*.jinja", "*.model", "*.tiktoken", "*.txt"]
+
+
+def _fetch_model(path: str, revision: str | None, weights: bool) -> None:
     from .smoke_model import builtin_path, is_builtin
 
     if is_builtin(path):
-        print(f"ok  model {path}: {builtin_path(path)}")
+        if weights:  # else: tokenizer and weights are built together, on first use
+            print(f"ok  model {path}: {builtin_path(path)}")
         return
     if Path(path).expanduser().exists():
         print(f"ok  model {path}: local directory")
@@ -407,21 +456,58 @@ def _fetch_model(path: str, revision: str | None) -> None:
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
-        local = snapshot_download(path, revision=revision)
+        local = snapshot_download(path, revision=revision, allow_patterns=None if weights else TOKENIZER_FILES)
     except (HfHubHTTPError, OSError, ValueError) as e:
         raise UserError(f"model.path: cannot download {path} ({str(e).splitlines()[0]}); check HF_TOKEN and the network") from None
-    print(f"ok  model {path}: {local}")
+    print(f"ok  model {path}: {local}" if weights else f"ok  tokenizer of {path}: {local} (weights skipped: --no-model)")
 
 
 def _check(args: argparse.Namespace) -> int:
+    """Everything the run needs, the offline part first; one line per thing, every missing thing said at once."""
+    from .pipeline import load_tasks
+    from .preflight import fetch_command, inspect, server_of, unreachable
+
+    cfg = load_config(args.config, args.overrides)
+    found = inspect(cfg, "check", fetch_command(args.config, args.overrides))
+    print(f"ok       config {args.config}: {len(cfg.tasks)} tasks ({cfg.variant}), {cfg.rounds} rounds, judge {cfg.judge.model}")
+    for note in found.notes:
+        print(note)
+    missing = [m.line() for m in found.missing]
+    tasks = None
+    if not found.stopping("data"):
+        try:
+            tasks = load_tasks(cfg, None)  # downloads the files and datasets whose servers answer
+            print(f"ok       data: {len(tasks)} tasks, {sum(len(t.items) for t in tasks.values())} items")
+        except UserError as e:
+            missing.append(f"missing  {e}")
+    for what in found.downloads:
+        if what.startswith(("tokenizer", "model weights")):
+            print(f"note     {what}; the run downloads it (or `python -m eval fetch` now)")
+    if cfg.model.backend == "openai":
+        for server, reason in unreachable({server_of(url) for url in cfg.model.base_urls}).items():
+            missing.append(f"missing  model.base_urls: {server} does not answer ({reason}) → start the server there, "
+                           "or correct the address")
+    if cfg.judge.mock or os.environ.get(cfg.judge.api_key_env):  # no key: the request could only fail
+        missing += _check_judge(cfg, tasks)
+    for line in missing:
+        print(redact.text(line, credentials=True))
+    if missing:
+        raise UserError(f"{len(missing)} of the things the run needs {'is' if len(missing) == 1 else 'are'} missing "
+                        "(listed above, each with its fix)")
+    return 0
+
+
+def _check_judge(cfg: RunConfig, tasks: dict | None) -> list[str]:
+    """The one judge request, when the judge's server answers at all; what is missing, as lines."""
     from .judge.client import JudgeClient
     from .judge.ledger import Ledger
     from .judge.mock_server import MockServer
-    from .pipeline import load_tasks
+    from .preflight import judge_server, unreachable
 
-    cfg = load_config(args.config, args.overrides)
-    tasks = load_tasks(cfg, None)
-    print(f"ok  config {args.config}: {len(tasks)} tasks, {sum(len(t.items) for t in tasks.values())} items, {cfg.rounds} rounds")
+    if not cfg.judge.mock:
+        server = judge_server(cfg.judge)
+        for reason in unreachable([server]).values():
+            return [f"missing  judge: {server} does not answer ({reason}) → check the network, judge.base_url or the proxy"]
 
     async def probe(base_url: str | None) -> list[str]:
         client = JudgeClient(cfg.judge, base_url, Ledger(cfg.judge), profile=cfg.profile)
@@ -431,16 +517,18 @@ def _check(args: argparse.Namespace) -> int:
         finally:
             await client.close()
 
-    mock = MockServer(cfg.judge.mock_settings, tasks=tasks.values()).start() if cfg.judge.mock else None
+    mock = MockServer(cfg.judge.mock_settings, tasks=tasks.values() if tasks else None).start() if cfg.judge.mock else None
     try:
         warnings = asyncio.run(probe(mock.url if mock else cfg.judge.base_url))
+    except UserError as e:
+        return [f"missing  {e}"]
     finally:
         if mock is not None:
             mock.stop()
     for warning in warnings:
         print(f"WARNING: {warning}")
-    print(f"ok  judge {cfg.judge.model}: reachable, key accepted, parameters accepted")
-    return 0
+    print(f"ok       judge {cfg.judge.model}: reachable, key accepted, parameters accepted")
+    return []
 
 
 def _mock_judge(args: argparse.Namespace) -> int:
@@ -465,5 +553,6 @@ def _mock_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "card": _card, "rejudge": _rejudge, "agree": _agree, "report": _report, "compare": _compare, "view": _view,
-            "configs": _configs, "tasks": _tasks, "fetch": _fetch, "check": _check, "mock-judge": _mock_judge}
+COMMANDS = {"run": _run, "card": _card, "rejudge": _rejudge, "agree": _agree, "report": _report, "compare": _compare,
+            "view": _view, "runs": _runs, "configs": _configs, "tasks": _tasks, "fetch": _fetch, "check": _check,
+            "mock-judge": _mock_judge}

@@ -15,11 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import UserError
 from .metrics import paired_difference
 from .outcome import COMPLETE, NO_ANSWERS, Outcome, outcome
 from .rundir import write_json, write_text
-from .store import Store
+from .store import open_run
 from .summary import compute_summary, load_published, published_label, report_order, task_observations
 from .tables import cell, csv_header, csv_text, delta_cell, fmt, measured_csv_row, published_cells, published_csv_row
 
@@ -57,10 +56,7 @@ class Comparison:
 def load_runs(run_dirs: list[Path]) -> list[MeasuredRun]:
     runs = []
     for run_dir in run_dirs:
-        path = run_dir / "run.sqlite"
-        if not path.is_file():
-            raise UserError(f"{run_dir}: no run.sqlite here; give run directories (results/<name>)")
-        store = Store(path)
+        store = open_run(run_dir, "run directories")
         try:
             runs.append(MeasuredRun(run_dir, compute_summary(store), task_observations(store)))
         finally:
@@ -176,5 +172,6 @@ def compare(run_dirs: list[Path], reference: Path | None, out: Path | None) -> d
         write_text(out / "compare.md", text)
         write_json(out / "compare.json", result)
         write_compare_plot(out, [r.summary for r in comparison.runs], published)
-        write_page([r.dir for r in comparison.runs], out, compare_plots(out))
+        page = write_page([r.dir for r in comparison.runs], out, compare_plots(out))
+        print(f"Comparison written to {out}/: compare.md, compare.json, plots, {page.name}")
     return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import datetime
 import difflib
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -289,16 +290,52 @@ class RunConfig(Strict):
         return redact.data(self.model_dump(mode="json"))
 
     def identity(self) -> dict[str, Any]:
-        """What must match for a run directory to be continued: the model, its prompt format and the judge."""
+        """The settings that stored answers and judgments are made from, by config key: continuing a run directory
+        made with other values would replace them, which needs `--force` (`resume.refusal`). Settings that change no
+        record (concurrency, rate limits, retries, rounds, tasks, output) are not here."""
         model = self.model
-        ident: dict[str, Any] = {"backend": model.backend, "path": model.path}
+        ident: dict[str, Any] = {"model.backend": model.backend, "model.path": model.path}
         if not isinstance(model, ReplayModel):
-            ident["chat_template_kwargs"] = model.chat_template_kwargs
-            ident["revision"] = getattr(model, "revision", None)
-        ident["judge_model"] = self.judge.model
-        ident["compat"] = self.compat
-        ident["variant"] = self.variant
+            ident.update({"model.revision": getattr(model, "revision", None), "model.dtype": getattr(model, "dtype", None),
+                          "model.chat_template_kwargs": model.chat_template_kwargs,
+                          "model.reasoning": model.reasoning.model_dump(),
+                          "model.prompt_renderer": getattr(model, "prompt_renderer", None),
+                          "model.reasoning_effort": getattr(model, "reasoning_effort", None)})
+        ident.update({"generation.max_new_tokens": self.generation.max_new_tokens,
+                      "generation.greedy": self.generation.greedy, "seed": self.seed,
+                      "compat": self.compat, "variant": self.variant, "task_options": self.task_options,
+                      "judge.model": self.judge.model, "judge.reasoning_effort": self.judge.reasoning_effort})
         return ident
+
+    def identity_changes(self, stored: dict[str, Any] | None) -> list[str]:
+        """The settings of `identity` that differ from a stored identity, as `key (old → new)`, leaves of mappings
+        named one by one. A setting the stored identity does not hold (a run made before it was recorded) is not
+        compared."""
+        previous = {_LEGACY_IDENTITY.get(k, k): v for k, v in (stored or {}).items()}
+        current = self.identity()
+        return [change for key in sorted(set(previous) & set(current)) for change in _changes(key, previous[key], current[key])]
+
+
+# Names of identity settings in run stores written before they were named by their config keys.
+_LEGACY_IDENTITY = {"backend": "model.backend", "path": "model.path", "revision": "model.revision",
+                    "chat_template_kwargs": "model.chat_template_kwargs", "judge_model": "judge.model"}
+_UNSET = object()
+
+
+def _changes(key: str, old: Any, new: Any) -> list[str]:
+    if old == new:
+        return []
+    if isinstance(old, dict) or isinstance(new, dict):  # a mapping that appeared or went: its leaves one by one
+        old, new = ({} if v is _UNSET else v for v in (old, new))
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [change for k in sorted(set(old) | set(new), key=str)
+                for change in _changes(f"{key}.{k}", old.get(k, _UNSET), new.get(k, _UNSET))]
+    return [f"{key} ({_shown(old)} → {_shown(new)})"]
+
+
+def _shown(value: Any) -> str:
+    text = "unset" if value is _UNSET else json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "…"
 
 
 def _check_env_name(v: str | None) -> str | None:

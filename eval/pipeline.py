@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import threading
 from contextlib import contextmanager, nullcontext
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import __version__, estimate, progress, redact, report
+from . import __version__, estimate, preflight, progress, redact, report
 from .backends import announce_format, make_backend
 from .backends.base import Backend, BackendUnavailable, GenerationResult
 from .config import RunConfig
@@ -28,11 +29,11 @@ from .judge.mock_server import MockServer
 from .judge.requests import Excluded, JudgeRequest
 from .judge.shared_budget import SharedBudget
 from .records import Generation, Judgment, Slot, content_key
-from .resume import JudgeState, ResumeRules, plan_slots
+from .resume import JudgeState, ResumeRules, plan_slots, refusal
 from .rundir import REPORT_FILES, RunLock, write_json
-from .store import Store
+from .store import Store, open_run
 from .statuses import JudgmentStatus as J
-from .summary import DEFAULT_REFERENCE
+from .summary import DEFAULT_REFERENCE, compute_summary
 from .tasks import Task, load_spec, load_task
 
 # Store meta: true while the shared cache is open for writing, false once its writes are done; still true at the
@@ -51,6 +52,7 @@ class RunOptions:
     force: bool = False
     dry_run: bool = False
     command: list[str] = field(default_factory=list)
+    fetch: str = "python -m eval fetch CONFIG"  # the command that downloads what the run needs, when something is missing
 
 
 def run_dir_for(cfg: RunConfig, options: RunOptions) -> Path:
@@ -70,29 +72,41 @@ def load_tasks(cfg: RunConfig, limit: int | None) -> dict[str, Task]:
     return tasks
 
 
-def check_compatible(store: Store, cfg: RunConfig, run_dir: Path, force: bool) -> None:
-    previous = store.meta("identity")
-    current = cfg.identity()
-    if previous and previous != current and not force:
-        changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-        raise UserError(f"{run_dir}: this run directory was made with a different {', '.join(changed)}; use another "
-                        "--out, or --force to continue in it (earlier records are kept as superseded)")
-
-
 def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
     if options.rounds is not None:
         cfg = cfg.model_copy(update={"rounds": options.rounds})
     if options.tasks:
         cfg = narrowed_to(cfg, options.tasks)
     run_dir = run_dir_for(cfg, options)
-    tasks = load_tasks(cfg, options.limit)
+    found = preflight.inspect(cfg, "estimate" if options.dry_run else "run", options.fetch)
+    for note in found.notes:
+        print(note, file=sys.stderr)
     if options.dry_run:
-        return estimate.print_estimate(cfg, tasks, run_dir)
+        return _dry_run(cfg, options, run_dir, found)
+    if _read_only(run_dir):  # nothing can be computed there: only the items and the tokenizer are needed, to say so
+        _stop_if_missing(found.stopping("data", "tokenizer"), "nothing was started")
+        return _read_only_run(cfg, load_tasks(cfg, options.limit), run_dir, options.force)
+    _stop_if_missing(found.missing, "nothing was started")
+    tasks = load_tasks(cfg, options.limit)
+    created, fresh = not run_dir.exists(), not (run_dir / "run.sqlite").exists()
     with RunLock(run_dir):
-        checkpoint("start")
-        store = Store(run_dir / "run.sqlite")
         try:
-            check_compatible(store, cfg, run_dir, options.force)
+            return _run_locked(cfg, tasks, run_dir, options)
+        except BaseException:
+            if fresh:  # while the lock is held: no other run can have started in the folder
+                _remove_if_unused(run_dir, created)
+            raise
+
+
+def _run_locked(cfg: RunConfig, tasks: dict[str, Task], run_dir: Path, options: RunOptions) -> dict[str, Any]:
+    checkpoint("start")
+    store = Store(run_dir / "run.sqlite")
+    try:
+        backend = make_backend(cfg)  # tokenizer only: weights load with the first batch
+        try:
+            rules = ResumeRules(cfg, tasks, store, backend)
+            if not options.force and (why := refusal(rules, run_dir)):
+                raise UserError(why)
             store.set_meta("identity", cfg.identity())
             store.set_meta("config", cfg.snapshot())
             store.set_meta("tasks", {name: report.task_meta(t, cfg.generation.greedy) for name, t in tasks.items()})
@@ -101,13 +115,91 @@ def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
             store.set_meta("warnings", [w for t in tasks.values() for w in t.warnings])
             store.set_meta("command", options.command)
             store.set_plan(plan_slots(tasks, cfg.rounds))
-            runner = Runner(cfg, tasks, store, run_dir)
+            runner = Runner(cfg, tasks, store, run_dir, rules)
             runner.execute()
-            summary = write_reports_if_changed(run_dir, store, cfg, runner)
-            print(runner.account())
-            return summary
+        finally:
+            backend.close()
+        summary = write_reports_if_changed(run_dir, store, cfg, runner)
+        print(runner.account())
+        return summary
+    finally:
+        store.close()
+
+
+def _stop_if_missing(missing: list[preflight.Missing], consequence: str) -> None:
+    """One missing thing is the error itself; several are listed first, one line each."""
+    if len(missing) == 1:
+        raise UserError(f"{missing[0].what} → {missing[0].fix}")
+    if missing:
+        for thing in missing:
+            print(thing.line(), file=sys.stderr)
+        raise UserError(f"{len(missing)} things the run needs are missing (listed above, each with its fix); {consequence}")
+
+
+def _dry_run(cfg: RunConfig, options: RunOptions, run_dir: Path, found: preflight.Preflight) -> dict[str, Any]:
+    """The estimate, when the items (and, for a run directory that holds answers, the tokenizer) are here; then what
+    would stop the run at once — something missing, or a change that needs --force — as a user error."""
+    needed = ("data", "tokenizer") if (run_dir / "run.sqlite").is_file() else ("data",)
+    if found.stopping(*needed):
+        _stop_if_missing(found.missing, "nothing can be estimated without them")
+    estimated = estimate.print_estimate(cfg, load_tasks(cfg, options.limit), run_dir, options.force,
+                                        tokenizer_ready=not found.stopping("tokenizer"))
+    _stop_if_missing(found.missing, "the run would stop at once")
+    if estimated["refusal"]:
+        raise UserError(estimated["refusal"])
+    return estimated
+
+
+def _read_only(run_dir: Path) -> bool:
+    store = run_dir / "run.sqlite"
+    return store.is_file() and not (os.access(run_dir, os.W_OK) and os.access(store, os.W_OK))
+
+
+def _read_only_run(cfg: RunConfig, tasks: dict[str, Task], run_dir: Path, force: bool) -> dict[str, Any]:
+    """A run directory this process cannot write (an archive, a read-only mount): complete, it is reported as it is;
+    otherwise say what is left and how to go on."""
+    store = open_run(run_dir)
+    try:
+        backend = make_backend(cfg, generating=False)
+        try:
+            rules = ResumeRules(cfg, tasks, store, backend)
+            if not force and (why := refusal(rules, run_dir)):
+                raise UserError(why)
+            answers, judgments = len(rules.pending_generations()), len(rules.pending_judgments())
+        finally:
+            backend.close()
+        summary = compute_summary(store)
+    finally:
+        store.close()
+    if answers or judgments:
+        raise UserError(f"{run_dir} is read-only and incomplete: {answers} answers and {judgments} judgments are still to "
+                        f"be made; copy it to a writable folder (cp -r {run_dir} COPY) and run there with --out COPY")
+    print(report.render_console(summary))
+    print(f"\n{run_dir} is read-only and complete: nothing to compute, nothing written")
+    return summary
+
+
+def _remove_if_unused(run_dir: Path, created: bool) -> None:
+    """A run that stopped before storing any answer or judgment in a store it made leaves no store and no lock behind
+    (and no folder, if it made the folder)."""
+    path = run_dir / "run.sqlite"
+    if path.exists():
+        try:
+            store = Store(path, read_only=True)
+        except UserError:
+            return
+        try:
+            if any(store.counts().values()):
+                return
         finally:
             store.close()
+    for name in ("run.sqlite", "run.sqlite-wal", "run.sqlite-shm", "run.lock"):  # the lock's holder is this process
+        (run_dir / name).unlink(missing_ok=True)
+    if created:
+        try:
+            run_dir.rmdir()
+        except OSError:
+            pass  # something else is in it
 
 
 def narrowed_to(cfg: RunConfig, selected: list[str]) -> RunConfig:
@@ -142,13 +234,14 @@ class _RunStopped(Exception):
 
 
 class Runner:
-    def __init__(self, cfg: RunConfig, tasks: dict[str, Task], store: Store, run_dir: Path):
+    def __init__(self, cfg: RunConfig, tasks: dict[str, Task], store: Store, run_dir: Path, rules: ResumeRules):
         self.cfg = cfg
         self.tasks = tasks
         self.store = store
         self.run_dir = run_dir
-        self.backend: Backend | None = None
-        self.rules = ResumeRules(cfg, tasks, store, None)
+        assert rules.backend is not None, "the runner generates: its rules need the backend"
+        self.rules = rules
+        self.backend: Backend = rules.backend
         self.generation_calls = 0
         self.judge_calls = 0
         self.judgments_reused = 0
@@ -176,24 +269,20 @@ class Runner:
     # ---------------------------------------------------------------- orchestration
 
     def execute(self) -> None:
-        self.backend = self.rules.backend = make_backend(self.cfg)  # tokenizer only: weights load with the first batch
         self.store.set_meta("backend_identity", self.backend.identity())
         self.store.set_meta("model_format", announce_format(self.cfg, self.backend))
-        try:
-            self._check_answers_available()
-            pending_generations = len(self.rules.pending_generations())
-            pending_judgments = self._settle_judgments()
-            with self._shared_cache() as cache:
-                if pending_generations == 0 and pending_judgments == 0:
-                    return
-                mock = MockServer(self.cfg.judge.mock_settings, tasks=self.tasks.values()).start() if self.cfg.judge.mock else None
-                try:
-                    asyncio.run(self._execute(mock.url if mock else self.cfg.judge.base_url, cache, pending_generations))
-                finally:
-                    if mock is not None:
-                        mock.stop()
-        finally:
-            self.backend.close()
+        self._check_answers_available()
+        pending_generations = len(self.rules.pending_generations())
+        pending_judgments = self._settle_judgments()
+        with self._shared_cache() as cache:
+            if pending_generations == 0 and pending_judgments == 0:
+                return
+            mock = MockServer(self.cfg.judge.mock_settings, tasks=self.tasks.values()).start() if self.cfg.judge.mock else None
+            try:
+                asyncio.run(self._execute(mock.url if mock else self.cfg.judge.base_url, cache, pending_generations))
+            finally:
+                if mock is not None:
+                    mock.stop()
 
     def _check_answers_available(self) -> None:
         """A backend that replays a file cannot produce what the file lacks: say what, before paying for any judging."""
@@ -281,7 +370,6 @@ class Runner:
                     bar.update(1)
                     on_stored(gen.slot)
 
-                assert self.backend is not None
                 self.backend.generate(requests, store_result, self.stop)
                 checkpoint("turn_done")
         except _RunStopped:

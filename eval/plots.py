@@ -90,35 +90,38 @@ def _radar(summaries: list[dict[str, Any]]) -> plt.Figure:
 
 
 def _bars(summaries: list[dict[str, Any]], published: pd.DataFrame) -> plt.Figure:
-    """One panel per task: each run's mean score with its 95 % CI, and the published rows' values."""
+    """One panel per task: each run's mean score with its 95 % CI, and the published rows' values. The panels share
+    their rows (a row without a value in a task has no bar there), so the labels are written once, on the left, and
+    the figure is widened by their length: long model names never squeeze the panels (or defeat the layout)."""
     tasks = _tasks(summaries)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 5.2), squeeze=False)
-    for ax, (task, entry) in zip(axes[0], tasks.items(), strict=True):
-        labels, values, errors, colors = [], [], [[], []], []
-        for s in summaries:
+    rows: list[tuple[str, str, dict[str, tuple[float, float, float]]]] = []  # label, colour, task → (value, −err, +err)
+    for s in summaries:
+        values = {}
+        for task in tasks:
             score = s["tasks"].get(task, {}).get("metrics", {}).get("score")
-            if not score:
-                continue
-            lo, hi = score["ci95"]
-            labels.append(f"{s['label']} ({s['run']})")
-            values.append(score["mean"])
-            errors[0].append(score["mean"] - lo if lo is not None else 0)
-            errors[1].append(hi - score["mean"] if hi is not None else 0)
-            colors.append("tab:orange")
-        for row in published.to_dict("records"):
-            value = published_value(row, entry["published_column"])
-            if value is None:
-                continue
-            labels.append(f"{row['model']} ({row['reasoning_effort']})" if row["reasoning_effort"] else row["model"])
-            values.append(value)
-            errors[0].append(0)
-            errors[1].append(0)
-            colors.append("tab:gray")
-        ax.barh(range(len(values)), values, xerr=errors, color=colors, capsize=3)
-        ax.set_yticks(range(len(values)), labels, fontsize=7)
-        ax.invert_yaxis()
+            if score:
+                lo, hi = score["ci95"]
+                values[task] = (score["mean"], score["mean"] - lo if lo is not None else 0, hi - score["mean"] if hi is not None else 0)
+        rows.append((f"{s['label']} ({s['run']})", "tab:orange", values))
+    for row in published.to_dict("records"):
+        values = {task: (v, 0, 0) for task, entry in tasks.items()
+                  if (v := published_value(row, entry["published_column"])) is not None}
+        if values:
+            label = f"{row['model']} ({row['reasoning_effort']})" if row["reasoning_effort"] else row["model"]
+            rows.append((label, "tab:gray", values))
+    label_inches = 0.065 * max((len(label) for label, _, _ in rows), default=10)  # at font size 7
+    fig, axes = plt.subplots(1, len(tasks), figsize=(label_inches + 3.4 * len(tasks), 1.2 + 0.3 * max(len(rows), 4)),
+                             squeeze=False, sharey=True)
+    positions = range(len(rows))
+    for ax, (task, entry) in zip(axes[0], tasks.items(), strict=True):
+        present = [(i, values[task], colour) for i, (_, colour, values) in enumerate(rows) if task in values]
+        ax.barh([i for i, _, _ in present], [v for _, (v, _, _), _ in present],
+                xerr=[[lo for _, (_, lo, _), _ in present], [hi for _, (_, _, hi), _ in present]],
+                color=[colour for _, _, colour in present], capsize=3)
         ax.set_title(entry["column"])
         ax.set_xlim(0, entry["scale"][1])
+    axes[0][0].set_yticks(positions, [label for label, _, _ in rows], fontsize=7)
+    axes[0][0].invert_yaxis()
     fig.suptitle("Measured (orange, 95 % CI) beside the published model-card rows (gray)", fontsize=10)
     fig.tight_layout()
     return fig

@@ -19,7 +19,7 @@ from .store import Store, open_run
 from .summary import compute_summary, load_published
 from .tables import render_console, render_csv, render_markdown
 from .tasks import Task
-from .view import write_page
+from .view import refuse_read_only, write_page
 
 
 def task_meta(task: Task, greedy: bool = False) -> dict[str, Any]:
@@ -73,14 +73,20 @@ def write_run(run_dir: Path, store: Store, cfg: RunConfig, activity: dict[str, A
     return summary
 
 
-def regenerate(run_dir: Path) -> dict[str, Any]:
+def regenerate(run_dir: Path, out: Path | None = None) -> dict[str, Any]:
+    """Every report file of a run from its store, into the run directory or `out` (the store is only read, so a
+    read-only run can be reported elsewhere; its manifest.json is copied, as only a run can write one)."""
+    if out is None:
+        refuse_read_only(run_dir, "a folder for the report files")
     store = open_run(run_dir)
     try:
-        summary = write_reports(run_dir, store)
+        summary = write_reports(out or run_dir, store)
     finally:
         store.close()
-    write_page([run_dir])
+    if out is not None and (run_dir / "manifest.json").is_file():
+        write_text(out / "manifest.json", (run_dir / "manifest.json").read_text(encoding="utf-8"))
+    write_page([run_dir], out, reports=out)
     print(render_console(summary))
+    if out is not None:
+        print(f"\nReports of {run_dir} written to {out}/ (table.md, summary.json, plots/, report.html)")
     return summary
-
-

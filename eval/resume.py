@@ -7,6 +7,7 @@ Every check is pure (it reads the store, never writes it).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from .backends.base import Backend, GenerationRequest, Sampling, request_seed
 from .chat import turn_messages
@@ -148,3 +149,34 @@ class ResumeRules:
         """Slots without a final judgment of their current answers; `generating` counts those whose answers are to be
         generated (again) first."""
         return [slot for slot, _ in self.plan if not self.judge_state(slot, generating).judged]
+
+    def replaced(self) -> tuple[int, int]:
+        """Paid work the store holds that this config would do again: final answers made from another request, and
+        final judgments that no longer stand — at most: a judgment whose answer comes back identical is kept. Failed
+        records (asked again anyway) and excluded answers (no judge call) are not counted."""
+        if self.store is None:
+            return 0, 0
+        answers = judgments = 0
+        for slot, _ in self.plan:
+            gen, judged = self.store.generation(slot), self.store.judgment(slot)
+            answers += gen is not None and not is_transient(gen) and not self.is_stored(slot)
+            judgments += judged is not None and not is_transient(judged) and judged.status != J.EXCLUDED and \
+                not self.judge_state(slot).judged
+        return answers, judgments
+
+
+def refusal(rules: ResumeRules, run_dir: Path) -> str | None:
+    """Why a run in `run_dir` under `rules` may not go on without `--force` (None: it may): it would replace paid work,
+    named with the settings that changed and how much it would redo. The run and its dry run both ask here."""
+    assert rules.store is not None
+    answers, judgments = rules.replaced()
+    if not answers and not judgments:
+        return None
+    changes = rules.cfg.identity_changes(rules.store.meta("identity"))
+    why = ("this run directory was made with other settings: " + ", ".join(changes)) if changes else \
+        ("its records were made from other inputs although no setting differs (the model's chat template, a benchmark "
+         "file or the harness changed, or the template renders today's date: set "
+         "model.chat_template_kwargs.conversation_start_date)")
+    return (f"{run_dir}: {why}; continuing would regenerate {answers} stored answers and re-judge up to {judgments} "
+            "stored judgments (a judgment stands where its answer comes back identical). Use another --out, or --force "
+            "to redo them (the replaced records are kept as superseded)")

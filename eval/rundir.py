@@ -104,9 +104,12 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.run_dir / "run.lock", "a+")
         except OSError as e:
             raise UserError(f"{self.run_dir}: cannot create the run directory ({e.strerror}); choose another with --out") from None
+        try:
+            self.file = open(self.run_dir / "run.lock", "a+")
+        except OSError as e:
+            raise UserError(f"{self.run_dir}: cannot write in the run directory ({e.strerror}); choose another with --out") from None
         try:
             fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

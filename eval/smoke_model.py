@@ -14,9 +14,12 @@ import hashlib
 import os
 import random
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 
+from . import progress
 from .errors import UserError
 from .sources import cache_root
 from .yaml_limits import read_yaml
@@ -127,6 +130,9 @@ def build(target: Path, steps: int = 200) -> None:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+    print(f"building the smoke model {BUILTIN_PREFIX}{NAME} (first use only: {steps} training steps on one CPU thread, "
+          f"under a minute) into {target}", file=sys.stderr, flush=True)
+    started = time.monotonic()
     tokenizer = build_tokenizer()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: the same weights on every machine
@@ -143,6 +149,7 @@ def build(target: Path, steps: int = 200) -> None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
         rng = random.Random(1)
         model.train()
+        bar = progress.Bar("smoke model", "step", steps)
         for _ in range(steps):
             batch = rng.choice(batches)
             width = max(len(ids) for ids, _ in batch)
@@ -157,6 +164,8 @@ def build(target: Path, steps: int = 200) -> None:
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
+            bar.update(1)
+        bar.close()
         model.eval()
     finally:
         torch.set_num_threads(threads)
@@ -170,3 +179,4 @@ def build(target: Path, steps: int = 200) -> None:
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+    print(f"smoke model built in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)

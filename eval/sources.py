@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -28,6 +29,17 @@ def cache_root() -> Path:
 
 def offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "LLMJP_EVAL_OFFLINE"))
+
+
+def go_offline() -> None:
+    """Offline mode for the Hugging Face libraries in this process: they read their caches without asking the hub
+    (and without a minute of retries when it does not answer). They read the variable when first imported; the
+    copies of modules already imported are set too."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    if (hub := sys.modules.get("huggingface_hub.constants")) is not None:
+        hub.HF_HUB_OFFLINE = True
+    if (datasets_config := sys.modules.get("datasets.config")) is not None:
+        datasets_config.HF_HUB_OFFLINE = datasets_config.HF_DATASETS_OFFLINE = True
 
 
 def sha256_file(path: Path) -> str:
@@ -59,7 +71,7 @@ class ResolvedFile:
         return {"label": self.label, "url": self.url, "path": str(self.path), "sha256": self.sha256}
 
 
-def _mirrored(url: str, mirrors: dict[str, str]) -> Path | None:
+def mirrored(url: str, mirrors: dict[str, str]) -> Path | None:
     for prefix, folder in mirrors.items():
         if url.startswith(prefix):
             return Path(folder).expanduser() / url[len(prefix):]
@@ -90,7 +102,7 @@ def resolve_file(ref: FileRef, mirrors: dict[str, str] | None = None, download: 
         return ResolvedFile(ref.label, ref.path, _verify(ref, ref.path, str(ref.path)), ref.url)
     if ref.url is None:
         raise UserError(f"{ref.label}: neither a url nor a path is given")
-    local = _mirrored(ref.url, mirrors or {})
+    local = mirrored(ref.url, mirrors or {})
     if local is not None:
         if not local.is_file():
             raise UserError(f"{ref.label}: mirrored file not found: {local} (mirror of {ref.url})")
@@ -112,7 +124,7 @@ def is_cached(ref: FileRef, mirrors: dict[str, str] | None = None) -> bool:
         return ref.path.is_file()
     if ref.url is None:
         return False
-    local = _mirrored(ref.url, mirrors or {})
+    local = mirrored(ref.url, mirrors or {})
     return (local or _cache_path(ref)).is_file()
 
 

@@ -45,13 +45,18 @@ _OBJECT_FIELDS = {"scores", "usage", "params", "messages"}
 
 
 class Store:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, read_only: bool = False):
+        """`read_only`: for commands that only read a run; they work on a folder this process cannot write (an
+        archive, a read-only mount), where SQLite cannot make the WAL's shared-memory file (see `_open_read_only`)."""
         self.path = Path(path)
         try:
-            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
+            if read_only:
+                self.db = _open_read_only(self.path)
+            else:
+                self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
             raise UserError(f"{self.path}: cannot open the run store ({e}); is the file a run.sqlite of this harness?") from None
         try:  # a valid header over damaged pages opens fine and fails at some later read: find out now
@@ -237,13 +242,36 @@ class Store:
         return [{"stage": s, "kind": k, "data": json.loads(d), "t": t} for s, k, d, t in cur]
 
 
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection. A store in WAL mode needs its `-shm` file: with the `-wal` file there (a run going on,
+    or killed) SQLite reads both read-only; with no `-wal` (a finished run: the last writer folded it in) in a folder
+    it cannot write, SQLite cannot make `-shm`, and the file is opened as immutable — there is no WAL content to miss,
+    and no writer could make one there."""
+    if not path.is_file():
+        raise sqlite3.DatabaseError("no such file")
+    uri = path.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, isolation_level=None, timeout=30)
+    try:
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+        if Path(f"{path}-wal").exists():
+            raise
+    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False, isolation_level=None)
+
+
 def open_run(run_dir: Path, what: str = "a run directory") -> Store:
-    """The store of a planned run in `run_dir`, or a one-line error saying what to give instead."""
+    """The store of a planned run in `run_dir`, read-only, or a one-line error saying what to give instead."""
     path = run_dir / "run.sqlite"
     if not path.is_file():
         raise UserError(f"{run_dir}: no run.sqlite here; give {what} (results/<name>)")
-    store = Store(path)
-    if store.meta("config") is None:
+    store = Store(path, read_only=True)
+    try:
+        planned = store.meta("config") is not None
+    except sqlite3.OperationalError:  # a SQLite file without the store's tables
+        planned = False
+    if not planned:
         store.close()
         raise UserError(f"{path}: the store holds no run (it was never planned)")
     return store

@@ -7,6 +7,7 @@ A task file says where the questions come from, how to generate (system prompt, 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal
@@ -45,6 +46,15 @@ class TextSpec(FileSpec):
 
     text: str | None = None
     key: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_plain_text(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            shown = json.dumps(data if len(data) <= 40 else data[:40] + "…", ensure_ascii=False)
+            raise ValueError(f"a plain string is not read as the prompt: write {{text: {shown}}} for the text itself, "
+                             "or {path: …} (or {asset: …, key: …}) for a file")
+        return data
 
     @model_validator(mode="after")
     def _one_source(self) -> "TextSpec":

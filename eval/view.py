@@ -17,6 +17,7 @@ import base64
 import hashlib
 import http.server
 import json
+import os
 import re
 import webbrowser
 from pathlib import Path
@@ -79,15 +80,15 @@ ROW_FIELDS = ["item", "turn", "round", "gen_status", "final", "reasoning", "toke
               "judge_model", "length"]
 
 
-def _run_files(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _run_files(run_dir: Path, reports: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     if not (run_dir / "run.sqlite").is_file():
         raise UserError(f"{run_dir}: no run.sqlite here; give run directories (results/<name>)")
-    summary_path = run_dir / "summary.json"
+    summary_path = reports / "summary.json"
     if not summary_path.is_file():
         raise UserError(f"{summary_path}: not found; run `python -m eval report {run_dir}` first")
     try:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        manifest_path = run_dir / "manifest.json"
+        manifest_path = reports / "manifest.json"
         manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else None
     except json.JSONDecodeError as e:
         raise UserError(f"{run_dir}: unreadable report file ({e}); run `python -m eval report {run_dir}` again") from None
@@ -102,12 +103,15 @@ def page_plots(folder: Path, names: list[str] | None = None) -> list[dict[str, s
 
 
 class _RunReader:
-    """One run's rows for the page, and its observations for paired differences."""
+    """One run's rows for the page, and its observations for paired differences. `reports`: the folder of its report
+    files (summary.json, manifest.json, plots/), the run directory unless they were written elsewhere."""
 
-    def __init__(self, run_dir: Path, strings: Strings, items: dict[tuple[str, str], int], item_rows: list[list[Any]]):
+    def __init__(self, run_dir: Path, strings: Strings, items: dict[tuple[str, str], int], item_rows: list[list[Any]],
+                 reports: Path | None = None):
         self.run_dir = run_dir
-        self.summary, self.manifest = _run_files(run_dir)
-        store = Store(run_dir / "run.sqlite")
+        self.reports = reports or run_dir
+        self.summary, self.manifest = _run_files(run_dir, self.reports)
+        store = Store(run_dir / "run.sqlite", read_only=True)
         try:
             self.metas = store.meta("tasks") or {}
             stored_items = {(task, i["item_id"]): i for task, rows in (store.meta("items") or {}).items() for i in rows}
@@ -223,13 +227,13 @@ def _published_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for row in load_published().to_dict("records")]
 
 
-def page_data(run_dirs: list[Path], extra_plots: list[dict[str, str]] = ()) -> dict[str, Any]:
+def page_data(run_dirs: list[Path], extra_plots: list[dict[str, str]] = (), reports: Path | None = None) -> dict[str, Any]:
     strings = Strings()
     items: dict[tuple[str, str], int] = {}
     item_rows: list[list[Any]] = []
-    readers = [_RunReader(d, strings, items, item_rows) for d in run_dirs]
+    readers = [_RunReader(d, strings, items, item_rows, reports) for d in run_dirs]
     runs = [{"name": name, "dir": str(r.run_dir), "summary": r.summary, "manifest": r.manifest,
-             "plots": page_plots(r.run_dir / "plots"), "rows": r.rows} for r, name in zip(readers, _run_names(readers), strict=True)]
+             "plots": page_plots(r.reports / "plots"), "rows": r.rows} for r, name in zip(readers, _run_names(readers), strict=True)]
     pairs = [{"a": i, "b": k, "differences": _category_differences(readers[i], readers[k])}
              for i in range(len(readers)) for k in range(i + 1, len(readers))]
     # The page colours and marks statuses by the rules of statuses.py, not by lists of its own.
@@ -248,34 +252,47 @@ def script_json(data: Any) -> str:
     return text
 
 
-def _csp_hash(text: str) -> str:
+def csp_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
-def render_page(data: dict[str, Any]) -> str:
-    template = (PAGE_DIR / "page.html").read_text(encoding="utf-8")
-    style = (PAGE_DIR / "page.css").read_text(encoding="utf-8")
-    script = (PAGE_DIR / "page.js").read_text(encoding="utf-8")
-    csp = (f"default-src 'none'; img-src data:; style-src {_csp_hash(style)}; script-src {_csp_hash(script)}; "
-           "base-uri 'none'; form-action 'none'")
-    parts = {"CSP": csp, "STYLE": style, "DATA": script_json(data), "SCRIPT": script}
-    pieces = re.split(r"/\*(CSP|STYLE|DATA|SCRIPT)\*/", template)  # text, marker, text, …: inserted text is never searched
+def fill(template_name: str, parts: dict[str, str]) -> str:
+    """A template of view_page/ with each `/*MARKER*/` replaced by its part; inserted text is never searched again."""
+    template = (PAGE_DIR / template_name).read_text(encoding="utf-8")
+    pieces = re.split(r"/\*([A-Z]+)\*/", template)  # text, marker, text, …
     if sorted(pieces[1::2]) != sorted(parts):
-        raise RuntimeError(f"{PAGE_DIR / 'page.html'}: each of the markers {sorted(parts)} must appear once")
+        raise RuntimeError(f"{PAGE_DIR / template_name}: each of the markers {sorted(parts)} must appear once")
     return "".join(parts[p] if i % 2 else p for i, p in enumerate(pieces))
 
 
-def write_page(run_dirs: list[Path], out: Path | None = None, extra_plots: list[dict[str, str]] = ()) -> Path:
-    """Write report.html (into the single run, or `out`: a folder or an .html path) and return its path."""
+def render_page(data: dict[str, Any]) -> str:
+    style = (PAGE_DIR / "page.css").read_text(encoding="utf-8")
+    script = (PAGE_DIR / "page.js").read_text(encoding="utf-8")
+    csp = (f"default-src 'none'; img-src data:; style-src {csp_hash(style)}; script-src {csp_hash(script)}; "
+           "base-uri 'none'; form-action 'none'")
+    return fill("page.html", {"CSP": csp, "STYLE": style, "DATA": script_json(data), "SCRIPT": script})
+
+
+def write_page(run_dirs: list[Path], out: Path | None = None, extra_plots: list[dict[str, str]] = (),
+               reports: Path | None = None) -> Path:
+    """Write report.html (into the single run, or `out`: a folder or an .html path) and return its path. `reports`:
+    the folder of a single run's report files when they were written elsewhere (`report RUN --out`)."""
     if out is None:
         if len(run_dirs) > 1:
             raise UserError("several runs: give --out (a folder or a .html file) for the comparison page")
         out = run_dirs[0]
+        refuse_read_only(out, "a folder or a .html file for the page")
     path = out if out.suffix == ".html" else out / "report.html"
-    page = render_page(page_data(run_dirs, extra_plots))
+    page = render_page(page_data(run_dirs, extra_plots, reports))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, page)
     return path
+
+
+def refuse_read_only(run_dir: Path, what: str) -> None:
+    """A command that would write into a run directory this process cannot write says so, and what to give."""
+    if run_dir.is_dir() and not os.access(run_dir, os.W_OK):
+        raise UserError(f"{run_dir} is read-only: nothing can be written there; give --out ({what}) to write elsewhere")
 
 
 def compare_plots(out: Path) -> list[dict[str, str]]:
@@ -288,7 +305,10 @@ def compare_link(task: str, item_id: str, turn: int) -> str:
 
 
 def open_in_browser(path: Path) -> None:
-    webbrowser.open(path.resolve().as_uri())
+    """Open the page in this machine's browser; where none can start (a headless node) say so and how to look."""
+    if not webbrowser.open(path.resolve().as_uri()):
+        raise UserError(f"--open: no browser can be started on this machine (no display?); the page is {path}: copy it to "
+                        "a machine with a browser, or serve it with --serve and open it through `ssh -L 8765:localhost:8765`")
 
 
 def serve(path: Path, host: str = "127.0.0.1", port: int = 8765) -> None:

@@ -20,7 +20,7 @@ import yaml
 from conftest import LJJ_BASE, ROOT, UPSTREAM
 from helpers import SECRET, cli, run_cli
 
-PROGRESS = re.compile(r"^(generate|judge|batch \S+): ")  # progress lines of a case that fails after generating
+PROGRESS = re.compile(r"^(generate|judge|batch \S+|model): ")  # progress lines of a case that fails after generating
 SMOKE = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
 
 
@@ -193,17 +193,21 @@ def case_checksum_mismatch(tmp, **_):
 def case_offline_and_not_cached(tmp, **_):
     config = write_config(tmp, variant="full", tasks=["mt_bench_en"])
     return run_args(tmp, config), {"LLMJP_EVAL_CACHE": str(tmp / "empty-cache"), "HF_HUB_OFFLINE": "1"}, \
-        ["task mt_bench_en: questions", "not in the cache", "python -m eval fetch"]
+        ["task mt_bench_en: 4 files (questions, references", "not in the cache", "downloads are off", "python -m eval fetch"]
 
 
 def case_unreachable_url(tmp, **_):
     options = {"mt_bench_ja": {"variants": {"sample": {"data": {"questions": {"url": "http://127.0.0.1:9/q.jsonl", "sha256": "0" * 64}}}}}}
     return run_args(tmp, write_config(tmp, task_options=options)), {"LLMJP_EVAL_CACHE": str(tmp / "c"), "HF_HUB_OFFLINE": "0"}, \
-        ["task mt_bench_ja: questions", "cannot download http://127.0.0.1:9/q.jsonl"]
+        ["task mt_bench_ja: file (questions) not in the cache", "http://127.0.0.1:9 does not answer", "python -m eval fetch"]
 
 
 def case_gated_dataset_without_token(tmp, gated_hub, **_):
-    config = write_config(tmp, variant="full", tasks=["answer_carefully"])
+    # The task's other files given here, so that the dataset is the one thing to download.
+    local = {"system_prompt": {"text": "s"}, "judge_system_prompt": {"text": "j"},
+             "judge_prompts": {"path": str(ROOT / "tasks" / "samples" / "prompts" / "safety_ja.yaml")}}
+    config = write_config(tmp, variant="full", tasks=["answer_carefully"],
+                          task_options={"answer_carefully": {"variants": {"full": local}}})
     env = {"HF_ENDPOINT": gated_hub, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "HF_HOME": str(tmp / "hf"), "HF_TOKEN": ""}
     return run_args(tmp, config), env, ["task answer_carefully", "llm-jp/AnswerCarefully is gated", "HF_TOKEN"]
 
@@ -271,7 +275,7 @@ def case_replay_file_missing(tmp, **_):
 def case_incompatible_run_directory(tmp, **_):
     first = cli(*run_args(tmp, write_config(tmp)))
     assert first.returncode == 0, first.stderr[-2000:]
-    return run_args(tmp, write_config(tmp, judge__model="another-judge")), {}, [str(tmp / "run"), "different judge_model", "--force"]
+    return run_args(tmp, write_config(tmp, judge__model="another-judge")), {}, [str(tmp / "run"), "other settings: judge.model (mock-judge → another-judge)", "re-judge up to 6 stored judgments", "--force"]
 
 
 def case_run_name_escapes_the_output_folder(tmp, **_):

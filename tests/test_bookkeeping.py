@@ -10,10 +10,12 @@ import io
 import json
 import sqlite3
 
+import pytest
 from helpers import run_cli
 
 from eval import pipeline, progress, report
 from eval.config import load_config
+from eval.errors import UserError
 
 
 def replay_config(tmp_path, *overrides: str, cache: str = "off"):
@@ -57,14 +59,17 @@ def test_the_dry_run_counts_exactly_what_the_run_then_computes(tmp_path, capsys)
     assert (finished["generations"], finished["judge_requests"]) == (0, 0)
     # A new judge setting for one task: its judgment is asked again, no answer is regenerated.
     _, rejudged = replay_config(tmp_path, "task_options.llm_jp_instructions.judge.max_tokens=512")
-    estimate = run(rejudged, out, dry_run=True)["total"]
+    with pytest.raises(UserError, match=r"task_options.llm_jp_instructions.judge.max_tokens \(unset → 512\); continuing "
+                                        r"would regenerate 0 stored answers and re-judge up to 1 stored judgments"):
+        run(rejudged, out, dry_run=True)  # the run would refuse: the dry run says so, with the counts
+    estimate = run(rejudged, out, dry_run=True, force=True)["total"]
     run(rejudged, out, force=True)
     assert (estimate["generations"], estimate["judge_requests"]) == (0, 1) == tuple(activity(out)[k] for k in CALLS)
     # A new generation budget changes every request: no stored answer counts any more. The estimate counts their
     # judgments too (an upper bound: here the replayed answers come out identical, so the judgments stand).
     _, regenerated = replay_config(tmp_path, "task_options.llm_jp_instructions.judge.max_tokens=512",
                                    "generation.max_new_tokens=40")
-    estimate = run(regenerated, out, dry_run=True)["total"]
+    estimate = run(regenerated, out, dry_run=True, force=True)["total"]
     run(regenerated, out, force=True)
     assert estimate["generations"] == activity(out)["generation_calls"] == 6
     assert estimate["judge_requests"] == 6 and activity(out)["judge_calls"] == 0

@@ -95,13 +95,20 @@ def test_the_configs_command_lists_each_bundled_config_with_its_row():
 
 @pytest.mark.parametrize("name", API_CONFIGS)
 def test_the_api_configs_dry_run_offline_on_sample_data(name, monkeypatch, tmp_path):
+    """Without the key the estimate is printed, then the key is named as what the run would miss (exit 2); with it,
+    the dry run is clean. Nothing is sent and nothing is written either way."""
+    args = ("run", name, "--dry-run", "--set", "variant=sample", "--out", str(tmp_path / "run"))
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    result = cli("run", name, "--dry-run", "--set", "variant=sample", "--out", str(tmp_path / "run"))
-    assert result.returncode == 0, result.stderr
-    assert f"Dry run for {load_config(name).name}: nothing is sent" in result.stdout
-    assert "split by the server" in result.stdout
-    assert "total           72              72" in result.stdout
-    assert not (tmp_path / "run").exists()
+    for key, code in ((None, 2), ("a-key-for-the-dry-run", 0)):
+        if key:
+            monkeypatch.setenv("OPENAI_API_KEY", key)
+        result = cli(*args)
+        assert result.returncode == code, result.stderr
+        assert f"Dry run for {load_config(name).name}: nothing is sent" in result.stdout
+        assert "split by the server" in result.stdout
+        assert "total           72              72" in result.stdout
+        assert ("OPENAI_API_KEY is not set" in result.stderr) == (key is None)
+        assert not (tmp_path / "run").exists()
 
 
 def test_an_api_generator_gets_upstreams_request_and_drops_a_parameter_the_api_refuses(mock_server, monkeypatch):

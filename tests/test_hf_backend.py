@@ -285,3 +285,12 @@ def test_paged_engine_cache_in_tests_is_a_few_megabytes(smoke_model_dir, monkeyp
     reqs = requests(0.0)
     assert len(generate(backend("paged"), reqs)) == len(reqs)
     assert sizes and max(sizes) < 8 * 2**20, sizes
+
+
+def test_loading_the_weights_is_said_before_and_after(smoke_model_dir, capsys):
+    """A real model's weights take a while to load: the run says so instead of falling silent."""
+    b = backend()
+    b._load()
+    err = capsys.readouterr().err
+    assert "model: loading the weights of builtin:tiny-harmony (float32) onto cpu…" in err
+    assert "model: loaded in " in err

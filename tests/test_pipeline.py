@@ -22,7 +22,20 @@ def test_a_changed_generation_setting_regenerates_and_rejudges_only_changed_answ
     strict = ["--set", "compat=strict"]
     assert cli(*BASE, *strict, "--out", str(out)).returncode == 0
     before = {(j["task"], j["item_id"], j["turn"]): j for j in read_jsonl(out / "judgments.jsonl")}
-    again = cli(*BASE, *strict, "--out", str(out), "--set", "generation.max_new_tokens=40")
+    shorter = [*BASE, *strict, "--out", str(out), "--set", "generation.max_new_tokens=40"]
+    # Paid work is not redone by surprise: refused, naming the change and what --force would redo; the dry run
+    # says the same, and neither touches the store.
+    stored = (out / "run.sqlite").stat().st_mtime_ns
+    counts = "continuing would regenerate 6 stored answers and re-judge up to 6 stored judgments"
+    refused = cli(*shorter)
+    assert refused.returncode == 2 and "made with other settings: generation.max_new_tokens (96 → 40)" in refused.stderr
+    assert counts in refused.stderr and "--force" in refused.stderr
+    dry = cli(*shorter, "--dry-run")
+    assert dry.returncode == 2 and counts in dry.stderr
+    total = next(line.split() for line in dry.stdout.splitlines() if line.strip().startswith("total"))
+    assert total[:3] == ["total", "6", "6"]  # generations, judge requests
+    assert (out / "run.sqlite").stat().st_mtime_ns == stored
+    again = cli(*shorter, "--force")
     assert again.returncode == 3, again.stderr[-2000:]  # reported; 40 tokens leave the answers without a final answer
     after = {(j["task"], j["item_id"], j["turn"]): j for j in read_jsonl(out / "judgments.jsonl")}
     changed = sum(after[k]["messages"] != before[k]["messages"] for k in before)
@@ -37,7 +50,7 @@ def test_a_changed_generation_setting_regenerates_and_rejudges_only_changed_answ
 def test_a_changed_judge_setting_rejudges_without_regenerating(tmp_path):
     out = tmp_path / "run"
     assert cli(*BASE, "--out", str(out)).returncode == 0
-    again = cli(*BASE, "--out", str(out), "--set", "task_options.llm_jp_instructions.judge.max_tokens=512")
+    again = cli(*BASE, "--out", str(out), "--set", "task_options.llm_jp_instructions.judge.max_tokens=512", "--force")
     assert again.returncode == 0, again.stderr[-2000:]
     assert activity(out)["generation_calls"] == 0 and activity(out)["judge_calls"] == 1
     judged = [j for j in read_jsonl(out / "judgments.jsonl") if j["task"] == "llm_jp_instructions"]

@@ -207,3 +207,23 @@ def test_adding_rounds_computes_only_the_new_rounds(tmp_path):
     assert {g["round"] for g in gens_after.values()} == {1, 2, 3}
     seeds = {r: {g["seed"] for s, g in gens_after.items() if s[0] == r} for r in (1, 2, 3)}
     assert seeds[1].isdisjoint(seeds[2]) and seeds[2].isdisjoint(seeds[3])  # each round samples with its own seed
+
+
+def test_plots_of_long_row_names_lay_out_without_a_warning(two_runs, tmp_path):
+    """Before: the benchmark bars of a real row name ('llm-jp-4-8b-thinking (reasoning_effort = medium) (…)') warned
+    'Tight layout not applied' on every run."""
+    import warnings
+
+    from eval.plots import write_compare_plot, write_plots
+    from eval.summary import load_published
+
+    summary = json.loads((two_runs["low"] / "summary.json").read_text())
+    summary.update(label="llm-jp-4-8b-thinking (reasoning_effort = medium)", run="llm-jp-4-8b-thinking-medium")
+    one_task = {**summary, "tasks": {"mt_bench_en": summary["tasks"]["mt_bench_en"]}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_plots(tmp_path / "run", summary, load_published())
+        write_plots(tmp_path / "one", one_task, load_published())
+        write_compare_plot(tmp_path / "compare", [summary, {**summary, "run": "gpt-oss-20b-low-and-a-long-run-name"}],
+                           load_published())
+    assert (tmp_path / "run" / "plots" / "benchmarks.png").is_file() and (tmp_path / "compare" / "compare.png").is_file()

@@ -31,8 +31,11 @@ def test_greedy_is_part_of_the_generation_key_and_the_report_says_so(tmp_path):
     out = tmp_path / "run"
     first = cli("run", "--out", str(out), "--rounds", "2", "--limit", "1", "--tasks", "mt_bench_en")
     assert first.returncode == 0, first.stderr[-2000:]
-    again = cli("run", "--out", str(out), "--rounds", "2", "--limit", "1", "--tasks", "mt_bench_en",
-                "--set", "generation.greedy=true")
+    greedy = ("run", "--out", str(out), "--rounds", "2", "--limit", "1", "--tasks", "mt_bench_en",
+              "--set", "generation.greedy=true")
+    refused = cli(*greedy)  # stored answers would be replaced: named as the setting that changed
+    assert refused.returncode == 2 and "generation.greedy (false → true)" in refused.stderr, refused.stderr
+    again = cli(*greedy, "--force")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "this run generated 4 answers" in again.stdout  # every answer made again: a new key
     table = (out / "table.md").read_text()

@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from helpers import cli, counters, read_jsonl
+from helpers import ROOT, cli, counters, read_jsonl
 
 PRIMARY = {"mt_bench": "score", "safety": "score", "quality": "総合評価"}
 
@@ -93,7 +93,6 @@ def test_the_network_block_used_by_these_tests_works(tmp_path):
     import subprocess
     import sys
 
-    from helpers import ROOT
 
     env = dict(os.environ, PYTHONPATH=str(ROOT / "tests" / "netblock"))
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=30)
@@ -107,11 +106,20 @@ def test_the_network_block_used_by_these_tests_works(tmp_path):
 def test_check_validates_the_config_and_probes_the_judge():
     result = cli("check", "configs/smoke.yaml")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "ok  config configs/smoke.yaml: 4 tasks, 16 items, 3 rounds" in result.stdout
-    assert "ok  judge mock-judge: reachable, key accepted, parameters accepted" in result.stdout
+    assert "ok       config configs/smoke.yaml: 4 tasks (sample), 3 rounds, judge mock-judge" in result.stdout
+    assert "ok       data: 4 tasks, 16 items" in result.stdout
+    assert "ok       judge mock-judge: reachable, key accepted, parameters accepted" in result.stdout
+
+
+def test_version_says_which_package_answered():
+    from eval import __version__
+
+    result = cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"llmjp-eval {__version__}") and f"package at {ROOT / 'eval'}" in result.stdout
 
 
 def test_every_command_has_help():
-    for command in ("run", "report", "compare", "tasks", "fetch", "check", "mock-judge"):
+    for command in ("run", "report", "compare", "runs", "tasks", "fetch", "check", "mock-judge"):
         result = cli(command, "--help")
         assert result.returncode == 0 and "usage: python -m eval" in result.stdout, command

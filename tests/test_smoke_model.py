@@ -54,3 +54,12 @@ def test_a_build_finished_second_keeps_the_model_already_in_place(tmp_path):
         (folder / "stray").write_text("")
     with pytest.raises(OSError):  # a folder in the way that holds no model is not taken for one
         smoke_model._publish(other, broken)
+
+
+def test_building_says_what_it_does_and_shows_its_progress(tmp_path, capsys):
+    """Before: about 45 s of silence on first use."""
+    smoke_model.build(tmp_path / "model", steps=2)
+    err = capsys.readouterr().err
+    assert err.startswith("building the smoke model builtin:tiny-harmony (first use only: 2 training steps")
+    assert "smoke model: 2/2 step (100 %)" in err and "smoke model built in" in err
+    assert (tmp_path / "model" / "config.json").is_file()

@@ -109,3 +109,15 @@ def test_the_tasks_command_shows_a_user_task_without_a_sample_variant_as_such(tm
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
     assert rows["full_only"][-3:] == ["no", "sample", "variant"]
     assert all(rows[name][-1] == "cached" for name in BUNDLED)
+
+
+@pytest.mark.parametrize("key", ["system_prompt", "judge_system_prompt"])
+def test_a_plain_string_for_a_prompt_says_to_write_text(key):
+    """Before: "Input should be a valid dictionary or instance of TextSpec"."""
+    from eval.tasks import load_spec
+
+    with pytest.raises(UserError) as caught:
+        load_spec("llm_jp_instructions", {"variants": {"sample": {key: "Answer politely."}}})
+    message = str(caught.value)
+    assert f"'variants.sample.{key}': a plain string is not read as the prompt" in message
+    assert 'write {text: "Answer politely."}' in message and "TextSpec" not in message

@@ -374,3 +374,27 @@ def test_a_disagreement_of_agree_opens_both_judgments_side_by_side(smoke, browse
     assert "Rating: [[10]] (changed by the test)" in text(browser, detail)  # B's judgment beside A's
     assert lowest["raw"] in text(browser, detail)
     assert console_errors(browser) == []
+
+
+def test_the_summary_never_scrolls_sideways_on_a_narrow_window(smoke, browser):
+    """The manifest's long values (packages, paths) wrap inside their table, and the plots fit the window (before:
+    the manifest table was 2181 px wide in a 1000 px window and dragged the plots out with it)."""
+    browser.set_window_size(800, 900)
+    try:
+        open_page(browser, smoke / "report.html")
+        browser.execute_script("document.querySelectorAll('details').forEach((d) => { d.open = true; })")
+        width = browser.execute_script("return document.documentElement.clientWidth")
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+        for image in browser.find_elements("css selector", ".plots img"):
+            assert browser.execute_script("return arguments[0].getBoundingClientRect().right", image) <= width
+    finally:
+        browser.set_window_size(1400, 1000)
+
+
+def test_open_says_so_where_no_browser_can_start(smoke, monkeypatch):
+    import webbrowser
+
+    monkeypatch.setattr(webbrowser, "open", lambda url, *args, **kwargs: False)  # what it answers on a headless node
+    result = cli("view", str(smoke), "--open")
+    assert result.returncode == 2 and result.stdout.strip() == str(smoke / "report.html")
+    assert result.stderr.startswith("error: --open: no browser can be started") and "--serve" in result.stderr

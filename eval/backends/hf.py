@@ -16,6 +16,7 @@ Sampling in `static`/`dynamic` goes through `RowSampler`, so each output depends
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -80,11 +81,14 @@ class HFBackend:
             kwargs["attn_implementation"] = self.cfg.attn_implementation
         if self.device.startswith("cuda"):
             kwargs["device_map"] = self.device
+        print(f"model: loading the weights of {self.cfg.path} ({self.cfg.dtype}) onto {self.device}…", file=sys.stderr, flush=True)
+        started = time.monotonic()
         try:
             model = AutoModelForCausalLM.from_pretrained(self.chat.path, **kwargs)
         except (OSError, ValueError) as e:
             raise UserError(f"model.path: cannot load model weights from {self.chat.path!r} ({str(e).splitlines()[0]})") from None
         self.model = model.to(self.device).eval()
+        print(f"model: loaded in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
         checkpoint("model_loaded")
         self.dtype_bytes = next(self.model.parameters()).element_size()
         self.stop_rule = self.chat.stop_rule(getattr(self.model.generation_config, "eos_token_id", None))
