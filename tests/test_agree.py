@@ -218,7 +218,7 @@ def test_rejudge_sends_the_same_judge_prompts_and_keeps_the_row_label(judged_twi
     assert "Judge: `mock-judge-lenient`" in result.stdout
     compared = cli("compare", str(original), str(rejudged))
     assert compared.returncode == 0, compared.stderr[-2000:]
-    assert f"| tiny-harmony (reasoning_effort = medium) ({rejudged.name}, judge mock-judge-lenient) | measured |" in compared.stdout
+    assert f"| **tiny-harmony (reasoning_effort = medium)** | {rejudged.name}, judge mock-judge-lenient | complete |" in compared.stdout
     again = cli("rejudge", str(original), "--out", str(rejudged), *LENIENT)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "nothing to compute" in again.stdout

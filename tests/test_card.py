@@ -294,7 +294,7 @@ def test_a_row_whose_run_fails_is_named_beside_the_others_and_the_card_ends_inco
             [str(good), str(broken), "--limit", "1", "--out", str(tmp_path / "card")])]
     table = (tmp_path / "card" / "table.md").read_text()
     measured = {line.split(" | ")[1]: line.split(" | ")[2] for line in table.splitlines() if line.startswith("| **")}
-    assert measured == {"row-a": "complete", "row-b": "incomplete (exit 4)"}  # row-b planned, then found no answers
+    assert measured == {"row-a": "complete"}  # row-b stopped before it planned anything: no store, no measured row
     assert table.endswith(f"- row-b: {said}\n")
     assert json.loads((tmp_path / "card" / "summary.json").read_text())["failed"] == {"row-b": said}
 
