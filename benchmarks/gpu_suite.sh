@@ -6,7 +6,10 @@
 #
 #   benchmarks/gpu_suite.sh                          # the GPU run (torch + transformers preinstalled, no network)
 #   GPU_SUITE_SHAPE=tiny benchmarks/gpu_suite.sh     # CPU dry run: the same cases with the tiny shape
+#   GPU_SUITE_SHAPE=tiny GPU_SUITE_CASES=paged-b8 GPU_SUITE_EXTRA="--n 4 --budget 32" benchmarks/gpu_suite.sh
+#                                                    # CI: one case, smaller still (tests/test_benchmarks.py)
 #
+# GPU_SUITE_CASES (comma-separated names) runs only those cases; GPU_SUITE_EXTRA is appended to every case's flags.
 # Needs pydantic (the harness's config models): where it is missing, wheels in $WHEELS (default .whl, see
 # benchmarks/README.md) are installed into a temporary folder first. Each case runs in its own process under its own
 # timeout, and cases that no longer fit in GPU_SUITE_SECONDS are reported as skipped.
@@ -66,6 +69,9 @@ fi
 
 for case in "${cases[@]}"; do
     IFS='|' read -r name flags limit <<<"$case"
+    if [[ -n ${GPU_SUITE_CASES:-} && ",$GPU_SUITE_CASES," != *",$name,"* ]]; then
+        continue
+    fi
     left=$((TOTAL - (SECONDS - started)))
     if ((left < 40)); then
         echo "{\"case\": \"$name\", \"skipped\": \"suite time limit\"}"
@@ -73,7 +79,7 @@ for case in "${cases[@]}"; do
     fi
     ((limit > left)) && limit=$left
     # shellcheck disable=SC2086  # flags are words
-    line=$(timeout -k 10 "$limit" $PY benchmarks/gen_throughput.py "${common[@]}" $flags --label "$name" \
+    line=$(timeout -k 10 "$limit" $PY benchmarks/gen_throughput.py "${common[@]}" $flags ${GPU_SUITE_EXTRA:-} --label "$name" \
         2>"$LOGS/$name.log" | tail -n 1)
     rc=$?
     if [[ $line == "{"* ]]; then

@@ -86,7 +86,7 @@ def verdict_study(reps: int, rounds: int, judge_shift_sd: float, seed: int, ques
     for name, shift in shifts.items():
         pub = published + shift
         delta = mean - pub
-        chosen = [reproduction(list(m), p)["verdict"] != "consistent" for m, p in zip(round_means, pub, strict=True)]
+        chosen = [reproduction(list(m), p).verdict != "consistent" for m, p in zip(round_means, pub, strict=True)]
         rows = methods.keys()
         rates = [np.mean(chosen), np.mean(np.abs(delta) > Z * se_rounds), np.mean(np.abs(delta) > Z * se_items),
                  np.mean(np.abs(delta) > Z * se_round_boot), np.mean(np.abs(delta) > Z * se_two_way),

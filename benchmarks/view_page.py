@@ -24,8 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval.records import Generation, Judgment
+from eval.config import RunConfig
+from eval.records import Generation, Judgment, Slot
 from eval.report import write_reports
+from eval.run_meta import CONFIG, ITEMS, TASKS as META_TASKS
 from eval.store import Store
 from eval.view import write_page
 
@@ -74,12 +76,11 @@ def build_run(run_dir: Path, name: str, seed: int, scale: float, reasoning_langu
                           "references": [text(task_rng, language, 300) for _ in range(turns)] if i % 3 == 0 else None})
         items_meta[task] = items
         plan += [((r, task, item["item_id"], t), item["category"]) for r in (1, 2, 3) for item in items for t in range(1, turns + 1)]
-    store.set_meta("config", {"name": name, "model": {"path": f"synthetic/{name}", "chat_template_kwargs": {"reasoning_effort": "medium"}},
-                              "judge": {"model": "gpt-5.4-2026-03-05"}, "variant": "full", "rounds": 3})
-    store.set_meta("tasks", metas)
-    store.set_meta("items", items_meta)
-    from eval.records import Slot
-
+    store.set_meta(CONFIG, RunConfig.model_validate(
+        {"name": name, "model": {"backend": "hf", "path": f"synthetic/{name}", "chat_template_kwargs": {"reasoning_effort": "medium"}},
+         "judge": {"model": "gpt-5.4-2026-03-05"}, "variant": "full", "rounds": 3, "tasks": list(TASKS)}))
+    store.set_meta(META_TASKS, metas)
+    store.set_meta(ITEMS, items_meta)
     store.set_plan([(Slot(*s), c) for s, c in plan])
     template = text(random.Random(0), "ja", 1500)
     items_by_key = {(t, i["item_id"]): i for t, items in items_meta.items() for i in items}

@@ -28,12 +28,15 @@ from .errors import UserError
 from .kinds import TaskRules, kind
 from .metrics import bootstrap_means, cluster_arrays, observations, paired_difference, round_means
 from .plots import write_confusion_plot
+from .records import SLOT_IN_TASK
+from .results import RunSummary
+from .run_meta import TASKS
 from .view import compare_link, page_plots, write_page
 from .summary import compute_summary, run_frames
 from .rundir import write_json, write_text
 from .store import open_run
 
-SLOT = ["round", "item_id", "turn"]
+SLOT = list(SLOT_IN_TASK)
 
 
 # ---------------------------------------------------------------- statistics on paired scores
@@ -84,14 +87,14 @@ def agreement(a: np.ndarray, b: np.ndarray, rate: bool = False) -> dict[str, Any
 @dataclass
 class RunData:
     dir: Path
-    summary: dict[str, Any]
+    summary: RunSummary
     rules: dict[str, TaskRules]
     answers: pd.DataFrame  # task, round, item_id, turn, category, answer (hash of what the judge saw as this answer)
     judged: pd.DataFrame   # task, round, item_id, turn, category, status, scores
 
     @property
     def name(self) -> str:
-        return f"{self.summary['run']} (judge {self.summary['judge_model']})"
+        return f"{self.summary.run} (judge {self.summary.judge_model})"
 
     def observations(self, task: str) -> pd.DataFrame:
         return observations(self.rules[task], self.judged[self.judged["task"] == task])
@@ -101,11 +104,11 @@ def load_run(run_dir: Path) -> RunData:
     store = open_run(run_dir, "run directories")
     try:
         summary = compute_summary(store)
-        metas = store.meta("tasks") or {}
+        metas = store.meta(TASKS) or {}
         _, gens, judged = run_frames(store)
     finally:
         store.close()
-    rules = {t: TaskRules.from_meta(m) for t, m in metas.items()}
+    rules = {t: m.rules for t, m in metas.items()}
     gens = gens.copy()
     gens["answer"] = [_answer_hash(s, f) for s, f in zip(gens["gen_status"], gens["final"], strict=True)]
     return RunData(run_dir, summary, rules, gens[["task", *SLOT, "category", "answer"]], judged)
@@ -147,7 +150,7 @@ def _is_rate(rules: TaskRules, metric: str) -> bool:
 def compare_judges(a: RunData, b: RunData, top: int = 10) -> dict[str, Any]:
     require_same_answers(a, b)
     tasks: dict[str, Any] = {}
-    for task in [t for t in a.summary["tasks"] if t in b.summary["tasks"]]:
+    for task in [t for t in a.summary.tasks if t in b.summary.tasks]:
         obs_a, obs_b = a.observations(task), b.observations(task)
         pairs = obs_a.merge(obs_b, on=[*SLOT, "metric"], suffixes=("_a", "_b"))
         if pairs.empty:
@@ -158,14 +161,14 @@ def compare_judges(a: RunData, b: RunData, top: int = 10) -> dict[str, Any]:
             stats = agreement(p["value_a"].to_numpy(), p["value_b"].to_numpy(), rate=_is_rate(a.rules[task], metric))
             diff = paired_difference(obs_a[obs_a["metric"] == metric].merge(p[SLOT], on=SLOT),
                                      obs_b[obs_b["metric"] == metric].merge(p[SLOT], on=SLOT), metric)
-            stats.update(difference=diff["difference"], ci95=diff["ci95"], questions=diff["items"])
-            if a.summary["judge_model"] == b.summary["judge_model"]:
-                stats["retest"] = _retest(p, obs_a[obs_a["metric"] == metric],
-                                          a.summary["tasks"][task]["metrics"].get(metric, {}).get("sd"))
+            assert diff is not None  # the pairs are questions both judged
+            stats.update(difference=diff.difference, ci95=list(diff.ci95), questions=diff.items)
+            if a.summary.judge_model == b.summary.judge_model:
+                stats["retest"] = _retest(p, obs_a[obs_a["metric"] == metric], _sd(a.summary, task, metric))
             metrics[metric] = stats
         score = pairs[pairs["metric"] == "score"]
         values, counts = confusion(score["value_a"].to_numpy(), score["value_b"].to_numpy())
-        tasks[task] = {"column": a.summary["tasks"][task]["column"], "metrics": metrics,
+        tasks[task] = {"column": a.summary.tasks[task].column, "metrics": metrics,
                        "confusion": {"values": values.tolist(), "counts": counts.tolist()},
                        "disagreements": [{**d, "link": compare_link(task, d["item_id"], d["turn"])} for d in
                                          _largest_disagreements(score, a.answers[a.answers["task"] == task], top)]}
@@ -185,9 +188,15 @@ def _retest(pairs: pd.DataFrame, obs_a: pd.DataFrame, row_sd: float | None) -> d
             "row_sd": row_sd, "judge_sd": float(np.sqrt(share) * row_sd) if share is not None and row_sd is not None else None}
 
 
+def _sd(summary: RunSummary, task: str, metric: str) -> float | None:
+    """A metric's SD over rounds, as the run's summary gives it (None where it has none)."""
+    stats = summary.tasks[task].metrics.get(metric)
+    return stats.sd if stats else None
+
+
 def _describe(run: RunData) -> dict[str, Any]:
-    return {"dir": str(run.dir), "run": run.summary["run"], "label": run.summary["label"],
-            "judge_model": run.summary["judge_model"]}
+    return {"dir": str(run.dir), "run": run.summary.run, "label": run.summary.label,
+            "judge_model": run.summary.judge_model}
 
 
 def _largest_disagreements(score: pd.DataFrame, answers: pd.DataFrame, top: int) -> list[dict[str, Any]]:
@@ -214,8 +223,8 @@ def judge_noise(run: RunData) -> dict[str, Any]:
     independent slots, so the same share holds for its variance, and √share × SD is the part of the SD the judge
     alone would give. It assumes the judge is as noisy on the other answers as on the identical ones."""
     tasks: dict[str, Any] = {}
-    for task, entry in run.summary["tasks"].items():
-        if len(entry["rounds"]) < 2:
+    for task, entry in run.summary.tasks.items():
+        if len(entry.rounds) < 2:
             continue
         obs = run.observations(task)
         inputs = _judge_inputs(run.answers[run.answers["task"] == task])
@@ -223,9 +232,8 @@ def judge_noise(run: RunData) -> dict[str, Any]:
         metrics = {}
         for metric in _metric_names(obs, run.rules[task]):
             m = obs[obs["metric"] == metric]
-            metrics[metric] = _noise_of_metric(m, entry["metrics"].get(metric, {}).get("sd"),
-                                               _is_rate(run.rules[task], metric))
-        tasks[task] = {"column": entry["column"], "rounds": entry["rounds"], "metrics": metrics}
+            metrics[metric] = _noise_of_metric(m, _sd(run.summary, task, metric), _is_rate(run.rules[task], metric))
+        tasks[task] = {"column": entry.column, "rounds": entry.rounds, "metrics": metrics}
     if not tasks:
         raise UserError(f"{run.dir}: judge noise needs at least two rounds; add rounds with `python -m eval run … --rounds 3`")
     return {"mode": "rounds", "a": _describe(run), "tasks": tasks}
@@ -278,14 +286,14 @@ def ranking_agreement(rows: list[tuple[RunData, RunData]]) -> dict[str, Any]:
     if len(rows) < 2:
         raise UserError("--rows: give at least two rows A:B (a ranking needs two models)")
     for side, runs in (("A", [a for a, _ in rows]), ("B", [b for _, b in rows])):
-        judges = sorted({r.summary["judge_model"] for r in runs})
+        judges = sorted({r.summary.judge_model for r in runs})
         if len(judges) > 1:
             raise UserError(f"--rows: the {side} runs were judged by different judges ({', '.join(judges)}); "
                             f"give A:B pairs with one judge on each side")
     for a, b in rows:
         require_same_answers(a, b)
     runs = [run for pair in rows for run in pair]
-    common = [t for t in runs[0].summary["tasks"] if all(t in r.summary["tasks"] for r in runs)]
+    common = [t for t in runs[0].summary.tasks if all(t in r.summary.tasks for r in runs)]
     tasks: dict[str, Any] = {}
     for task in common:
         obs = [r.observations(task) for r in runs]
@@ -297,8 +305,8 @@ def ranking_agreement(rows: list[tuple[RunData, RunData]]) -> dict[str, Any]:
         means = np.array([round_means(*arr).mean() for arr in arrays])
         score_a, score_b = means[0::2], means[1::2]
         tau = kendall_tau_b(score_a, score_b)
-        entry: dict[str, Any] = {"column": runs[0].summary["tasks"][task]["column"], "questions": len(items),
-                                 "rows": [{"a_dir": str(a.dir), "b_dir": str(b.dir), "label": a.summary["label"],
+        entry: dict[str, Any] = {"column": runs[0].summary.tasks[task].column, "questions": len(items),
+                                 "rows": [{"a_dir": str(a.dir), "b_dir": str(b.dir), "label": a.summary.label,
                                            "a": float(x), "b": float(y)} for (a, b), x, y in zip(rows, score_a, score_b, strict=True)],
                                  "kendall_tau_b": None if np.isnan(tau) else tau, "ci95": [None, None],
                                  "same_order_share": None}
@@ -312,7 +320,7 @@ def ranking_agreement(rows: list[tuple[RunData, RunData]]) -> dict[str, Any]:
         tasks[task] = entry
     if not tasks:
         raise UserError("--rows: the runs share no task with judged questions")
-    return {"mode": "rows", "judges": [rows[0][0].summary["judge_model"], rows[0][1].summary["judge_model"]],
+    return {"mode": "rows", "judges": [rows[0][0].summary.judge_model, rows[0][1].summary.judge_model],
             "tasks": tasks}
 
 

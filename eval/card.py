@@ -23,11 +23,11 @@ from .config import BUNDLED_CONFIGS, MAX_ROUNDS, RunConfig, config_path, load_co
 from .errors import UserError
 from .outcome import Outcome, card_outcome
 from .published import card_row
-from .rundir import write_json, write_text
+from .results import CardSummary, write_result
+from .rundir import write_text
 from .store import open_run
 from .summary import load_published
 
-CARD_SCHEMA = "llmjp-eval/card/v1"
 BUDGET_FILE = "judge-budget.sqlite"
 ANSWER_TOKENS = 2700  # a thinking model's mean output at a 16 k budget (benchmarks/gen_throughput.py, workload thinking)
 
@@ -171,8 +171,9 @@ def write_card(out: Path, run_dirs: list[Path], failed: dict[str, str], retry_co
                  "logs/<row>.log has the rest):\n\n" + "".join(f"- {n}: {said}\n" for n, said in failed.items()))
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "table.md", text)
-    data = {"schema": CARD_SCHEMA, **compare.data(comparison), "failed": failed}
-    write_json(out / "summary.json", data)
+    card = CardSummary(rows=compare.table_lines(comparison), runs=compare.compared_runs(comparison),
+                       differences=comparison.differences, failed=failed)
+    write_result(out / "summary.json", card)
     if comparison.runs:
         write_text(out / "table.csv", compare.render_csv(comparison))
         write_compare_plot(out, [r.summary for r in comparison.runs], published)
@@ -181,7 +182,7 @@ def write_card(out: Path, run_dirs: list[Path], failed: dict[str, str], retry_co
             write_page(reported, out, compare_plots(out))
     print(text)
     print(f"Card in {out}/ (table.md, table.csv, summary.json, report.html)")
-    return card_outcome({r.name: r.outcome for r in comparison.runs}, failed, retry_command)
+    return card_outcome(card, retry_command)
 
 
 def collect(out: Path) -> Outcome:
@@ -225,6 +226,11 @@ def dry_run(rows: list[Row], options: CardOptions, rates: list[str], answer_toke
     return estimates
 
 
+@dataclass(frozen=True)
+class AnswerLength:
+    tokens_out: int | None  # a stored answer's (`Store.fields`)
+
+
 def _answer_tokens(run_dir: Path, cfg: RunConfig, default: int) -> tuple[int, bool]:
     """Tokens per answer: the mean of the row's stored answers where it has some, else `default` (at most the budget)."""
     try:
@@ -232,7 +238,7 @@ def _answer_tokens(run_dir: Path, cfg: RunConfig, default: int) -> tuple[int, bo
     except UserError:
         return min(default, cfg.generation.max_new_tokens), False
     try:
-        counts = [g["tokens_out"] for g in store.fields("generation", ["tokens_out"]) if g["tokens_out"]]
+        counts = [g.tokens_out for g in store.fields("generation", AnswerLength) if g.tokens_out]
     finally:
         store.close()
     if not counts:

@@ -1,7 +1,9 @@
-"""`python -m eval …`: run, card, rejudge, agree, report, compare, view, runs, configs, tasks, fetch, check, mock-judge.
+"""`python -m eval …`: run, card, rejudge, agree, report, compare, view, runs, configs, tasks, fetch, check, cache,
+mock-judge.
 
 Exit codes: 0 success, 2 a user error (one line on stderr, no traceback), 3 and 4 a run that was reported but whose
-numbers do not stand as they are (outcome.py), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+numbers do not stand as they are (outcome.py), 1 a `cache verify` that found records that do not verify, 130
+interrupted (SIGINT), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .errors import UserError
 
 if TYPE_CHECKING:
     from .card import CardOptions, Row
+    from .results import RunSummary
 
 
 def _quiet_libraries() -> None:
@@ -181,6 +184,15 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("config")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    cache = sub.add_parser("cache", help="verify, summarise or prune a shared judge cache",
+                           description="verify: read every record as a run would and list those that do not verify "
+                                       "(exit 1 if any); stats: records per judge and status; prune: remove the records "
+                                       "that do not verify, an older version's records and, with --older-than, old ones.")
+    cache.add_argument("action", choices=["verify", "stats", "prune"])
+    cache.add_argument("path", type=Path, metavar="PATH",
+                       help="the cache file (a run's default: judge-cache.sqlite in $LLMJP_EVAL_CACHE or ~/.cache/llmjp-eval)")
+    cache.add_argument("--older-than", type=float, metavar="DAYS", help="prune: also remove records written before then")
+
     mock = sub.add_parser("mock-judge", help="serve the OpenAI-compatible mock judge/generator")
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=8000)
@@ -270,7 +282,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if args.dry_run else _ended(summary, options.command)
 
 
-def _ended(summary: dict, command: list[str]) -> int:
+def _ended(summary: "RunSummary", command: list[str]) -> int:
     """The last lines of a reported run (what is wrong with its numbers, if anything) and its exit code."""
     from .outcome import outcome
 
@@ -531,6 +543,14 @@ def _check_judge(cfg: RunConfig, tasks: dict | None) -> list[str]:
     return []
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from .judge.cache import cache_command
+
+    if args.older_than is not None and (args.action != "prune" or args.older_than < 0):
+        raise UserError("--older-than DAYS goes with `cache prune` and is 0 or more")
+    return cache_command(args.action, args.path, args.older_than)
+
+
 def _mock_judge(args: argparse.Namespace) -> int:
     from .judge.mock_server import MockServer
 
@@ -555,4 +575,4 @@ def _mock_judge(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": _run, "card": _card, "rejudge": _rejudge, "agree": _agree, "report": _report, "compare": _compare,
             "view": _view, "runs": _runs, "configs": _configs, "tasks": _tasks, "fetch": _fetch, "check": _check,
-            "mock-judge": _mock_judge}
+            "cache": _cache, "mock-judge": _mock_judge}

@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -29,6 +30,7 @@ MAX_CONCURRENCY = 1024
 MAX_RETRIES = 20
 MAX_TOKENS = 1_048_576
 MAX_SECONDS = 86_400.0
+MAX_REPLY_BYTES = 1 << 30
 RUN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
 
@@ -135,6 +137,12 @@ class OpenAIModel(_Generator):
             raise ValueError(f"reasoning_effort {self.reasoning_effort!r} differs from chat_template_kwargs."
                              f"reasoning_effort {templated!r}; give one of them")
         return self
+    @field_validator("base_urls")
+    @classmethod
+    def _no_credentials(cls, v: list[str]) -> list[str]:
+        for url in v:
+            _check_address(url)
+        return v
 
 
 class ReplayModel(Strict):
@@ -175,6 +183,11 @@ class AzureSettings(Strict):
     api_version: str = "2024-10-21"
     deployment: str | None = None
 
+    @field_validator("endpoint")
+    @classmethod
+    def _no_credentials(cls, v: str) -> str:
+        return _check_address(v)
+
 
 class MockSettings(Strict):
     """Behaviour of the built-in mock server (`judge.mock: true` or `python -m eval mock-judge`)."""
@@ -212,6 +225,8 @@ class JudgeConfig(Strict):
     tokens_per_minute: float | None = Field(None, gt=0, le=1e10)
     max_retries: int = Field(6, ge=0, le=MAX_RETRIES)
     timeout_s: float = Field(300, gt=0, le=MAX_SECONDS)
+    max_reply_bytes: int = Field(4 << 20, ge=1024, le=MAX_REPLY_BYTES,
+                                 description="a judge reply larger than this is dropped unread (a malformed reply)")
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     cache: CacheMode = "read_write"
     cache_path: str | None = None
@@ -230,6 +245,11 @@ class JudgeConfig(Strict):
     @classmethod
     def _env_name(cls, v: str) -> str:
         return _check_env_name(v)
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        return v if v is None else _check_address(v)
 
     @model_validator(mode="after")
     def _complete(self) -> "JudgeConfig":
@@ -338,6 +358,16 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "…"
 
 
+def _check_address(url: str) -> str:
+    """A server address without user-info: the HTTP library would send `user:pass` as Basic auth in place of the
+    API key (and the server may echo it back). Keys come from the environment (api_key_env)."""
+    if "@" in urlsplit(url).netloc:
+        # Never echo the address: it holds a credential.
+        raise ValueError("holds credentials (user:password@host); remove them and give the key through the "
+                         "environment variable named by api_key_env")
+    return url
+
+
 def _check_env_name(v: str | None) -> str | None:
     if v is not None and not ENV_NAME.match(v):
         # Never echo the value: a user may have pasted a key here.
@@ -387,7 +417,9 @@ def format_validation_error(source: str, err: ValidationError, overrides: list[s
     msg = first["msg"].removeprefix("Value error, ")
     shown = first.get("input")
     value = ""
-    if isinstance(shown, (int, float, bool)) or (isinstance(shown, str) and "api_key" not in key and len(shown) < 60):
+    # An address is never echoed: it may carry a credential (user-info, a key in its query string).
+    if isinstance(shown, (int, float, bool)) or (isinstance(shown, str) and "api_key" not in key and len(shown) < 60
+                                                 and "://" not in shown):
         value = f" (got {shown!r})"
     return f"{source}: '{key}'{origin}: {msg}{value}"
 

@@ -20,43 +20,51 @@ from typing import Any
 from . import __version__
 from .config import RunConfig
 from .judge.ledger import price_for
-from .records import Usage
+from .records import JudgmentUsage, Usage
+from .run_meta import BACKEND_IDENTITY, COMMAND, CONFIG, JUDGE_LEARNED_PARAMS, MODEL_FORMAT, PROVENANCE, WARNINGS
 from .store import Store
 
 
+@dataclasses.dataclass(frozen=True)
+class GenerationCost:
+    tokens_out: int | None
+    prompt_hash: str | None
+
+
 def manifest(store: Store, cfg: RunConfig, activity: dict[str, Any]) -> dict[str, Any]:
-    judgments = store.fields("judgment", ["task", "usage", "cost_usd", "cached", "returned_model", "fingerprint"])
+    judgments = store.fields("judgment", JudgmentUsage)
     usage = Usage()
     spent = 0.0
     per_task: dict[str, dict[str, Any]] = {}
     for j in judgments:
-        if not j["cached"]:
-            call = Usage(**{k: (j["usage"] or {}).get(k, 0) for k in ("prompt_tokens", "completion_tokens", "reasoning_tokens")})
+        if not j.cached:
+            call = Usage(**{k: (j.usage or {}).get(k, 0) for k in ("prompt_tokens", "completion_tokens", "reasoning_tokens")})
             usage.add(call)
-            spent += j["cost_usd"] or 0.0
-            task = per_task.setdefault(j["task"], {"prompt_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0, "cost_usd": 0.0})
+            spent += j.cost_usd or 0.0
+            task = per_task.setdefault(j.task, {"prompt_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0, "cost_usd": 0.0})
             for k in ("prompt_tokens", "completion_tokens", "reasoning_tokens"):
                 task[k] += getattr(call, k)
-            task["cost_usd"] += j["cost_usd"] or 0.0
-    gens = store.fields("generation", ["tokens_out", "prompt_hash"])
+            task["cost_usd"] += j.cost_usd or 0.0
+    gens = store.fields("generation", GenerationCost)
+    config = store.meta(CONFIG)
     return {
         "harness": {"version": __version__, "git_commit": git_commit()},
-        "command": store.meta("command"),
+        "command": store.meta(COMMAND),
         "python": sys.version.split()[0], "platform": platform.platform(),
         "packages": _versions(["torch", "transformers", "datasets", "openai", "pandas", "vllm"]),
         "accelerator": _accelerator(),
         "model": {"path": cfg.model.path, "revision": getattr(cfg.model, "revision", None),
                   "chat_template_kwargs": getattr(cfg.model, "chat_template_kwargs", None),
-                  "backend_identity": store.meta("backend_identity"), "format": store.meta("model_format"),
-                  "distinct_rendered_prompts": len({g["prompt_hash"] for g in gens if g["prompt_hash"]})},
-        "config_sha256": _sha(store.meta("config")),
+                  "backend_identity": store.meta(BACKEND_IDENTITY), "format": store.meta(MODEL_FORMAT),
+                  "distinct_rendered_prompts": len({g.prompt_hash for g in gens if g.prompt_hash})},
+        "config_sha256": _sha(config.snapshot() if config is not None else None),
         "compat": dataclasses.asdict(cfg.profile),
-        "assets": store.meta("provenance"),
-        "asset_warnings": store.meta("warnings"),
-        "judge": {"model_asked": cfg.judge.model, "models_returned": sorted({j["returned_model"] for j in judgments if j["returned_model"]}),
-                  "system_fingerprints": sorted({j["fingerprint"] for j in judgments if j["fingerprint"]}),
-                  "learned_parameters": store.meta("judge_learned_params"), "mode": cfg.judge.mode},
-        "tokens": {"generation_out": sum(g["tokens_out"] or 0 for g in gens), "judge_prompt": usage.prompt_tokens,
+        "assets": store.meta(PROVENANCE),
+        "asset_warnings": store.meta(WARNINGS),
+        "judge": {"model_asked": cfg.judge.model, "models_returned": sorted({j.returned_model for j in judgments if j.returned_model}),
+                  "system_fingerprints": sorted({j.fingerprint for j in judgments if j.fingerprint}),
+                  "learned_parameters": store.meta(JUDGE_LEARNED_PARAMS), "mode": cfg.judge.mode},
+        "tokens": {"generation_out": sum(g.tokens_out or 0 for g in gens), "judge_prompt": usage.prompt_tokens,
                    "judge_completion": usage.completion_tokens, "judge_reasoning": usage.reasoning_tokens},
         "cost_usd": round(spent, 6) if price_for(cfg.judge.prices, cfg.judge.model) else None,
         "judge_per_task": per_task,

@@ -15,14 +15,14 @@ Two intervals answer two questions:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from .kinds import TaskRules, kind
+from .records import SLOT_IN_TASK
+from .results import MetricStats, PairedDifference, Verdict, VersusPublished
 from .statuses import GENERATION_FAILURES, UNJUDGED, JudgmentStatus, is_valid
 
 N_BOOT = 2000
@@ -38,10 +38,10 @@ def observations(rules: TaskRules, judged: pd.DataFrame) -> pd.DataFrame:
     `judged` has columns round, item_id, turn, category, status, scores (dict).
     """
     metric = kind(rules.metric)
-    rows = [(r.round, r.item_id, r.turn, name, value)
+    rows = [(*(getattr(r, c) for c in SLOT_IN_TASK), name, value)
             for r in judged.itertuples(index=False)
             for name, value in metric.values(rules, r.status, r.scores, r.turn, r.category)]
-    return pd.DataFrame(rows, columns=["round", "item_id", "turn", "metric", "value"])
+    return pd.DataFrame(rows, columns=[*SLOT_IN_TASK, "metric", "value"])
 
 
 def reject_non_finite(judged: pd.DataFrame) -> pd.DataFrame:
@@ -57,26 +57,6 @@ def reject_non_finite(judged: pd.DataFrame) -> pd.DataFrame:
     judged = judged.copy()
     judged.loc[bad, "status"] = JudgmentStatus.PARSE_FAILED.value
     return judged
-
-
-@dataclass
-class MetricStats:
-    per_round: dict[int, float | None]  # None: the round has no valid judgment for this metric
-    mean: float  # mean of the round means that exist
-    sd: float | None  # SD of those round means (ddof=1); None with fewer than two
-    ci_low: float | None
-    ci_high: float | None
-    questions: int  # questions with a valid judgment: the clusters of the CI
-    n: int  # observations over all rounds
-
-    @property
-    def missing_rounds(self) -> list[int]:
-        return [r for r, v in self.per_round.items() if v is None]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"per_round": {str(k): v for k, v in self.per_round.items()}, "missing_rounds": self.missing_rounds,
-                "mean": self.mean, "sd": self.sd, "ci95": [self.ci_low, self.ci_high], "questions": self.questions,
-                "n": self.n}
 
 
 def cluster_arrays(obs: pd.DataFrame, items: list[str], rounds: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -188,13 +168,14 @@ def summarize(obs: pd.DataFrame, rounds: list[int] | None = None, n_boot: int = 
         sd = float(np.std(means, ddof=1)) if len(present) > 1 else None
         lo, hi = _studentized_interval([(sums, counts)], (1.0,), n_boot, seed,
                                        bounds=(float(group["value"].min()), float(group["value"].max())))
-        out[str(metric)] = MetricStats(per_round, float(means.mean()), sd, lo, hi, len(items),
-                                       int(counts.sum()))
+        out[str(metric)] = MetricStats(per_round=per_round, missing_rounds=[r for r, v in per_round.items() if v is None],
+                                       mean=float(means.mean()), sd=sd, ci95=(lo, hi), questions=len(items),
+                                       n=int(counts.sum()))
     return out
 
 
 def paired_difference(obs_a: pd.DataFrame, obs_b: pd.DataFrame, metric: str, n_boot: int = N_BOOT,
-                      seed: int = BOOT_SEED) -> dict[str, Any] | None:
+                      seed: int = BOOT_SEED) -> PairedDifference | None:
     """B − A on the questions both runs judged, with a paired studentized bootstrap CI (same questions resampled)."""
     a, b = obs_a[obs_a["metric"] == metric], obs_b[obs_b["metric"] == metric]
     items = sorted(set(a["item_id"]) & set(b["item_id"]))
@@ -205,10 +186,10 @@ def paired_difference(obs_a: pd.DataFrame, obs_b: pd.DataFrame, metric: str, n_b
         runs.append(cluster_arrays(obs, items, sorted(obs["round"].unique().tolist())))
     diff = float(sum(w * (s.sum(axis=0) / c.sum(axis=0)).mean() for w, (s, c) in zip((-1.0, 1.0), runs, strict=True)))
     lo, hi = _studentized_interval(runs, (-1.0, 1.0), n_boot, seed)
-    return {"metric": metric, "difference": diff, "ci95": [lo, hi], "items": len(items)}
+    return PairedDifference(metric=metric, difference=diff, ci95=(lo, hi), items=len(items))
 
 
-def reproduction(round_means: list[float], published: float, published_rounds: int = PUBLISHED_ROUNDS) -> dict[str, Any]:
+def reproduction(round_means: list[float], published: float, published_rounds: int = PUBLISHED_ROUNDS) -> VersusPublished:
     """Is a published mean of `published_rounds` rounds consistent with this run's rounds on the same questions?
 
     Both means are taken over the same questions with the same judge, so question sampling cancels: what differs is
@@ -220,22 +201,22 @@ def reproduction(round_means: list[float], published: float, published_rounds: i
     """
     values = np.asarray(round_means, dtype=float)
     delta = float(values.mean() - published) if values.size else None
-    result: dict[str, Any] = {"verdict": None, "p": None, "delta_se": None, "df": None, "delta_ci95": None,
-                              "verdict_note": None}
-    if values.size < 2:
-        result["verdict_note"] = "one round: run-to-run noise cannot be estimated, so no verdict; run 3 or more rounds"
-        return result
-    sd = float(np.std(values, ddof=1))
-    if sd == 0:
-        result["verdict_note"] = "every round gave the same mean: run-to-run noise cannot be estimated, so no verdict"
-        return result
-    df = values.size - 1
-    se = sd * math.sqrt(1 / values.size + 1 / published_rounds)
-    p = float(2 * stats.t.sf(abs(delta) / se, df))
-    half = float(stats.t.ppf(0.975, df) * se)
-    result.update(verdict="consistent" if p >= ALPHA else ("higher" if delta > 0 else "lower"), p=p, delta_se=se,
-                  df=df, delta_ci95=[delta - half, delta + half])
-    return result
+    verdict: Verdict | None = None
+    p, se, df, interval, note = None, None, None, None, None
+    sd = float(np.std(values, ddof=1)) if values.size >= 2 else None
+    if delta is None or sd is None:
+        note = "one round: run-to-run noise cannot be estimated, so no verdict; run 3 or more rounds"
+    elif sd == 0:
+        note = "every round gave the same mean: run-to-run noise cannot be estimated, so no verdict"
+    else:
+        df = values.size - 1
+        se = sd * math.sqrt(1 / values.size + 1 / published_rounds)
+        p = float(2 * stats.t.sf(abs(delta) / se, df))
+        half = float(stats.t.ppf(0.975, df) * se)
+        verdict = "consistent" if p >= ALPHA else ("higher" if delta > 0 else "lower")
+        interval = (delta - half, delta + half)
+    return VersusPublished(value=published, rounds=published_rounds, delta=delta, verdict=verdict, p=p, delta_se=se,
+                           df=df, delta_ci95=interval, verdict_note=note)
 
 
 def status_counts(judged: pd.DataFrame, generations: pd.DataFrame) -> dict[str, int]:

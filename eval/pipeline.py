@@ -6,12 +6,11 @@ exists, so a run killed anywhere resumes where it stopped and a second run of a 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import threading
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -23,25 +22,21 @@ from .errors import UserError
 from .failpoints import checkpoint
 from .judge.batch import BatchJudge
 from .judge.cache import JudgeCache
-from .judge.client import JudgeClient
+from .judge.client import JudgeClient, endpoint_identity
 from .judge.ledger import Ledger
 from .judge.mock_server import MockServer
 from .judge.requests import Excluded, JudgeRequest
 from .judge.shared_budget import SharedBudget
-from .records import Generation, Judgment, Slot, content_key
+from .records import Generation, Judgment, JudgmentUsage, Slot, content_key
+from .results import RunSummary, read_summary
 from .resume import JudgeState, ResumeRules, plan_slots, refusal
 from .rundir import REPORT_FILES, RunLock, write_json
+from .run_meta import (BACKEND_IDENTITY, COMMAND, CONFIG, IDENTITY, ITEMS, JUDGE_CACHE_BEHIND, JUDGE_LEARNED_PARAMS,
+                       MODEL_FORMAT, PROVENANCE, REPORTS_FINGERPRINT, TASKS, WARNINGS)
 from .store import Store, open_run
 from .statuses import JudgmentStatus as J
 from .summary import DEFAULT_REFERENCE, compute_summary
 from .tasks import Task, load_spec, load_task
-
-# Store meta: true while the shared cache is open for writing, false once its writes are done; still true at the
-# next start means a run was killed with cache writes pending, and the store's judgments are offered again.
-CACHE_BEHIND = "judge_cache_behind"
-# Store meta: the fingerprint of the store contents the report files were last written from.
-REPORTS_FINGERPRINT = "reports_fingerprint"
-
 
 @dataclass
 class RunOptions:
@@ -72,7 +67,7 @@ def load_tasks(cfg: RunConfig, limit: int | None) -> dict[str, Task]:
     return tasks
 
 
-def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
+def run(cfg: RunConfig, options: RunOptions) -> RunSummary | dict[str, Any]:
     if options.rounds is not None:
         cfg = cfg.model_copy(update={"rounds": options.rounds})
     if options.tasks:
@@ -98,7 +93,7 @@ def run(cfg: RunConfig, options: RunOptions) -> dict[str, Any]:
             raise
 
 
-def _run_locked(cfg: RunConfig, tasks: dict[str, Task], run_dir: Path, options: RunOptions) -> dict[str, Any]:
+def _run_locked(cfg: RunConfig, tasks: dict[str, Task], run_dir: Path, options: RunOptions) -> RunSummary:
     checkpoint("start")
     store = Store(run_dir / "run.sqlite")
     try:
@@ -107,13 +102,13 @@ def _run_locked(cfg: RunConfig, tasks: dict[str, Task], run_dir: Path, options: 
             rules = ResumeRules(cfg, tasks, store, backend)
             if not options.force and (why := refusal(rules, run_dir)):
                 raise UserError(why)
-            store.set_meta("identity", cfg.identity())
-            store.set_meta("config", cfg.snapshot())
-            store.set_meta("tasks", {name: report.task_meta(t, cfg.generation.greedy) for name, t in tasks.items()})
-            store.set_meta("provenance", {name: t.provenance for name, t in tasks.items()})
-            store.set_meta("items", {name: [asdict(item) for item in t.items] for name, t in tasks.items()})
-            store.set_meta("warnings", [w for t in tasks.values() for w in t.warnings])
-            store.set_meta("command", options.command)
+            store.set_meta(IDENTITY, cfg.identity())
+            store.set_meta(CONFIG, cfg)
+            store.set_meta(TASKS, {name: report.task_meta(t, cfg.generation.greedy) for name, t in tasks.items()})
+            store.set_meta(PROVENANCE, {name: t.provenance for name, t in tasks.items()})
+            store.set_meta(ITEMS, {name: t.items for name, t in tasks.items()})
+            store.set_meta(WARNINGS, [w for t in tasks.values() for w in t.warnings])
+            store.set_meta(COMMAND, options.command)
             store.set_plan(plan_slots(tasks, cfg.rounds))
             runner = Runner(cfg, tasks, store, run_dir, rules)
             runner.execute()
@@ -155,7 +150,7 @@ def _read_only(run_dir: Path) -> bool:
     return store.is_file() and not (os.access(run_dir, os.W_OK) and os.access(store, os.W_OK))
 
 
-def _read_only_run(cfg: RunConfig, tasks: dict[str, Task], run_dir: Path, force: bool) -> dict[str, Any]:
+def _read_only_run(cfg: RunConfig, tasks: dict[str, Task], run_dir: Path, force: bool) -> RunSummary:
     """A run directory this process cannot write (an archive, a read-only mount): complete, it is reported as it is;
     otherwise say what is left and how to go on."""
     store = open_run(run_dir)
@@ -212,13 +207,14 @@ def narrowed_to(cfg: RunConfig, selected: list[str]) -> RunConfig:
     return cfg.model_copy(update={"tasks": selected, "task_options": options})
 
 
-def write_reports_if_changed(run_dir: Path, store: Store, cfg: RunConfig, runner: Runner) -> dict[str, Any]:
+def write_reports_if_changed(run_dir: Path, store: Store, cfg: RunConfig, runner: Runner) -> RunSummary:
     """Every report file, unless they were written from exactly this store, config, version and published table and
     are all still there (`python -m eval report RUN_DIR` rebuilds them anyway)."""
     fingerprint = content_key(__version__, DEFAULT_REFERENCE.read_text(encoding="utf-8"),
-                              store.fingerprint(exclude_meta=(REPORTS_FINGERPRINT,)))
-    if store.meta(REPORTS_FINGERPRINT) == fingerprint and all((run_dir / name).is_file() for name in REPORT_FILES):
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+                              store.fingerprint(exclude_meta=(REPORTS_FINGERPRINT.name,)))
+    if store.meta(REPORTS_FINGERPRINT) == fingerprint and all((run_dir / name).is_file() and not (run_dir / name).is_symlink()
+                                                              for name in REPORT_FILES):  # a link: replaced by the file
+        summary = read_summary(run_dir / "summary.json")
         write_json(run_dir / "manifest.json", report.manifest(store, cfg, runner.activity()))  # says what this run did
         print()
         print(report.render_console(summary))
@@ -243,6 +239,7 @@ class Runner:
         self.rules = rules
         self.backend: Backend = rules.backend
         self.generation_calls = 0
+        self.answers_replayed = 0  # a replay backend (rejudge, an answer file) stores answers it did not generate
         self.judge_calls = 0
         self.judgments_reused = 0
         self.stop = threading.Event()
@@ -252,7 +249,8 @@ class Runner:
 
     def activity(self) -> dict[str, Any]:
         servers = getattr(self.backend, "servers", None)  # a backend that spreads requests over servers says how
-        return {"generation_calls": self.generation_calls, "judge_calls": self.judge_calls,
+        return {"generation_calls": self.generation_calls, "answers_replayed": self.answers_replayed,
+                "judge_calls": self.judge_calls,
                 "judgments_reused": self.judgments_reused, "budget_reached": self.budget_reached,
                 "warnings": self.warnings, "judge_seen": self.fingerprints,
                 "generation_servers": servers() if servers else None}
@@ -260,17 +258,18 @@ class Runner:
     def account(self) -> str:
         """One line saying what this invocation computed — in particular when it computed nothing."""
         reused = f"{self.judgments_reused} judgments came from the shared judge cache" if self.judgments_reused else ""
-        if self.generation_calls == 0 and self.judge_calls == 0:
+        if self.generation_calls == 0 and self.answers_replayed == 0 and self.judge_calls == 0:
             return f"{self.run_dir}: nothing to compute — every answer was already stored" + \
                 (f" and {reused}." if reused else " and judged.")
-        return (f"{self.run_dir}: this run generated {self.generation_calls} answers and made {self.judge_calls} "
-                f"judgments" + (f"; {reused}." if reused else "."))
+        answers = (f"replayed {self.answers_replayed} stored answers" if self.answers_replayed and not self.generation_calls
+                   else f"generated {self.generation_calls} answers")
+        return f"{self.run_dir}: this run {answers} and made {self.judge_calls} judgments" + (f"; {reused}." if reused else ".")
 
     # ---------------------------------------------------------------- orchestration
 
     def execute(self) -> None:
-        self.store.set_meta("backend_identity", self.backend.identity())
-        self.store.set_meta("model_format", announce_format(self.cfg, self.backend))
+        self.store.set_meta(BACKEND_IDENTITY, self.backend.identity())
+        self.store.set_meta(MODEL_FORMAT, announce_format(self.cfg, self.backend))
         self._check_answers_available()
         pending_generations = len(self.rules.pending_generations())
         pending_judgments = self._settle_judgments()
@@ -314,30 +313,33 @@ class Runner:
     def _shared_cache(self) -> Iterator[JudgeCache]:
         """The shared judge cache for this invocation. Its writes trail the store's (see judge/cache.py); a run
         killed before they were done is caught up here from the store, the run's record."""
-        cache = JudgeCache(self.cfg.judge.cache, self.cfg.judge.cache_path)
+        cache = JudgeCache(self.cfg.judge.cache, self.cfg.judge.cache_path, endpoint_identity(self.cfg.judge))
         writable = cache.writable
         try:
             if writable:
-                if self.store.meta(CACHE_BEHIND):
-                    cache.put_all(Judgment.from_dict(record) for record in self.store.records("judgment"))
-                self.store.set_meta(CACHE_BEHIND, True)
+                if self.store.meta(JUDGE_CACHE_BEHIND):
+                    cache.put_all(self.store.records("judgment"))
+                self.store.set_meta(JUDGE_CACHE_BEHIND, True)
             yield cache
         finally:
+            if (warning := cache.miss_warning()) is not None:
+                self.warnings.append(warning)
+                print(f"WARNING: {warning}", file=sys.stderr)
             cache.close()  # waits for its writes
             if writable:
-                self.store.set_meta(CACHE_BEHIND, False)
+                self.store.set_meta(JUDGE_CACHE_BEHIND, False)
 
     async def _execute(self, base_url: str | None, cache: JudgeCache, pending_generations: int) -> None:
         with SharedBudget.open(self.cfg.judge, self.run_dir) or nullcontext() as shared:
             ledger = Ledger(self.cfg.judge, shared=shared)
-            ledger.restore(sum(r["cost_usd"] or 0.0 for r in self.store.fields("judgment", ["cost_usd"])))
-            client = JudgeClient(self.cfg.judge, base_url, ledger, self.store.meta("judge_learned_params"), self.cfg.profile)
+            ledger.restore(sum(r.cost_usd or 0.0 for r in self.store.fields("judgment", JudgmentUsage)))
+            client = JudgeClient(self.cfg.judge, base_url, ledger, self.store.meta(JUDGE_LEARNED_PARAMS), self.cfg.profile)
             try:
                 self.store.event("judge", "preflight")
                 await client.preflight()
                 await GenerateAndJudge(self, client, cache).run(pending_generations)
             finally:
-                self.store.set_meta("judge_learned_params", client.policy.state())
+                self.store.set_meta(JUDGE_LEARNED_PARAMS, client.policy.state())
                 self.warnings += client.warnings
                 self.fingerprints = {"models": sorted(client.models_seen), "system_fingerprints": sorted(client.fingerprints_seen)}
                 await client.close()
@@ -363,7 +365,10 @@ class Runner:
                 def store_result(result: GenerationResult) -> None:
                     if self.stop.is_set():
                         raise _RunStopped()
-                    self.generation_calls += 1
+                    if self.backend.name == "replay":
+                        self.answers_replayed += 1
+                    else:
+                        self.generation_calls += 1
                     gen = self._record(result)
                     self.store.put_generation(gen, self.rules.superseded_by(gen))
                     checkpoint("generation_stored")
@@ -500,7 +505,7 @@ class GenerateAndJudge:
                     self.runner.adopt(state)
             elif isinstance(request, Excluded):
                 self.store.put_judgment(self.runner.excluded(request))
-            elif (cached := self.cache.get(request.key)) is not None:
+            elif (cached := self.cache.get(self.client.request_body(request), request.rules(self.client.profile))) is not None:
                 self.runner.judgments_reused += 1
                 self.store.put_judgment(_moved(cached, target, request))
             else:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -16,8 +15,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .results import RunSummary, TaskResult, tasks_of  # noqa: E402
 from .rundir import atomic_write  # noqa: E402
-from .summary import published_value, report_order  # noqa: E402
+from .summary import published_value  # noqa: E402
 
 # Published table: a fixed date and no software banner keep the PNG bytes reproducible.
 _META = {"Software": None}
@@ -30,82 +30,73 @@ def _save(fig: plt.Figure, path: Path) -> None:
     atomic_write(path, buffer.getvalue())
 
 
-def write_plots(run_dir: Path, summary: dict[str, Any], published: pd.DataFrame) -> list[str]:
+def write_plots(run_dir: Path, summary: RunSummary, published: pd.DataFrame) -> list[str]:
     written = []
     if _category_tasks([summary]):
         _save(_radar([summary]), run_dir / "plots" / "categories.png")
         written.append("plots/categories.png")
-    if summary["tasks"]:
+    if summary.tasks:
         _save(_bars([summary], published), run_dir / "plots" / "benchmarks.png")
         written.append("plots/benchmarks.png")
     return written
 
 
-def write_compare_plot(out: Path, summaries: list[dict[str, Any]], published: pd.DataFrame) -> None:
+def write_compare_plot(out: Path, summaries: list[RunSummary], published: pd.DataFrame) -> None:
     _save(_bars(summaries, published), out / "compare.png")
     if _category_tasks(summaries):
         _save(_radar(summaries), out / "compare_categories.png")
 
 
-def _tasks(summaries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every task of the summaries in report order, as the first summary that has it shows it."""
-    entries: dict[str, dict[str, Any]] = {}
-    for s in summaries:
-        for task, entry in s["tasks"].items():
-            entries.setdefault(task, entry)
-    return {t: entries[t] for t in report_order(entries)}
+def _category_tasks(summaries: list[RunSummary]) -> dict[str, TaskResult]:
+    return {t: e for t, e in tasks_of(summaries).items() if e.plot == "categories"}
 
 
-def _category_tasks(summaries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {t: e for t, e in _tasks(summaries).items() if e.get("plot") == "categories"}
-
-
-def _radar(summaries: list[dict[str, Any]]) -> plt.Figure:
+def _radar(summaries: list[RunSummary]) -> plt.Figure:
     """One polar axis per task whose plot is `categories`: its `category:<c>` means, one line per run."""
     tasks = _category_tasks(summaries)
     fig, axes = plt.subplots(1, len(tasks), subplot_kw={"projection": "polar"}, figsize=(6.5 * len(tasks), 6.5))
     fig.subplots_adjust(wspace=0.5)
     axes = [axes] if len(tasks) == 1 else list(axes)
     for ax, (task, entry) in zip(axes, tasks.items(), strict=True):
-        categories = sorted({m.split(":", 1)[1] for s in summaries if task in s["tasks"]
-                             for m in s["tasks"][task]["metrics"] if m.startswith("category:")})
+        categories = sorted({m.split(":", 1)[1] for s in summaries if task in s.tasks
+                             for m in s.tasks[task].metrics if m.startswith("category:")})
         if not categories:
-            ax.set_title(f"{entry['title']}: no category scores")
+            ax.set_title(f"{entry.title}: no category scores")
             continue
         angles = [2 * math.pi * i / len(categories) for i in range(len(categories))] + [0.0]
         for s in summaries:
-            if task not in s["tasks"]:
+            if task not in s.tasks:
                 continue
-            metrics = s["tasks"][task]["metrics"]
-            values = [metrics.get(f"category:{c}", {}).get("mean", float("nan")) for c in categories]
-            ax.plot(angles, values + values[:1], marker="o", label=f"{s['label']} ({s['run']})")
+            metrics = s.tasks[task].metrics
+            values = [m.mean if (m := metrics.get(f"category:{c}")) else float("nan") for c in categories]
+            ax.plot(angles, values + values[:1], marker="o", label=f"{s.label} ({s.run})")
             ax.fill(angles, values + values[:1], alpha=0.1)
         ax.set_xticks(angles[:-1], categories)
-        ax.set_ylim(0, entry["scale"][1])
+        ax.set_ylim(0, entry.scale[1])
         ax.tick_params(axis="x", pad=10)
-        ax.set_title(entry["title"], pad=24)
+        ax.set_title(entry.title, pad=24)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), fontsize=8)
     fig.suptitle("Scores per category (mean over rounds; the model card publishes no category scores)", fontsize=10, y=1.02)
     return fig
 
 
-def _bars(summaries: list[dict[str, Any]], published: pd.DataFrame) -> plt.Figure:
+def _bars(summaries: list[RunSummary], published: pd.DataFrame) -> plt.Figure:
     """One panel per task: each run's mean score with its 95 % CI, and the published rows' values. The panels share
     their rows (a row without a value in a task has no bar there), so the labels are written once, on the left, and
     the figure is widened by their length: long model names never squeeze the panels (or defeat the layout)."""
-    tasks = _tasks(summaries)
+    tasks = tasks_of(summaries)
     rows: list[tuple[str, str, dict[str, tuple[float, float, float]]]] = []  # label, colour, task → (value, −err, +err)
     for s in summaries:
         values = {}
         for task in tasks:
-            score = s["tasks"].get(task, {}).get("metrics", {}).get("score")
+            score = s.tasks[task].score if task in s.tasks else None
             if score:
-                lo, hi = score["ci95"]
-                values[task] = (score["mean"], score["mean"] - lo if lo is not None else 0, hi - score["mean"] if hi is not None else 0)
-        rows.append((f"{s['label']} ({s['run']})", "tab:orange", values))
+                lo, hi = score.ci95
+                values[task] = (score.mean, score.mean - lo if lo is not None else 0, hi - score.mean if hi is not None else 0)
+        rows.append((f"{s.label} ({s.run})", "tab:orange", values))
     for row in published.to_dict("records"):
         values = {task: (v, 0, 0) for task, entry in tasks.items()
-                  if (v := published_value(row, entry["published_column"])) is not None}
+                  if (v := published_value(row, entry.published_column)) is not None}
         if values:
             label = f"{row['model']} ({row['reasoning_effort']})" if row["reasoning_effort"] else row["model"]
             rows.append((label, "tab:gray", values))
@@ -118,8 +109,8 @@ def _bars(summaries: list[dict[str, Any]], published: pd.DataFrame) -> plt.Figur
         ax.barh([i for i, _, _ in present], [v for _, (v, _, _), _ in present],
                 xerr=[[lo for _, (_, lo, _), _ in present], [hi for _, (_, _, hi), _ in present]],
                 color=[colour for _, _, colour in present], capsize=3)
-        ax.set_title(entry["column"])
-        ax.set_xlim(0, entry["scale"][1])
+        ax.set_title(entry.column)
+        ax.set_xlim(0, entry.scale[1])
     axes[0][0].set_yticks(positions, [label for label, _, _ in rows], fontsize=7)
     axes[0][0].invert_yaxis()
     fig.suptitle("Measured (orange, 95 % CI) beside the published model-card rows (gray)", fontsize=10)

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from .config import RunConfig
+from .results import MatchedRow
 
 _SNAPSHOT = re.compile(r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/[^/]+/?$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -46,11 +47,12 @@ class CardMatch:
     key: CardKey | None  # None: `published: none`
     note: str | None  # one sentence when no row matched: why, and the key to set
 
-    def summary_fields(self) -> dict[str, Any]:
-        key = self.key
-        return {"published_row": None if self.row is None or key is None else
-                {"model": key.model, "reasoning_effort": key.reasoning_effort, "matched_by": key.source},
-                "published_note": self.note}
+    @property
+    def matched(self) -> MatchedRow | None:
+        """The row as the summary names it (`published_row`), None when there is none."""
+        if self.row is None or self.key is None or self.key.model is None:
+            return None
+        return MatchedRow(model=self.key.model, reasoning_effort=self.key.reasoning_effort, matched_by=self.key.source)
 
 
 def plain(config: RunConfig | dict[str, Any]) -> dict[str, Any]:

@@ -1,15 +1,23 @@
-"""The records that flow between stages and live in the store: `Generation` and `Judgment`.
+"""The records that flow between stages and live in the store: the `Item`s of a task, `Generation` and `Judgment`
+(one per slot), the rows of the plan and of a stored field selection, and the task facts the reports read.
 
 A record's `key` is a hash of everything that determines it; the store holds one record per slot
 (round, task, item, turn) and recomputes a slot only when the key it would have differs.
+
+Records are dataclasses: they are made field by field on the hot path (every answer, every judgment, the judge
+cache) and copied with `dataclasses.replace`; the store writes them itself, so reading them back needs no
+validation. What the store keeps about a task (`TaskMeta`) is a pydantic model: it is read from runs made by
+earlier versions, so it is validated, and fields those runs lack get their defaults.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 
 def content_key(*parts: Any) -> str:
@@ -28,9 +36,76 @@ class Slot:
     turn: int
 
 
+Plot = Literal["categories", "none"]  # how a task is plotted beside the bars of every task: a per-category radar, or not
+
+SLOT_COLUMNS = tuple(f.name for f in fields(Slot))  # a slot's columns in the store's tables and in frames
+SLOT_IN_TASK = tuple(c for c in SLOT_COLUMNS if c != "task")  # in the frames of one task (observations)
+
+
+@dataclass(frozen=True)
+class SlotRow(Slot):
+    """A row about one slot: the plan's, or selected fields of a stored record (`Store.fields`)."""
+
+    @property
+    def slot(self) -> Slot:
+        return Slot(self.round, self.task, self.item_id, self.turn)
+
+
+@dataclass(frozen=True)
+class Planned(SlotRow):
+    """A slot of the plan and its item's category."""
+
+    category: str | None
+
+
+@dataclass(frozen=True)
+class Item:
+    task: str
+    item_id: str
+    turns: tuple[str, ...]
+    category: str | None = None
+    references: tuple[str, ...] | None = None  # per turn; MT-Bench reference categories only
+
+
+@dataclass(frozen=True)
+class TaskRules:
+    """What aggregation needs to know about a task (stored with the run, so reports need no task files)."""
+
+    metric: str
+    api_error_score: float | None = None
+    primary_criterion: str | None = None
+    criteria: tuple[str, ...] = ()
+
+
+class TaskMeta(BaseModel):
+    """What the reports need to know about a task, stored with the run (`report.task_meta`). A field that runs made
+    before it existed lack takes its default; `summary` tells an absent presentation field from an empty one
+    (`model_fields_set`) and gives the kind's default."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    title: str
+    column: str
+    metric: str
+    turns: int = 1
+    variant: str
+    order: int | None = None
+    published_column: str | None = None
+    plot: Plot | None = None
+    scale: tuple[int, int] | None = None
+    rules: TaskRules
+    no_answer: str | None = None
+    greedy_categories: list[str] = []
+    expected_items: int | None = None
+    judge_prompts: str | None = None
+    judge_prompts_sha256: str | None = None
+
+
 class _Record:
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
+        """The record's fields as a new mapping whose values are the record's own (JSON data: no record nests another,
+        so `asdict`'s deep copy of every message and score would only cost time)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
@@ -100,3 +175,16 @@ class Judgment(_Record):
     error: str | None = None
     cost_usd: float | None = None
     cached: bool = False
+    parse_rules: str | None = None  # JudgeRequest.rules: how the reply was read (the shared cache keys by it)
+
+
+@dataclass(frozen=True)
+class JudgmentUsage:
+    """What a stored judgment cost, and who answered it (`Store.fields`: the manifest, the budget of a resumed run)."""
+
+    task: str
+    usage: dict[str, int]
+    cost_usd: float | None
+    cached: bool
+    returned_model: str | None
+    fingerprint: str | None

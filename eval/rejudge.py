@@ -8,15 +8,16 @@ no model is loaded. RUN's rounds, tasks and item limit are kept (read from its p
 
 from __future__ import annotations
 
-import copy
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .config import RunConfig, build_config, parse_override
 from .errors import UserError
+from .records import Planned, SlotRow
 from .rundir import write_jsonl
+from .run_meta import CONFIG
 from .statuses import TRANSIENT_GENERATION
 from .store import Store, open_run
 
@@ -45,31 +46,36 @@ def rejudge_config(run_dir: Path, overrides: list[str], out: Path, export: bool 
         raise UserError(f"--out {out}: a rejudge is a new run; give a directory other than {run_dir}")
     store = open_run(run_dir, "the run directory whose answers to rejudge")
     try:
-        original: dict[str, Any] = store.meta("config")
+        original = store.meta(CONFIG)
         plan = store.plan()
         if export:
             _export(store, plan, out / SOURCE_FILE, run_dir)
     finally:
         store.close()
-    data = copy.deepcopy(original)
+    assert original is not None  # open_run: a planned run
+    data = original.snapshot()
     model = data["model"]
     source = model.get("source_model") if model["backend"] == "replay" else None
     data["model"] = {"backend": "replay", "path": str((out / SOURCE_FILE).resolve()), "format": "harness",
                      "source_model": source or model}
     data["generation"]["batch_size"] = "auto"  # an hf-only setting; the replay backend refuses anything else
     data["name"] = re.sub(r"[^A-Za-z0-9._-]", "-", out.resolve().name)
-    data["rounds"] = max((p["round"] for p in plan), default=data["rounds"])
-    data["tasks"] = [t for t in data["tasks"] if any(p["task"] == t for p in plan)] or data["tasks"]
+    data["rounds"] = max((p.round for p in plan), default=data["rounds"])
+    data["tasks"] = [t for t in data["tasks"] if any(p.task == t for p in plan)] or data["tasks"]
     cfg = build_config(data, f"{run_dir}/config.yaml", overrides)
-    items_per_task = [len({p["item_id"] for p in plan if p["task"] == t}) for t in cfg.tasks]
+    items_per_task = [len({p.item_id for p in plan if p.task == t}) for t in cfg.tasks]
     return cfg, max(items_per_task, default=0)
 
 
-def _export(store: Store, plan: list[dict[str, Any]], path: Path, run_dir: Path) -> None:
-    write_jsonl(path, store.records("generation"))
-    stored = {(g["round"], g["task"], g["item_id"], g["turn"]): g["status"]
-              for g in store.fields("generation", ["round", "task", "item_id", "turn", "status"])}
-    missing = sum(1 for p in plan if (p["round"], p["task"], p["item_id"], p["turn"]) not in stored)
+@dataclass(frozen=True)
+class GenerationStatusRow(SlotRow):
+    status: str
+
+
+def _export(store: Store, plan: list[Planned], path: Path, run_dir: Path) -> None:
+    write_jsonl(path, (g.to_dict() for g in store.records("generation")))
+    stored = {g.slot: g.status for g in store.fields("generation", GenerationStatusRow)}
+    missing = sum(1 for p in plan if p.slot not in stored)
     failed = sum(1 for status in stored.values() if status in TRANSIENT_GENERATION)
     if missing or failed:
         print(f"WARNING: {run_dir} has {missing} planned answers not generated yet and {failed} failed generations; "

@@ -5,6 +5,7 @@ dumps and errors, manifest.json (`manifest.py`) and report.html (`view.py`).
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,10 @@ import yaml
 from .config import RunConfig
 from .kinds import kind
 from .manifest import manifest
-from .rundir import write_json, write_jsonl, write_text
+from .records import SlotRow, TaskMeta, TaskRules
+from .results import RunSummary, write_summary
+from .rundir import check_links, write_json, write_jsonl, write_text
+from .run_meta import CONFIG
 from .statuses import JudgmentStatus
 from .store import Store, open_run
 from .summary import compute_summary, load_published
@@ -22,48 +26,65 @@ from .tasks import Task
 from .view import refuse_read_only, write_page
 
 
-def task_meta(task: Task, greedy: bool = False) -> dict[str, Any]:
+def task_meta(task: Task, greedy: bool = False) -> TaskMeta:
     """What the reports need to know about a task, stored with the run (so reports need no task files). `greedy`: the
     run decodes greedily (`generation.greedy`), so every category is a greedy one."""
     spec = task.spec
     greedy_categories = ({item.category for item in task.items if item.category} if greedy else
                          {c for c, t in spec.generation.category_temperature.items() if t == 0})
     template = next(iter(task.prompts.templates.values()))
-    return {"title": spec.title, "column": spec.column, "metric": spec.metric, "turns": spec.turns, "variant": task.variant,
-            "order": spec.report.order, "published_column": spec.report.published,
-            "plot": spec.report.plot or kind(spec.metric).plot, "scale": list(kind(spec.metric).scale),
-            "rules": {"metric": spec.metric, "api_error_score": spec.judge.api_error_score,
-                      "primary_criterion": spec.judge.primary_criterion, "criteria": list(template.criteria or ())},
-            "no_answer": spec.generation.no_answer, "greedy_categories": sorted(greedy_categories),
-            "expected_items": spec.expected_items, "judge_prompts": task.prompts.path, "judge_prompts_sha256": task.prompts.sha256}
+    return TaskMeta(title=spec.title, column=spec.column, metric=spec.metric, turns=spec.turns, variant=task.variant,
+                    order=spec.report.order, published_column=spec.report.published,
+                    plot=spec.report.plot or kind(spec.metric).plot, scale=kind(spec.metric).scale,
+                    rules=TaskRules(spec.metric, spec.judge.api_error_score, spec.judge.primary_criterion,
+                                    tuple(template.criteria or ())),
+                    no_answer=spec.generation.no_answer, greedy_categories=sorted(greedy_categories),
+                    expected_items=spec.expected_items, judge_prompts=task.prompts.path,
+                    judge_prompts_sha256=task.prompts.sha256)
 
 
-def write_reports(run_dir: Path, store: Store) -> dict[str, Any]:
+def write_reports(run_dir: Path, store: Store) -> RunSummary:
     """Every report file from the store alone (used by `run` and by `report RUN_DIR`)."""
     # matplotlib takes about half a second to import: only the commands that draw load it.
     from .plots import write_plots
 
+    check_links(run_dir)
     summary = compute_summary(store)
+    config = store.meta(CONFIG)
     published = load_published()
     plots = write_plots(run_dir, summary, published)
-    write_json(run_dir / "summary.json", summary)
+    write_summary(run_dir / "summary.json", summary)
     write_text(run_dir / "table.md", render_markdown(summary, published, plots))
     write_text(run_dir / "table.csv", render_csv(summary, published))
-    write_jsonl(run_dir / "generations.jsonl", store.records("generation"))
-    write_jsonl(run_dir / "judgments.jsonl", store.records("judgment"))
+    write_jsonl(run_dir / "generations.jsonl", (g.to_dict() for g in store.records("generation")))
+    write_jsonl(run_dir / "judgments.jsonl", (j.to_dict() for j in store.records("judgment")))
     write_json(run_dir / "errors.json", _errors(store))
-    write_text(run_dir / "config.yaml", yaml.safe_dump(store.meta("config"), allow_unicode=True, sort_keys=False))
+    if config is not None:
+        write_text(run_dir / "config.yaml", yaml.safe_dump(config.snapshot(), allow_unicode=True, sort_keys=False))
     return summary
+
+
+@dataclass(frozen=True)
+class GenerationError(SlotRow):
+    status: str
+    error: str | None
+    tokens_out: int | None
+
+
+@dataclass(frozen=True)
+class JudgmentError(SlotRow):
+    status: str
+    error: str | None
+    attempts: int
 
 
 def _errors(store: Store) -> list[dict[str, Any]]:
     where = f"WHERE status != '{JudgmentStatus.OK.value}'"
-    generations = store.fields("generation", ["round", "task", "item_id", "turn", "status", "error", "tokens_out"], where)
-    judgments = store.fields("judgment", ["round", "task", "item_id", "turn", "status", "error", "attempts"], where)
-    return [{"stage": "generate", **g} for g in generations] + [{"stage": "judge", **j} for j in judgments]
+    return ([{"stage": "generate", **asdict(g)} for g in store.fields("generation", GenerationError, where)] +
+            [{"stage": "judge", **asdict(j)} for j in store.fields("judgment", JudgmentError, where)])
 
 
-def write_run(run_dir: Path, store: Store, cfg: RunConfig, activity: dict[str, Any]) -> dict[str, Any]:
+def write_run(run_dir: Path, store: Store, cfg: RunConfig, activity: dict[str, Any]) -> RunSummary:
     summary = write_reports(run_dir, store)
     write_json(run_dir / "manifest.json", manifest(store, cfg, activity))
     write_page([run_dir])
@@ -73,7 +94,7 @@ def write_run(run_dir: Path, store: Store, cfg: RunConfig, activity: dict[str, A
     return summary
 
 
-def regenerate(run_dir: Path, out: Path | None = None) -> dict[str, Any]:
+def regenerate(run_dir: Path, out: Path | None = None) -> RunSummary:
     """Every report file of a run from its store, into the run directory or `out` (the store is only read, so a
     read-only run can be reported elsewhere; its manifest.json is copied, as only a run can write one)."""
     if out is None:

@@ -15,6 +15,7 @@ from .compat import answer_for
 from .config import RunConfig
 from .judge.requests import Excluded, JudgeRequest, build_request
 from .records import Generation, Judgment, Slot, content_key
+from .run_meta import IDENTITY
 from .statuses import GenerationStatus as G, JudgmentStatus as J, is_transient
 from .store import Store
 from .tasks import Task
@@ -172,7 +173,7 @@ def refusal(rules: ResumeRules, run_dir: Path) -> str | None:
     answers, judgments = rules.replaced()
     if not answers and not judgments:
         return None
-    changes = rules.cfg.identity_changes(rules.store.meta("identity"))
+    changes = rules.cfg.identity_changes(rules.store.meta(IDENTITY))
     why = ("this run directory was made with other settings: " + ", ".join(changes)) if changes else \
         ("its records were made from other inputs although no setting differs (the model's chat template, a benchmark "
          "file or the harness changed, or the template renders today's date: set "

@@ -3,6 +3,11 @@
 The lock is an `flock` on `run.lock`: the kernel drops it when the process dies, so a killed run never leaves a
 stale lock behind. Every output file is written to a temporary file in the same folder and renamed into place;
 JSON files are strict JSON (no NaN or Infinity: those become null).
+
+Nothing is written through a symbolic link inside a run directory (the directory itself may be one): a `run.lock`
+or `plots` that is a link is refused with one line (`RunLock`, `check_links`); a report file that is a link is
+replaced by the new file, as a rename replaces a link and never writes to its target; start-up removes leftover
+temporaries only when they are regular files in the run directory or its real `plots/` folder.
 """
 
 from __future__ import annotations
@@ -83,17 +88,27 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def leftover_temporaries(run_dir: Path) -> list[Path]:
-    """Half-written temporaries that a killed run left of its own files; nothing else in the folder matches."""
+    """Half-written temporaries that a killed run left of its own files: regular files in the run directory or in its
+    subfolders that are real folders (not links); nothing else matches."""
     found = []
     for folder in {(run_dir / name).parent for name in RUN_FILES}:
-        if not folder.is_dir():
+        if folder != run_dir and (folder.is_symlink() or not folder.is_dir()):
             continue
-        for entry in folder.iterdir():
-            match = _TEMP_NAME.match(entry.name)
-            if match and entry.is_file() and not entry.is_symlink() and \
-                    str((folder / match["target"]).relative_to(run_dir)) in RUN_FILES:
-                found.append(entry)
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                match = _TEMP_NAME.match(entry.name)
+                if match and entry.is_file(follow_symlinks=False) and \
+                        str((folder / match["target"]).relative_to(run_dir)) in RUN_FILES:
+                    found.append(folder / entry.name)
     return found
+
+
+def check_links(run_dir: Path) -> None:
+    """Refuse a run directory whose subfolders for the run's files are links: the files would land outside it."""
+    for folder in sorted({(run_dir / name).parent for name in RUN_FILES} - {run_dir}):
+        if folder.is_symlink():
+            raise UserError(f"{folder}: is a symbolic link (to {os.readlink(folder)}); a run writes only inside its own "
+                            "directory — remove the link (its target is left alone) and run again")
 
 
 class RunLock:
@@ -106,6 +121,15 @@ class RunLock:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"{self.run_dir}: cannot create the run directory ({e.strerror}); choose another with --out") from None
+        lock = self.run_dir / "run.lock"
+        try:  # never through a link: its target would be truncated and written
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UserError(f"{lock}: is a symbolic link; a run never writes through one — remove it (its target "
+                                "is left alone) and run again") from None
+            raise UserError(f"{lock}: cannot create the run lock ({e.strerror}); choose another directory with --out") from None
+        self.file = os.fdopen(fd, "r+")
         try:
             self.file = open(self.run_dir / "run.lock", "a+")
         except OSError as e:
@@ -118,14 +142,19 @@ class RunLock:
             self.file.close()
             raise UserError(f"{self.run_dir}: another run is using this directory (pid {holder}); "
                             "wait for it to finish or choose another with --out") from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(str(os.getpid()))
-        self.file.flush()
-        for leftover in leftover_temporaries(self.run_dir):
-            leftover.unlink(missing_ok=True)
-        if not os.access(self.run_dir, os.W_OK):
-            raise UserError(f"{self.run_dir}: the run directory is not writable; choose another with --out")
+        try:
+            self.file.seek(0)
+            self.file.truncate()
+            self.file.write(str(os.getpid()))
+            self.file.flush()
+            check_links(self.run_dir)
+            for leftover in leftover_temporaries(self.run_dir):
+                leftover.unlink(missing_ok=True)
+            if not os.access(self.run_dir, os.W_OK):
+                raise UserError(f"{self.run_dir}: the run directory is not writable; choose another with --out")
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:

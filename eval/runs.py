@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .results import RunSummary, TaskResult, UnreadableResult, read_summary, tasks_of
 from .rundir import write_text
-from .summary import failed_on_the_api, report_order
 from .view import PAGE_DIR, csp_hash, fill
 
 COLUMNS = ["run", "model", "effort", "profile", "judge", "rounds", "status"]
@@ -25,7 +25,7 @@ COLUMNS = ["run", "model", "effort", "profile", "judge", "rounds", "status"]
 @dataclass
 class Run:
     dir: Path
-    summary: dict[str, Any] | None
+    summary: RunSummary | None
     manifest: dict[str, Any] | None
     problem: str | None = None  # why there is no summary to show
 
@@ -51,12 +51,13 @@ def find_runs(folders: list[Path]) -> list[Run]:
 
 
 def _read(run_dir: Path) -> Run:
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    path = run_dir / "summary.json"
+    if not path.is_file():
         return Run(run_dir, None, None, "no summary.json (running, or stopped before its reports)")
-    except (OSError, ValueError) as e:
-        return Run(run_dir, None, None, f"unreadable summary.json ({e})")
+    try:
+        summary = read_summary(path)
+    except UnreadableResult as e:
+        return Run(run_dir, None, None, f"summary.json: {e.reason}")
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -64,37 +65,30 @@ def _read(run_dir: Path) -> Run:
     return Run(run_dir, summary, manifest)
 
 
-def status(summary: dict[str, Any]) -> str:
+def status(summary: RunSummary) -> str:
     """'complete', or what is missing: judgments never made, calls failed on the judge API, answers that failed."""
-    missing = failed = gen_errors = 0
-    for entry in summary.get("tasks", {}).values():
-        counts = entry.get("counts", {})
-        missing += counts.get("missing", 0)
-        failed += failed_on_the_api(counts) if all(k in counts for k in ("api_error", "timeout")) else 0
-        gen_errors += counts.get("gen_error", 0)
+    counts = [entry.counts for entry in summary.tasks.values()]
+    missing = sum(c.missing for c in counts)
+    failed = sum(c.failed_on_the_api() for c in counts)
+    gen_errors = sum(c.gen_error for c in counts)
     parts = [f"{n} {what}" for n, what in ((missing, "judgments missing"), (failed, "failed on the judge API"),
                                            (gen_errors, "answers failed")) if n]
-    if summary.get("complete") and not parts:
+    if summary.complete and not parts:
         return "complete"
     return "incomplete: " + ", ".join(parts) if parts else "incomplete"
 
 
 def task_columns(runs: list[Run]) -> dict[str, str]:
     """Every task of the runs in report order, with its column title (as the first run that has it shows it)."""
-    entries: dict[str, dict[str, Any]] = {}
-    for run in runs:
-        for task, entry in (run.summary or {}).get("tasks", {}).items():
-            entries.setdefault(task, entry)
-    return {task: entries[task].get("column", task) for task in report_order(entries)}
+    return {task: entry.column for task, entry in tasks_of(run.summary for run in runs if run.summary).items()}
 
 
-def score_cell(entry: dict[str, Any] | None) -> str:
+def score_cell(entry: TaskResult | None) -> str:
     """`mean (Δ vs published)`; the mean alone where no published row matched; – where there is no score."""
-    score = ((entry or {}).get("metrics") or {}).get("score") or {}
-    if score.get("mean") is None:
+    if entry is None or entry.score is None:
         return "–"
-    delta = ((entry or {}).get("published") or {}).get("delta")
-    return f"{score['mean']:.2f}" + (f" ({delta:+.2f})" if delta is not None else "")
+    delta = entry.published.delta if entry.published else None
+    return f"{entry.score.mean:.2f}" + (f" ({delta:+.2f})" if delta is not None else "")
 
 
 def rows(runs: list[Run], tasks: dict[str, str], names: list[str]) -> list[list[str]]:
@@ -104,9 +98,8 @@ def rows(runs: list[Run], tasks: dict[str, str], names: list[str]) -> list[list[
         if s is None:
             out.append([name, "–", "–", "–", "–", "–", run.problem or "–", *["–"] * len(tasks)])
             continue
-        out.append([name, str(s.get("model", "–")), str(s.get("reasoning_effort") or "–"), str(s.get("compat", "–")),
-                    str(s.get("judge_model", "–")), str(s.get("rounds", "–")), status(s),
-                    *[score_cell(s.get("tasks", {}).get(task)) for task in tasks]])
+        out.append([name, s.model, s.reasoning_effort or "–", s.compat, s.judge_model, str(s.rounds), status(s),
+                    *[score_cell(s.tasks.get(task)) for task in tasks]])
     return out
 
 

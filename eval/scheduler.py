@@ -28,6 +28,7 @@ from typing import TextIO
 
 from .card import Row
 from .errors import UserError
+from .records import SLOT_COLUMNS
 from .statuses import TRANSIENT_GENERATION, TRANSIENT_JUDGMENT
 
 TICK_S = 0.5
@@ -88,7 +89,7 @@ def stage(run_dir: Path) -> str:
     path = run_dir / "run.sqlite"
     if not path.is_file():
         return "starting"
-    slots = "JOIN plan p ON (r.round, r.task, r.item_id, r.turn) = (p.round, p.task, p.item_id, p.turn)"
+    slots = "JOIN plan p ON " + " AND ".join(f"r.{column} = p.{column}" for column in SLOT_COLUMNS)
     failed_answers = ", ".join(f"'{s}'" for s in TRANSIENT_GENERATION)
     failed_judgments = ", ".join(f"'{s}'" for s in TRANSIENT_JUDGMENT)
     try:
@@ -110,7 +111,7 @@ def ended_text(code: int, log: Path) -> str:
     if code == 0:
         return "done"
     if code == 3:
-        return "no answers (exit 3)"
+        return "not measured (exit 3)"
     if code == 4:
         return "incomplete (exit 4)"
     if code < 0 or code >= 128:

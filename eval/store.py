@@ -10,6 +10,7 @@ through this object (the run lock allows one writer), which keeps the copy equal
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -17,22 +18,34 @@ import threading
 import time
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Literal, TypeVar, overload
+
+from pydantic import ValidationError
 
 from . import redact
 from .errors import UserError
 from .failpoints import checkpoint
-from .records import Generation, Judgment, Slot
+from .records import SLOT_COLUMNS, Generation, Judgment, Planned, Slot
+from .run_meta import CONFIG, MetaKey
 
-SCHEMA = """
+T = TypeVar("T")
+Row = TypeVar("Row")
+
+SLOT = ", ".join(SLOT_COLUMNS)
+SQL_TYPES = {"int": "INT", "str": "TEXT"}  # of the slot's fields (annotations are strings here)
+SLOT_DEFINITION = ", ".join(f"{f.name} {SQL_TYPES[str(f.type)]}" for f in dataclasses.fields(Slot))
+AT_SLOT = " AND ".join(f"{column} = ?" for column in SLOT_COLUMNS)
+BY_TASK = "ORDER BY task, round, item_id, turn"  # the order of reports' rows and dumps
+BY_ROUND = f"ORDER BY {SLOT}"  # the fingerprint's (unchanged, so stored fingerprints stay valid)
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS plan (round INT, task TEXT, item_id TEXT, turn INT, category TEXT,
-    PRIMARY KEY (round, task, item_id, turn));
-CREATE TABLE IF NOT EXISTS generations (round INT, task TEXT, item_id TEXT, turn INT, key TEXT NOT NULL,
-    status TEXT NOT NULL, record TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (round, task, item_id, turn));
-CREATE TABLE IF NOT EXISTS judgments (round INT, task TEXT, item_id TEXT, turn INT, key TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS plan ({SLOT_DEFINITION}, category TEXT, PRIMARY KEY ({SLOT}));
+CREATE TABLE IF NOT EXISTS generations ({SLOT_DEFINITION}, key TEXT NOT NULL,
+    status TEXT NOT NULL, record TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY ({SLOT}));
+CREATE TABLE IF NOT EXISTS judgments ({SLOT_DEFINITION}, key TEXT NOT NULL,
     generation_key TEXT NOT NULL, status TEXT NOT NULL, record TEXT NOT NULL, created REAL NOT NULL,
-    PRIMARY KEY (round, task, item_id, turn));
+    PRIMARY KEY ({SLOT}));
 CREATE TABLE IF NOT EXISTS superseded (kind TEXT, key TEXT, record TEXT, replaced REAL);
 CREATE TABLE IF NOT EXISTS batches (batch_id TEXT PRIMARY KEY, input_file_id TEXT, keys TEXT NOT NULL,
     status TEXT NOT NULL, created REAL NOT NULL, finished REAL);
@@ -40,8 +53,9 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, stage T
 """
 
 _TABLES = {"generation": "generations", "judgment": "judgments"}
-_RECORDS = {"generation": Generation, "judgment": Judgment}
+_RECORDS: dict[str, type[Generation] | type[Judgment]] = {"generation": Generation, "judgment": Judgment}
 _OBJECT_FIELDS = {"scores", "usage", "params", "messages"}
+RecordKind = Literal["generation", "judgment"]
 
 
 class Store:
@@ -97,30 +111,37 @@ class Store:
 
     # ------------------------------------------------------------ meta and plan
 
-    def meta(self, key: str) -> Any:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+    def meta(self, key: MetaKey[T]) -> T | None:
+        """The stored value of `key` (None: never stored); a value this version cannot read is a `UserError`."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key.name,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return key.adapter.validate_json(row[0])
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(part) for part in (key.name, *first["loc"]))
+            raise UserError(f"{self.path}: the stored {where} is not readable by this version ({first['msg']}); "
+                            "report the run with the version that made it") from None
 
-    def set_meta(self, key: str, value: Any) -> None:
-        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, redact.text(json.dumps(value, ensure_ascii=False))))
+    def set_meta(self, key: MetaKey[T], value: T) -> None:
+        data = key.dump(key.adapter.validate_python(value))
+        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key.name, redact.text(json.dumps(data, ensure_ascii=False))))
 
     def set_plan(self, slots: Iterable[tuple[Slot, str | None]]) -> None:
-        rows = [(s.round, s.task, s.item_id, s.turn, category) for s, category in slots]
+        rows = [(*dataclasses.astuple(s), category) for s, category in slots]
         with self._transaction() as db:
             db.execute("DELETE FROM plan")
-            db.executemany("INSERT INTO plan VALUES (?, ?, ?, ?, ?)", rows)
+            db.executemany(f"INSERT INTO plan ({SLOT}, category) VALUES ({', '.join('?' * (len(SLOT_COLUMNS) + 1))})", rows)
 
-    def plan(self) -> list[dict[str, Any]]:
-        cur = self.db.execute("SELECT round, task, item_id, turn, category FROM plan ORDER BY task, round, item_id, turn")
-        return [dict(zip(("round", "task", "item_id", "turn", "category"), row, strict=True)) for row in cur]
+    def plan(self) -> list[Planned]:
+        cur = self.db.execute(f"SELECT {SLOT}, category FROM plan {BY_TASK}")
+        return [Planned(*row) for row in cur]
 
     # ------------------------------------------------------------ records
 
     def _get(self, kind: str, slot: Slot) -> dict[str, Any] | None:
-        row = self.db.execute(
-            f"SELECT record FROM {_TABLES[kind]} WHERE round = ? AND task = ? AND item_id = ? AND turn = ?",
-            (slot.round, slot.task, slot.item_id, slot.turn),
-        ).fetchone()
+        row = self.db.execute(f"SELECT record FROM {_TABLES[kind]} WHERE {AT_SLOT}", dataclasses.astuple(slot)).fetchone()
         return json.loads(row[0]) if row else None
 
     def _record(self, kind: str, slot: Slot) -> Generation | Judgment | None:
@@ -137,9 +158,9 @@ class Store:
             data["error"] = redact.text(data["error"], credentials=True)
         s = record.slot
         extra = (record.generation_key,) if isinstance(record, Judgment) else ()
-        columns = "(round, task, item_id, turn, key, generation_key, status, record, created)" if extra else \
-            "(round, task, item_id, turn, key, status, record, created)"
-        marks = ", ".join("?" * (9 if extra else 8))
+        columns = f"({SLOT}, key, generation_key, status, record, created)" if extra else \
+            f"({SLOT}, key, status, record, created)"
+        marks = ", ".join("?" * (len(SLOT_COLUMNS) + len(extra) + 4))
         text = redact.text(json.dumps(data, ensure_ascii=False))
         superseded_judgments = list(superseded_judgments)
         with self._transaction() as db:
@@ -148,7 +169,7 @@ class Store:
                 self._supersede(db, "judgment", slot)
             db.execute(
                 f"INSERT OR REPLACE INTO {_TABLES[kind]} {columns} VALUES ({marks})",
-                (s.round, s.task, s.item_id, s.turn, record.key, *extra, record.status, text, time.time()),
+                (*dataclasses.astuple(s), record.key, *extra, record.status, text, time.time()),
             )
             self.by_slot[kind].pop(s, None)
             for slot in superseded_judgments:
@@ -159,8 +180,8 @@ class Store:
     def _supersede(db: sqlite3.Connection, kind: str, slot: Slot, replaced_by: str | None = None) -> None:
         """Move the slot's record to `superseded`, unless it has the key `replaced_by` of the record written in its
         place next; with no record to follow (`replaced_by` None) the slot is left empty."""
-        where = "WHERE round = ? AND task = ? AND item_id = ? AND turn = ?"
-        args = (slot.round, slot.task, slot.item_id, slot.turn)
+        where = f"WHERE {AT_SLOT}"
+        args = dataclasses.astuple(slot)
         old = db.execute(f"SELECT key, record FROM {_TABLES[kind]} {where}", args).fetchone()
         if old and old[0] != replaced_by:
             db.execute("INSERT INTO superseded VALUES (?, ?, ?, ?)", (kind, old[0], old[1], time.time()))
@@ -182,19 +203,25 @@ class Store:
     def put_judgment(self, judgment: Judgment) -> None:
         self._put("judgment", judgment)
 
-    def records(self, kind: str) -> Iterator[dict[str, Any]]:
-        """Every current record of a kind, one at a time (reports stream them instead of holding them all)."""
-        cursor = self.db.execute(f"SELECT record FROM {_TABLES[kind]} ORDER BY task, round, item_id, turn")
-        for (record,) in cursor:
-            yield json.loads(record)
+    @overload
+    def records(self, kind: Literal["generation"]) -> Iterator[Generation]: ...
+    @overload
+    def records(self, kind: Literal["judgment"]) -> Iterator[Judgment]: ...
 
-    def fields(self, kind: str, names: Iterable[str], where: str = "") -> list[dict[str, Any]]:
-        """Selected fields of every current record (JSON objects among them decoded), without loading the rest."""
-        names = list(names)
+    def records(self, kind: RecordKind) -> Iterator[Generation] | Iterator[Judgment]:
+        """Every current record of a kind, one at a time (reports stream them instead of holding them all)."""
+        record_type = _RECORDS[kind]
+        cursor = self.db.execute(f"SELECT record FROM {_TABLES[kind]} {BY_TASK}")
+        return (record_type.from_dict(json.loads(record)) for (record,) in cursor)
+
+    def fields(self, kind: RecordKind, row: type[Row], where: str = "") -> list[Row]:
+        """Some fields of every current record, as `row`s (a dataclass whose fields are the record fields to read; a
+        `SlotRow` reads the slot too), without loading the rest (answers, judge messages)."""
+        names = [f.name for f in dataclasses.fields(row)]  # type: ignore[arg-type]
         columns = ", ".join(f"json_extract(record, '$.{n}')" for n in names)
-        rows = self.db.execute(f"SELECT {columns} FROM {_TABLES[kind]} {where} ORDER BY task, round, item_id, turn")
-        return [{n: json.loads(v) if isinstance(v, str) and v[:1] in "{[" and n in _OBJECT_FIELDS else v
-                 for n, v in zip(names, row, strict=True)} for row in rows]
+        rows = self.db.execute(f"SELECT {columns} FROM {_TABLES[kind]} {where} {BY_TASK}")
+        return [row(*(json.loads(v) if isinstance(v, str) and v[:1] in "{[" and n in _OBJECT_FIELDS else v
+                      for n, v in zip(names, values, strict=True))) for values in rows]
 
     def fingerprint(self, exclude_meta: Iterable[str] = ()) -> str:
         """A hash of everything the reports are made from: meta, plan, current records (by key, status and write
@@ -202,10 +229,9 @@ class Store:
         excluded = list(exclude_meta)
         digest = hashlib.sha256()
         queries = [f"SELECT key, value FROM meta WHERE key NOT IN ({', '.join('?' * len(excluded))}) ORDER BY key",
-                   "SELECT round, task, item_id, turn, category FROM plan ORDER BY round, task, item_id, turn",
-                   "SELECT round, task, item_id, turn, key, status, created FROM generations ORDER BY round, task, item_id, turn",
-                   ("SELECT round, task, item_id, turn, key, generation_key, status, created FROM judgments "
-                    "ORDER BY round, task, item_id, turn"),
+                   f"SELECT {SLOT}, category FROM plan {BY_ROUND}",
+                   f"SELECT {SLOT}, key, status, created FROM generations {BY_ROUND}",
+                   f"SELECT {SLOT}, key, generation_key, status, created FROM judgments {BY_ROUND}",
                    "SELECT COUNT(*), MAX(replaced) FROM superseded",
                    "SELECT batch_id, status, finished FROM batches ORDER BY batch_id"]
         for i, query in enumerate(queries):
@@ -268,7 +294,7 @@ def open_run(run_dir: Path, what: str = "a run directory") -> Store:
         raise UserError(f"{run_dir}: no run.sqlite here; give {what} (results/<name>)")
     store = Store(path, read_only=True)
     try:
-        planned = store.meta("config") is not None
+        planned = store.meta(CONFIG) is not None
     except sqlite3.OperationalError:  # a SQLite file without the store's tables
         planned = False
     if not planned:

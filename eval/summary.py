@@ -9,28 +9,33 @@ Results only (no timings, no call counts): a resumed run produces the same summa
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .compat import DEFAULT as DEFAULT_COMPAT, answer_for, profile
+from .compat import Profile, answer_for
+from .config import RunConfig
 from .errors import UserError
-from .kinds import TaskRules, kind
-from .metrics import PUBLISHED_ROUNDS, observations, reject_non_finite, reproduction, status_counts, summarize
+from .kinds import kind
+from .metrics import observations, reject_non_finite, reproduction, status_counts, summarize
 from .outcome import NO_ANSWER_WARN
 from .published import answering_model, card_row, model_identity, reasoning_effort
-from .statuses import TRANSIENT_GENERATION, TRANSIENT_JUDGMENT
+from .records import SLOT_COLUMNS, Planned, SlotRow, TaskMeta
+from .results import (Counts, GreedyIdentical, MetricStats, NoAnswers, RunSummary, TaskResult, VersusPublished,
+                      report_order)
+from .run_meta import CONFIG, MODEL_FORMAT, TASKS
+from .statuses import TRANSIENT_GENERATION
 from .store import Store
 
-SUMMARY_SCHEMA = "llmjp-eval/summary/v2"
 DEFAULT_REFERENCE = Path(__file__).resolve().parent / "resources" / "model_card.csv"
 
 
 # ---------------------------------------------------------------- names of rows
 
 
-def model_label(cfg: dict[str, Any]) -> tuple[str, str | None]:
+def model_label(cfg: RunConfig) -> tuple[str, str | None]:
     """The measured row's model name (its identity where known, else the last part of its path) and effort."""
     model = answering_model(cfg)
     name = model_identity(model)[0] or model["path"].rstrip("/").rsplit("/", 1)[-1].removeprefix("builtin:")
@@ -70,14 +75,30 @@ def published_label(row: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- from the store
 
 
+@dataclass(frozen=True)
+class GeneratedRow(SlotRow):
+    status: str
+    final: str | None
+
+
+@dataclass(frozen=True)
+class JudgedRow(SlotRow):
+    status: str
+    scores: dict[str, float]
+
+
+def _frame(rows: list[Any], row_type: type) -> pd.DataFrame:
+    """Rows of a dataclass as a frame with one column per field (also when there are none)."""
+    columns = [f.name for f in fields(row_type)]
+    return pd.DataFrame([[getattr(row, c) for c in columns] for row in rows], columns=columns)
+
+
 def run_frames(store: Store) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The plan, the generations and the judgments of a run, each row with its slot and category."""
-    plan = pd.DataFrame(store.plan(), columns=["round", "task", "item_id", "turn", "category"])
-    gens = pd.DataFrame(store.fields("generation", ["round", "task", "item_id", "turn", "status", "final"]),
-                        columns=["round", "task", "item_id", "turn", "status", "final"]).rename(columns={"status": "gen_status"})
-    judged = pd.DataFrame(store.fields("judgment", ["round", "task", "item_id", "turn", "status", "scores"]),
-                          columns=["round", "task", "item_id", "turn", "status", "scores"])
-    keys = ["round", "task", "item_id", "turn"]
+    keys = list(SLOT_COLUMNS)
+    plan = _frame(store.plan(), Planned)
+    gens = _frame(store.fields("generation", GeneratedRow), GeneratedRow).rename(columns={"status": "gen_status"})
+    judged = _frame(store.fields("judgment", JudgedRow), JudgedRow)
     gens = plan.merge(gens, on=keys, how="inner")
     judged = reject_non_finite(plan.merge(judged, on=keys, how="inner"))
     return plan, gens, judged
@@ -86,89 +107,75 @@ def run_frames(store: Store) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 def task_observations(store: Store) -> dict[str, pd.DataFrame]:
     """Per task of the run, its observations (`metrics.observations`)."""
     _, _, judged = run_frames(store)
-    return {task: observations(TaskRules.from_meta(meta), judged[judged["task"] == task])
-            for task, meta in (store.meta("tasks") or {}).items()}
+    return {task: observations(meta.rules, judged[judged["task"] == task])
+            for task, meta in (store.meta(TASKS) or {}).items()}
 
 
-def report_order(entries: dict[str, dict[str, Any]]) -> list[str]:
-    """Tasks in report order: by their files' `report.order`, then those without one, by name."""
-    return sorted(entries, key=lambda t: (entries[t].get("order") is None, entries[t].get("order") or 0, t))
-
-
-def _presentation(task_name: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """How reports show a task, from its stored meta; a run stored before task files said so gets its kind's
-    defaults (and its own name as the published column, as reports then read it)."""
-    metric = kind(meta["metric"])
-    return {"order": meta.get("order"), "scale": list(meta.get("scale") or metric.scale),
-            "plot": meta.get("plot", metric.plot), "published_column": meta.get("published_column", task_name)}
-
-
-def compute_summary(store: Store) -> dict[str, Any]:
-    cfg = store.meta("config")
-    metas = store.meta("tasks") or {}
+def compute_summary(store: Store) -> RunSummary:
+    cfg = store.meta(CONFIG)
+    if cfg is None:
+        raise UserError(f"{store.path}: the store holds no run (it was never planned)")
+    metas = store.meta(TASKS) or {}
     name, effort = model_label(cfg)
     plan, gens, judged = run_frames(store)
     card = card_row(cfg)
     published = card.row
-    run_profile = profile(cfg.get("compat", DEFAULT_COMPAT))
-    tasks: dict[str, Any] = {}
+    tasks: dict[str, TaskResult] = {}
     for task_name, meta in metas.items():
         p = plan[plan["task"] == task_name]
         if p.empty:
             continue
         j = judged[judged["task"] == task_name]
         g = gens[gens["task"] == task_name]
-        obs = observations(TaskRules.from_meta(meta), j)
+        obs = observations(meta.rules, j)
         items = p["item_id"].unique().tolist()
         rounds = sorted(p["round"].unique().tolist())
-        stats = {k: v.to_dict() for k, v in summarize(obs, rounds).items()}
-        counts = status_counts(j, g.rename(columns={"gen_status": "status"}))
-        counts["items"] = len(items)
-        counts["planned"] = int(len(p))
-        counts["missing"] = int(len(p) - len(j))
-        counts["gen_missing"] = int(len(p) - len(g))
-        no_answer = _no_answers(g, run_profile, meta.get("no_answer"))
-        counts["no_answer"] = int(no_answer.sum())
-        shown = _presentation(task_name, meta)
-        entry: dict[str, Any] = {"title": meta["title"], "column": meta["column"], "metric": meta["metric"],
-                                 **shown, "criteria": meta["rules"]["criteria"],
-                                 "variant": meta["variant"], "rounds": rounds,
-                                 "metrics": stats, "counts": counts,
-                                 "greedy_identical_items": _identical_across_rounds(g, meta),
-                                 "no_answer": _no_answer_facts(g, no_answer), "published": None}
-        value = published_value(published, shown["published_column"]) if published is not None else None
-        if value is not None and meta["variant"] == "full":
-            entry["published"] = _versus_published(value, stats.get("score"))
-        tasks[task_name] = entry
+        stats = summarize(obs, rounds)
+        no_answer = _no_answers(g, cfg.profile, meta.no_answer)
+        counts = Counts(**status_counts(j, g.rename(columns={"gen_status": "status"})), items=len(items),
+                        planned=len(p), missing=len(p) - len(j), gen_missing=len(p) - len(g),
+                        no_answer=int(no_answer.sum()))
+        # A run stored before task files said how to show a task gets its kind's defaults, and its own name as the
+        # published column (as reports then read it).
+        metric, stored = kind(meta.metric), meta.model_fields_set
+        column = meta.published_column if "published_column" in stored else task_name
+        value = published_value(published, column) if published is not None else None
+        versus = _versus_published(value, stats.get("score")) if value is not None and meta.variant == "full" else None
+        tasks[task_name] = TaskResult(title=meta.title, column=meta.column, metric=meta.metric, order=meta.order,
+                                      scale=meta.scale or metric.scale,
+                                      plot=meta.plot if "plot" in stored else metric.plot, published_column=column,
+                                      criteria=list(meta.rules.criteria), variant=meta.variant, rounds=rounds,
+                                      metrics=stats, counts=counts,
+                                      greedy_identical_items=_identical_across_rounds(g, meta),
+                                      no_answer=_no_answer_facts(g, no_answer), published=versus)
     tasks = {t: tasks[t] for t in report_order(tasks)}
-    complete = not any(sum(unfinished(t["counts"]).values()) for t in tasks.values())
-    published_fields = card.summary_fields()
-    if published is not None and cfg["variant"] != "full":
-        published_fields["published_note"] = (f"Published row {published_label(published)}: not compared, "
-                                              f"this run used the {cfg['variant']} data.")
-    return {"schema": SUMMARY_SCHEMA, "run": cfg["name"], "model": answering_model(cfg)["path"], "label": cfg.get("label") or row_label(name, effort),
-            "reasoning_effort": effort, "judge_model": cfg["judge"]["model"], "variant": cfg["variant"],
-            "rounds": cfg["rounds"], "compat": cfg.get("compat", DEFAULT_COMPAT),
-            "greedy": bool((cfg.get("generation") or {}).get("greedy")), "complete": complete,
-            **published_fields, "warnings": _no_answer_warnings(tasks, cfg, store.meta("model_format")), "tasks": tasks}
+    complete = not any(sum(t.counts.unfinished().values()) for t in tasks.values())
+    note = card.note
+    if published is not None and cfg.variant != "full":
+        note = f"Published row {published_label(published)}: not compared, this run used the {cfg.variant} data."
+    return RunSummary(run=cfg.name, model=answering_model(cfg)["path"], label=cfg.label or row_label(name, effort),
+                      reasoning_effort=effort, judge_model=cfg.judge.model, variant=cfg.variant, rounds=cfg.rounds,
+                      compat=cfg.compat, greedy=cfg.generation.greedy, complete=complete, published_row=card.matched,
+                      published_note=note, warnings=_no_answer_warnings(tasks, cfg, store.meta(MODEL_FORMAT)),
+                      tasks=tasks)
 
 
-def _versus_published(value: float, score: dict[str, Any] | None) -> dict[str, Any]:
+def _versus_published(value: float, score: MetricStats | None) -> VersusPublished:
     """Δ and the reproduction verdict of the measured score against a published mean of three rounds."""
     if score is None:
-        return {"value": value, "rounds": PUBLISHED_ROUNDS, "delta": None, **reproduction([], value),
-                "verdict_note": "no valid judgment: nothing to compare"}
-    present = [v for v in score["per_round"].values() if v is not None]
-    out = {"value": value, "rounds": PUBLISHED_ROUNDS, "delta": score["mean"] - value, **reproduction(present, value)}
-    if score["missing_rounds"] and out["verdict"] is not None:
-        out["verdict_note"] = f"from {len(present)} rounds: {rounds_text(score['missing_rounds'])} missing"
-    return out
+        return reproduction([], value).model_copy(update={"verdict_note": "no valid judgment: nothing to compare"})
+    present = [v for v in score.per_round.values() if v is not None]
+    versus = reproduction(present, value)
+    if score.missing_rounds and versus.verdict is not None:
+        versus = versus.model_copy(update={"verdict_note": f"from {len(present)} rounds: "
+                                                           f"{rounds_text(score.missing_rounds)} missing"})
+    return versus
 
 
-def _no_answers(gens: pd.DataFrame, run_profile: Any, policy: str | None) -> pd.Series:
+def _no_answers(gens: pd.DataFrame, run_profile: Profile, policy: str | None) -> pd.Series:
     """Per stored generation: the model gave no answer — the judge (and the next turn) saw None, an empty or blank
     answer, or nothing. A failed call (`error`) is not counted here: it says nothing about the model and is asked
-    again (`unfinished`)."""
+    again (`Counts.unfinished`)."""
     def none(row: Any) -> bool:
         if row.gen_status in TRANSIENT_GENERATION:
             return False
@@ -178,39 +185,32 @@ def _no_answers(gens: pd.DataFrame, run_profile: Any, policy: str | None) -> pd.
     return gens.apply(none, axis=1).astype(bool) if not gens.empty else pd.Series([], dtype=bool)
 
 
-def _no_answer_facts(gens: pd.DataFrame, no_answer: pd.Series) -> dict[str, Any]:
+def _no_answer_facts(gens: pd.DataFrame, no_answer: pd.Series) -> NoAnswers:
     """Of the stored answers that did not fail, how many had none (their share), and their statuses (no final channel
     written, out of tokens)."""
     without = gens[no_answer]
     answered = int((~gens["gen_status"].isin(TRANSIENT_GENERATION)).sum()) if not gens.empty else 0
-    return {"answers": answered, "count": int(len(without)),
-            "share": float(len(without) / answered) if answered else 0.0,
-            "statuses": {str(k): int(v) for k, v in without["gen_status"].value_counts().items()}}
+    return NoAnswers(answers=answered, count=int(len(without)), share=float(len(without) / answered) if answered else 0.0,
+                     statuses={str(k): int(v) for k, v in without["gen_status"].value_counts().items()})
 
 
-def _no_answer_warnings(tasks: dict[str, Any], cfg: dict[str, Any], model_format: dict[str, Any] | None) -> list[str]:
+def _no_answer_warnings(tasks: dict[str, TaskResult], cfg: RunConfig, model_format: dict[str, str] | None) -> list[str]:
     """One sentence per task whose answers lacked a final answer beyond `outcome.NO_ANSWER_WARN`: what happened and
     what to check."""
     fmt = (model_format or {}).get("reasoning_format")
     check_format = (f"model.reasoning.format (this run: {fmt})" if fmt else
-                    "the server's reasoning parser" if cfg["model"].get("backend") == "openai" else
+                    "the server's reasoning parser" if cfg.model.backend == "openai" else
                     "model.reasoning.format")
-    budget = (cfg.get("generation") or {}).get("max_new_tokens")
+    budget = cfg.generation.max_new_tokens
     warnings = []
     for entry in tasks.values():
-        facts = entry["no_answer"]
-        count, stored = facts["count"], facts["answers"]
-        if facts["share"] > NO_ANSWER_WARN:
-            statuses = ", ".join(f"{status} {n}" for status, n in sorted(facts["statuses"].items()))
-            warnings.append(f"{entry['column']}: {count} of {stored} answers ({facts['share']:.0%}) had no final answer "
-                            f"({statuses}), so the judge saw None or an empty answer; check {check_format}, the "
+        facts = entry.no_answer
+        if facts is not None and facts.share > NO_ANSWER_WARN:
+            statuses = ", ".join(f"{status} {n}" for status, n in sorted(facts.statuses.items()))
+            warnings.append(f"{entry.column}: {facts.count} of {facts.answers} answers ({facts.share:.0%}) had no final "
+                            f"answer ({statuses}), so the judge saw None or an empty answer; check {check_format}, the "
                             f"model's stop tokens, and generation.max_new_tokens ({budget}).")
     return warnings
-
-
-def failed_on_the_api(counts: dict[str, int]) -> int:
-    """Judgments that a later run asks again (api_error, timeout): the task is not complete while there are any."""
-    return sum(counts[status] for status in TRANSIENT_JUDGMENT)
 
 
 def counted(n: int, phrase: str) -> str:
@@ -218,27 +218,17 @@ def counted(n: int, phrase: str) -> str:
     return f"{n} {phrase if n != 1 else phrase.replace('s ', ' ', 1)}"
 
 
-def unfinished(counts: dict[str, int]) -> dict[str, int]:
-    """What the same command run again still has to do for a task; it is complete when all are 0: every slot has an
-    answer that did not fail and a final judgment of that answer (the store holds no judgment of a replaced answer:
-    `Store.put_generation`)."""
-    return {"answers failed": sum(counts[f"gen_{status}"] for status in TRANSIENT_GENERATION),
-            "answers not generated": counts.get("gen_missing", 0),  # a summary written before it was counted
-            "judgments missing": counts["missing"],
-            "judgments failed on the API": failed_on_the_api(counts)}
-
-
 def rounds_text(rounds: list[int]) -> str:
     return ("round " if len(rounds) == 1 else "rounds ") + ", ".join(str(r) for r in rounds)
 
 
-def _identical_across_rounds(gens: pd.DataFrame, meta: dict[str, Any]) -> dict[str, int] | None:
+def _identical_across_rounds(gens: pd.DataFrame, meta: TaskMeta) -> GreedyIdentical | None:
     """How many items in greedy categories produced the same answers in every round (expected: all)."""
-    greedy = set(meta.get("greedy_categories") or ())
+    greedy = set(meta.greedy_categories)
     if not greedy or gens.empty or gens["round"].nunique() < 2:
         return None
     subset = gens[gens["category"].isin(greedy)]
     same = subset.groupby(["item_id", "turn"])["final"].nunique(dropna=False)
     items = subset["item_id"].nunique()
     identical_items = int((same.groupby(level="item_id").max() == 1).sum())
-    return {"greedy_items": int(items), "identical": identical_items}
+    return GreedyIdentical(greedy_items=int(items), identical=identical_items)

@@ -19,6 +19,7 @@ from .config import MAX_RETRIES, MAX_TOKENS, Strict
 from .errors import UserError
 from .judge.prompts import PromptSet, Template, check_fits, read_prompt_set
 from .kinds import KINDS, kind
+from .records import Item
 from .sources import FileRef, ResolvedFile, hf_is_cached, is_cached, load_hf_rows, read_jsonl, resolve_file
 from .task_files import asset_table, task_dirs, task_file, task_names
 from .yaml_limits import read_yaml
@@ -145,15 +146,6 @@ class TaskSpec(Strict):
 
     def temperature_for(self, category: str | None) -> float:
         return self.generation.category_temperature.get(category or "", self.generation.temperature)
-
-
-@dataclass(frozen=True)
-class Item:
-    task: str
-    item_id: str
-    turns: tuple[str, ...]
-    category: str | None = None
-    references: tuple[str, ...] | None = None  # per turn; MT-Bench reference categories only
 
 
 @dataclass

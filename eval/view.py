@@ -27,9 +27,11 @@ from urllib.parse import quote
 import pandas as pd
 
 from .errors import UserError
-from .kinds import TaskRules
 from .metrics import observations, paired_difference
+from .records import SLOT_IN_TASK, Generation, Item, Judgment, Planned, Slot
+from .results import RunSummary, read_summary
 from .rundir import strict_json, write_text
+from .run_meta import ITEMS, TASKS
 from .statuses import CALL_FAILURES, TRANSIENT_GENERATION, TRANSIENT_JUDGMENT, JudgmentStatus
 from .store import Store
 from .summary import load_published, published_label, published_value
@@ -80,14 +82,14 @@ ROW_FIELDS = ["item", "turn", "round", "gen_status", "final", "reasoning", "toke
               "judge_model", "length"]
 
 
-def _run_files(run_dir: Path, reports: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _run_files(run_dir: Path, reports: Path) -> tuple[RunSummary, dict[str, Any] | None]:
     if not (run_dir / "run.sqlite").is_file():
         raise UserError(f"{run_dir}: no run.sqlite here; give run directories (results/<name>)")
     summary_path = reports / "summary.json"
     if not summary_path.is_file():
         raise UserError(f"{summary_path}: not found; run `python -m eval report {run_dir}` first")
+    summary = read_summary(summary_path)
     try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
         manifest_path = reports / "manifest.json"
         manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else None
     except json.JSONDecodeError as e:
@@ -113,79 +115,75 @@ class _RunReader:
         self.summary, self.manifest = _run_files(run_dir, self.reports)
         store = Store(run_dir / "run.sqlite", read_only=True)
         try:
-            self.metas = store.meta("tasks") or {}
-            stored_items = {(task, i["item_id"]): i for task, rows in (store.meta("items") or {}).items() for i in rows}
+            self.metas = store.meta(TASKS) or {}
+            stored_items = {(task, i.item_id): i for task, rows in (store.meta(ITEMS) or {}).items() for i in rows}
             plan = store.plan()
-            generations = {_slot(g): g for g in store.records("generation")}
-            judgments = {_slot(j): j for j in store.records("judgment")}
+            generations = {g.slot: g for g in store.records("generation")}
+            judgments = {j.slot: j for j in store.records("judgment")}
         finally:
             store.close()
-        self.categories = {(p["task"], p["item_id"]): p["category"] for p in plan}
+        self.categories = {(p.task, p.item_id): p.category for p in plan}
         self.observations = self._observations(plan, judgments)
-        scores = {task: obs[obs["metric"] == "score"].set_index(["round", "item_id", "turn"])["value"].to_dict()
+        scores = {task: obs[obs["metric"] == "score"].set_index(list(SLOT_IN_TASK))["value"].to_dict()
                   for task, obs in self.observations.items()}
         seen = _seen_turns(generations) if not stored_items else {}
         self.rows = []
         for p in plan:
-            slot = (p["round"], p["task"], p["item_id"], p["turn"])
-            key = (p["task"], p["item_id"])
+            key = (p.task, p.item_id)
             if key not in items:
                 items[key] = len(item_rows)
                 item_rows.append(_item_row(strings, p, stored_items.get(key), seen))
-            gen, judged = generations.get(slot), judgments.get(slot)
-            self.rows.append(_row(strings, items[key], p, gen, judged, scores.get(p["task"], {}).get(slot[:1] + slot[2:]),
-                                  stored_items.get(key)))
+            slot = p.slot
+            self.rows.append(_row(strings, items[key], p, generations.get(slot), judgments.get(slot),
+                                  scores.get(p.task, {}).get(tuple(getattr(p, c) for c in SLOT_IN_TASK)), stored_items.get(key)))
 
-    def _observations(self, plan: list[dict[str, Any]], judgments: dict[tuple, dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    def _observations(self, plan: list[Planned], judgments: dict[Slot, Judgment]) -> dict[str, pd.DataFrame]:
         out = {}
         for task, meta in self.metas.items():
-            rows = [{**{k: p[k] for k in ("round", "item_id", "turn", "category")}, "status": j["status"], "scores": j["scores"]}
-                    for p in plan if p["task"] == task and (j := judgments.get((p["round"], task, p["item_id"], p["turn"])))]
-            frame = pd.DataFrame(rows, columns=["round", "item_id", "turn", "category", "status", "scores"])
-            out[task] = observations(TaskRules.from_meta(meta), frame)
+            rows = [[*(getattr(p, c) for c in SLOT_IN_TASK), p.category, j.status, j.scores]
+                    for p in plan if p.task == task and (j := judgments.get(p.slot))]
+            frame = pd.DataFrame(rows, columns=[*SLOT_IN_TASK, "category", "status", "scores"])
+            out[task] = observations(meta.rules, frame)
         return out
 
 
-def _slot(record: dict[str, Any]) -> tuple[int, str, str, int]:
-    return record["round"], record["task"], record["item_id"], record["turn"]
-
-
-def _seen_turns(generations: dict[tuple, dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
+def _seen_turns(generations: dict[Slot, Generation]) -> dict[tuple[str, str], list[str]]:
     """Per item, the user turns of its latest-turn generation (for runs whose store does not keep its items)."""
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for (_, task, item_id, turn), g in generations.items():
-        if turn >= latest.get((task, item_id), {}).get("turn", 0):
-            latest[task, item_id] = g
-    return {key: [m["content"] for m in g["messages"] if m["role"] == "user"] for key, g in latest.items()}
+    latest: dict[tuple[str, str], Generation] = {}
+    for slot, g in generations.items():
+        known = latest.get((slot.task, slot.item_id))
+        if known is None or slot.turn >= known.turn:
+            latest[slot.task, slot.item_id] = g
+    return {key: [m["content"] for m in g.messages if m["role"] == "user"] for key, g in latest.items()}
 
 
-def _item_row(strings: Strings, p: dict[str, Any], item: dict[str, Any] | None, seen: dict[tuple[str, str], list[str]]) -> list[Any]:
+def _item_row(strings: Strings, p: Planned, item: Item | None, seen: dict[tuple[str, str], list[str]]) -> list[Any]:
     """[task, item_id, category, turns, references]: from the store's items, else the user turns the model saw
     (runs made before the store kept its items have no references)."""
     if item is not None:
-        turns, references = item["turns"], item.get("references")
+        turns, references = list(item.turns), item.references
     else:
-        turns, references = seen.get((p["task"], p["item_id"]), []), None
-    return [p["task"], p["item_id"], p["category"], [strings.add(t) for t in turns],
+        turns, references = seen.get((p.task, p.item_id), []), None
+    return [p.task, p.item_id, p.category, [strings.add(t) for t in turns],
             [strings.add(r) for r in references] if references else None]
 
 
-def _row(strings: Strings, item_index: int, p: dict[str, Any], gen: dict[str, Any] | None, judged: dict[str, Any] | None,
-         score: float | None, item: dict[str, Any] | None) -> list[Any]:
-    final = gen["final"] if gen else None
-    row = [item_index, p["turn"], p["round"], gen["status"] if gen else "missing", strings.add(final),
-           strings.add(gen["reasoning"] or None) if gen else None, gen and gen["tokens_in"], gen and gen["tokens_out"],
-           gen and gen["finish_reason"], strings.add(gen and gen.get("error")),
-           judged["status"] if judged else "missing", score, judged["scores"] if judged else None,
-           strings.add(judged and judged["raw"]), judged and judged["attempts"], None,
-           strings.add(judged and judged.get("error")), judged and (judged.get("returned_model") or judged["judge_model"]),
-           len(final or "")]
+def _row(strings: Strings, item_index: int, p: Planned, gen: Generation | None, judged: Judgment | None,
+         score: float | None, item: Item | None) -> list[Any]:
+    final = gen.final if gen else None
+    row = [item_index, p.turn, p.round, gen.status if gen else "missing", strings.add(final),
+           strings.add(gen.reasoning or None) if gen else None, gen.tokens_in if gen else None,
+           gen.tokens_out if gen else None, gen.finish_reason if gen else None, strings.add(gen.error if gen else None),
+           judged.status if judged else "missing", score, judged.scores if judged else None,
+           strings.add(judged.raw if judged else None), judged.attempts if judged else None, None,
+           strings.add(judged.error if judged else None),
+           (judged.returned_model or judged.judge_model) if judged else None, len(final or "")]
     if judged:
         # The texts a judge prompt is made of: earlier answers of this item and round, its turns and references.
-        known = [final or ""] + [m["content"] for m in (gen or {}).get("messages", []) if m["role"] != "system"]
+        known = [final or ""] + [m["content"] for m in (gen.messages if gen else []) if m["role"] != "system"]
         if item is not None:
-            known += list(item["turns"]) + list(item.get("references") or ())
-        row[ROW_FIELDS.index("judge_messages")] = [[m["role"], strings.split(m["content"], known)] for m in judged["messages"]]
+            known += list(item.turns) + list(item.references or ())
+        row[ROW_FIELDS.index("judge_messages")] = [[m["role"], strings.split(m["content"], known)] for m in judged.messages]
     return row
 
 
@@ -198,19 +196,19 @@ def _category_differences(a: _RunReader, b: _RunReader) -> list[dict[str, Any]]:
         obs_a, obs_b = a.observations[task], b.observations[task]
         overall = paired_difference(obs_a, obs_b, "score")
         if overall:
-            out.append({"task": task, "category": None, **overall})
+            out.append({"task": task, "category": None, **overall.dump()})
         categories = sorted({c for (t, _), c in a.categories.items() if t == task and c})
         for category in categories:
             ids = {i for (t, i), c in a.categories.items() if t == task and c == category}
             d = paired_difference(obs_a[obs_a["item_id"].isin(ids)], obs_b[obs_b["item_id"].isin(ids)], "score")
             if d:
-                out.append({"task": task, "category": category, **d})
+                out.append({"task": task, "category": category, **d.dump()})
     return out
 
 
 def _run_names(readers: list[_RunReader]) -> list[str]:
     """The runs' names, made distinct (deep links and selectors name a run) by their folders, else their positions."""
-    names = [str(r.summary.get("run") or r.run_dir.name) for r in readers]
+    names = [r.summary.run for r in readers]
     if len(set(names)) < len(names):
         names = [f"{n} ({r.run_dir.name})" for n, r in zip(names, readers, strict=True)]
     if len(set(names)) < len(names):
@@ -218,21 +216,22 @@ def _run_names(readers: list[_RunReader]) -> list[str]:
     return names
 
 
-def _published_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The published rows, each with its value per task of the runs (under the column the task names; a summary
-    written before tasks named one reads the task's own name)."""
-    columns = {task: entry.get("published_column", task) for s in summaries for task, entry in s["tasks"].items()}
+def _published_rows(summaries: list[RunSummary]) -> list[dict[str, Any]]:
+    """The published rows, each with its value per task of the runs (under the column the task names)."""
+    columns = {task: entry.published_column for s in summaries for task, entry in s.tasks.items()}
     return [{"label": published_label(row),
              "values": {task: v for task, column in columns.items() if (v := published_value(row, column)) is not None}}
             for row in load_published().to_dict("records")]
 
 
 def page_data(run_dirs: list[Path], extra_plots: list[dict[str, str]] = (), reports: Path | None = None) -> dict[str, Any]:
+    """The page's data: the runs' summaries (as summary.json holds them), manifests, plots and rows, the paired
+    differences of every pair of runs, the published rows."""
     strings = Strings()
     items: dict[tuple[str, str], int] = {}
     item_rows: list[list[Any]] = []
     readers = [_RunReader(d, strings, items, item_rows, reports) for d in run_dirs]
-    runs = [{"name": name, "dir": str(r.run_dir), "summary": r.summary, "manifest": r.manifest,
+    runs = [{"name": name, "dir": str(r.run_dir), "summary": r.summary.dump(), "manifest": r.manifest,
              "plots": page_plots(r.reports / "plots"), "rows": r.rows} for r, name in zip(readers, _run_names(readers), strict=True)]
     pairs = [{"a": i, "b": k, "differences": _category_differences(readers[i], readers[k])}
              for i in range(len(readers)) for k in range(i + 1, len(readers))]
@@ -311,12 +310,18 @@ def open_in_browser(path: Path) -> None:
                         "a machine with a browser, or serve it with --serve and open it through `ssh -L 8765:localhost:8765`")
 
 
-def serve(path: Path, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve the page alone (nothing else of the folder) until Ctrl-C; for a GPU node reached through ssh -L."""
+def page_server(path: Path, host: str = "127.0.0.1", port: int = 8765) -> http.server.ThreadingHTTPServer:
+    """A server of the page alone (nothing else of the folder), answering only requests addressed to it by a loopback
+    name or its own address and port: a page of another site that rebinds its name to 127.0.0.1 sends its own name
+    as Host and is refused (421)."""
     body = path.read_bytes()
+    addressed_to: set[str] = set()  # the Host values answered, known once the port is bound
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+            if (self.headers.get("Host") or "").lower() not in addressed_to:
+                self.send_error(421, "Misdirected Request", "this server answers only to " + ", ".join(sorted(addressed_to)))
+                return
             if self.path.split("?", 1)[0] not in ("/", f"/{path.name}"):
                 self.send_error(404)
                 return
@@ -333,6 +338,15 @@ def serve(path: Path, host: str = "127.0.0.1", port: int = 8765) -> None:
         server = http.server.ThreadingHTTPServer((host, port), Handler)
     except OSError as e:
         raise UserError(f"--serve: cannot listen on {host}:{port} ({e.strerror}); pick another --port") from None
+    bound = server.server_address[1]
+    names = {"localhost", "127.0.0.1", "[::1]", f"[{host}]" if ":" in host else host.lower()}
+    addressed_to.update(f"{name}:{bound}" for name in names)
+    return server
+
+
+def serve(path: Path, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve the page until Ctrl-C; for a GPU node reached through ssh -L (the same port on both ends)."""
+    server = page_server(path, host, port)
     print(f"serving {path} at http://{host}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
@@ -340,4 +354,3 @@ def serve(path: Path, host: str = "127.0.0.1", port: int = 8765) -> None:
         print("stopped")
     finally:
         server.server_close()
-

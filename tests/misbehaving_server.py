@@ -1,7 +1,7 @@
 """An OpenAI-compatible judge written for the tests, independent of the product's mock: each chat request is answered
 by a `reply(n, body, headers)` function of the test (n counts chat requests from 1), so a test can send any status,
 any body shape, echo headers, or misbehave for the first few requests only. Files and batches answer 404 unless the
-test gives `files`. Every chat request is recorded with its arrival time.
+test gives `files`. Every chat request is recorded with its arrival time and the path it asked for (query included).
 """
 
 from __future__ import annotations
@@ -10,9 +10,21 @@ import http.server
 import json
 import threading
 import time
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
 
-Reply = tuple[int, Any]  # (HTTP status, JSON-able body or raw bytes)
+
+@dataclass
+class Streamed:
+    """A body written chunk by chunk as it is produced (never held whole): with `length` as its Content-Length, else
+    chunked; `headers` added (e.g. Content-Encoding). A client that hangs up mid-body ends it quietly."""
+
+    chunks: Callable[[], Iterable[bytes]]
+    length: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Reply = tuple[int, Any]  # (HTTP status, JSON-able body, raw bytes or Streamed)
 
 
 def completion(content: Any, finish_reason: str = "stop", **message_extra: Any) -> dict[str, Any]:
@@ -30,6 +42,7 @@ class MisbehavingJudge:
         self.reply = reply
         self.files = files
         self.calls: list[float] = []  # arrival time of each chat request
+        self.paths: list[str] = []  # the path of each chat request, as sent
         self.lock = threading.Lock()
         outer = self
 
@@ -40,6 +53,9 @@ class MisbehavingJudge:
                 pass
 
             def _send(self, status: int, body: Any) -> None:
+                if isinstance(body, Streamed):
+                    self._stream(status, body)
+                    return
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -47,13 +63,32 @@ class MisbehavingJudge:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _stream(self, status: int, body: Streamed) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                for name, value in body.headers.items():
+                    self.send_header(name, value)
+                if body.length is None:
+                    self.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.send_header("Content-Length", str(body.length))
+                self.end_headers()
+                try:
+                    for chunk in body.chunks():
+                        self.wfile.write(chunk if body.length is not None else b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    if body.length is None:
+                        self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 path = self.path.split("?")[0]
-                if "chat/completions" in self.path:  # a base_url with a query string makes odd paths
+                if "chat/completions" in self.path:
                     with outer.lock:
                         outer.calls.append(time.monotonic())
+                        outer.paths.append(self.path)
                         n = len(outer.calls)
                     status, body = outer.reply(n, json.loads(raw), self.headers)  # case-insensitive .get
                 elif outer.files is not None:

@@ -17,7 +17,8 @@ from eval.agree import RunData, agreement, confusion, judge_noise, kendall_tau_b
 from eval.errors import UserError
 from eval.kinds import TaskRules
 from eval.metrics import paired_difference
-from helpers import cli, read_jsonl
+from eval.results import read_summary
+from helpers import assert_valid_summary, cli, read_jsonl
 
 SCORE_RULES = TaskRules(metric="mt_bench")
 
@@ -36,7 +37,7 @@ def test_identical_judgments_agree_perfectly():
     stats = agreement(a, a)
     for name in ("pearson", "spearman", "kendall_tau_b", "exact", "within_one", "quadratic_kappa"):
         assert stats[name] == pytest.approx(1.0), name
-    assert paired_difference(_obs(a), _obs(a), "score")["difference"] == 0
+    assert paired_difference(_obs(a), _obs(a), "score").difference == 0
 
 
 def test_independent_judgments_agree_at_chance():
@@ -61,8 +62,8 @@ def test_a_judge_one_point_more_lenient_never_agrees_exactly_but_always_within_o
     assert stats["quadratic_kappa"] == pytest.approx(concordance)
     assert stats["quadratic_kappa"] < 1
     diff = paired_difference(_obs(a, rounds=2), _obs(b, rounds=2), "score")
-    assert diff["difference"] == pytest.approx(1.0)
-    assert diff["ci95"] == pytest.approx([1.0, 1.0])
+    assert diff.difference == pytest.approx(1.0)
+    assert diff.ci95 == pytest.approx((1.0, 1.0))
 
 
 def test_kendall_tau_b_counts_ties_as_tau_b_does():
@@ -80,9 +81,12 @@ def test_confusion_keeps_the_unused_scores_of_an_integer_scale():
 
 
 def _run(name: str, judged: pd.DataFrame, answers: pd.DataFrame, judge: str = "judge-a", sd: float | None = None) -> RunData:
-    rounds = sorted(judged["round"].unique().tolist())
-    summary = {"run": name, "label": name, "judge_model": judge,
-               "tasks": {"t": {"column": "T", "rounds": rounds, "metrics": {"score": {"sd": sd}}}}}
+    """A run of one task "t" (column T) whose summary gives the score's SD over rounds as `sd`."""
+    written = read_summary(Path(__file__).parent / "data" / "summary-v2-main.json")
+    entry = written.tasks["mt_bench_ja"]
+    task = entry.model_copy(update={"column": "T", "rounds": sorted(judged["round"].unique().tolist()),
+                                    "metrics": {"score": entry.score.model_copy(update={"sd": sd})}})
+    summary = written.model_copy(update={"run": name, "label": name, "judge_model": judge, "tasks": {"t": task}})
     return RunData(Path(name), summary, {"t": SCORE_RULES}, answers, judged)
 
 
@@ -209,13 +213,17 @@ def test_rejudge_sends_the_same_judge_prompts_and_keeps_the_row_label(judged_twi
     answers_before, answers_after = _by_slot(original, "generations"), _by_slot(rejudged, "generations")
     assert {k: (g["final"], g["status"]) for k, g in answers_after.items()} == \
         {k: (g["final"], g["status"]) for k, g in answers_before.items()}
-    summary_before = json.loads((original / "summary.json").read_text())
-    summary_after = json.loads((rejudged / "summary.json").read_text())
-    assert summary_after["label"] == summary_before["label"] == "tiny-harmony (reasoning_effort = medium)"
-    assert summary_after["model"] == summary_before["model"]
-    assert summary_after["judge_model"] == "mock-judge-lenient"
+    summary_before = assert_valid_summary(original / "summary.json")
+    summary_after = assert_valid_summary(rejudged / "summary.json")  # a rejudge's summary meets the schema too
+    assert summary_after.label == summary_before.label == "tiny-harmony (reasoning_effort = medium)"
+    assert summary_after.model == summary_before.model
+    assert summary_after.judge_model == "mock-judge-lenient"
     assert "| **tiny-harmony (reasoning_effort = medium)** (measured) |" in result.stdout
     assert "Judge: `mock-judge-lenient`" in result.stdout
+    planned = len(answers_before)
+    assert f"this run replayed {planned} stored answers and made {planned} judgments." in result.stdout  # not "generated"
+    activity = json.loads((rejudged / "manifest.json").read_text())["this_invocation"]
+    assert (activity["answers_replayed"], activity["generation_calls"], activity["judge_calls"]) == (planned, 0, planned)
     compared = cli("compare", str(original), str(rejudged))
     assert compared.returncode == 0, compared.stderr[-2000:]
     assert f"| **tiny-harmony (reasoning_effort = medium)** | {rejudged.name}, judge mock-judge-lenient | complete |" in compared.stdout

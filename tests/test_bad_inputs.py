@@ -258,6 +258,22 @@ def case_api_key_pasted_into_config(tmp, **_):
     return ["run", str(write_config(tmp, judge__api_key_env=SECRET))], {}, ["'judge.api_key_env'", "must name an environment variable"]
 
 
+def case_credentials_in_the_judge_address(tmp, **_):
+    config = write_config(tmp, judge__mock=False, judge__base_url="https://judge-user:pa55word-XYZ@judge.example/v1")
+    return run_args(tmp, config), {}, ["'judge.base_url'", "holds credentials (user:password@host)", "api_key_env"]
+
+
+def case_credentials_in_the_azure_endpoint(tmp, **_):
+    azure = {"endpoint": "https://u:pa55word-XYZ@r.openai.azure.com", "deployment": "d"}
+    config = write_config(tmp, judge__mock=False, judge__provider="azure", judge__azure=azure)
+    return run_args(tmp, config), {}, ["'judge.azure.endpoint'", "holds credentials"]
+
+
+def case_credentials_in_a_generator_address(tmp, **_):
+    model = {"backend": "openai", "path": "m", "base_urls": ["http://127.0.0.1:8000/v1", "http://u:pa55word-XYZ@h/v1"]}
+    return run_args(tmp, write_config(tmp, model=model)), {}, ["'model.base_urls'", "holds credentials"]
+
+
 def case_budget_without_price(tmp, **_):
     return ["run", str(write_config(tmp, judge__budget_usd=5))], {}, ["'judge'", "budget_usd needs a price for mock-judge"]
 
@@ -345,13 +361,14 @@ def case_replay_missing_answers(tmp, **_):
 def case_store_with_valid_header_and_damaged_pages(tmp, **_):
     import sqlite3
 
+    from eval.run_meta import MetaKey
     from eval.store import Store
 
     run = tmp / "run"
     run.mkdir()
     store = Store(run / "run.sqlite")
     for i in range(300):
-        store.set_meta(f"filler-{i}", "x" * 500)
+        store.set_meta(MetaKey(f"filler-{i}", str), "x" * 500)
     store.close()
     db = sqlite3.connect(run / "run.sqlite")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -397,7 +414,7 @@ def test_bad_input_gives_one_clear_line_and_exit_code_2(name, tmp_path, mock_ser
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
-    assert SECRET not in result.stderr + result.stdout
+    assert SECRET not in result.stderr + result.stdout and "pa55word" not in result.stderr + result.stdout
 
 
 def test_the_catalogue_is_large_enough():
@@ -426,6 +443,7 @@ def test_disk_full_in_the_store_is_a_clear_error(tmp_path):
     import sqlite3
 
     from eval.errors import UserError
+    from eval.run_meta import MetaKey
     from eval.store import Store
 
     store = Store(tmp_path / "run.sqlite")
@@ -442,4 +460,4 @@ def test_disk_full_in_the_store_is_a_clear_error(tmp_path):
 
     store.db = FullDisk(store.db)
     with pytest.raises(UserError, match="cannot write the run store .*disk is full.* free disk space"):
-        store.set_meta("x", 1)
+        store.set_meta(MetaKey("x", int), 1)

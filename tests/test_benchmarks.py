@@ -1,16 +1,22 @@
-"""The generation benchmark runs every engine of the real backend path on the tiny shape and checks greedy outputs
-against naive `generate()`: the GPU suite gets one short call on a lent machine, so a broken path must show here."""
+"""Every benchmark script runs here at a tiny size, and its last line (one JSON object) is read: a benchmark that no
+longer runs shows in CI, not on the day its figures are needed. The generation benchmark runs every engine of the real
+backend path on the tiny shape and checks greedy outputs against naive `generate()`: the GPU suite gets one short
+call on a lent machine, so a broken path must show here."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "gen_throughput.py"
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks" / "gen_throughput.py"
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def run_bench(monkeypatch, capsys, *args: str) -> dict:
@@ -54,3 +60,46 @@ def test_a_real_model_folder_is_measured_with_its_own_tokenizer_and_eos(monkeypa
 def test_a_model_too_short_for_the_budget_is_refused_in_one_line(monkeypatch, capsys, smoke_model_dir):
     with pytest.raises(SystemExit, match="positions cannot hold"):
         run_bench(monkeypatch, capsys, "--model", str(smoke_model_dir), "--budget", "8192")
+
+
+TINY = {  # script → (arguments for a run of seconds, keys its JSON line must hold, a check of the figures)
+    "bookkeeping.py": (["--scale", "0.02"], {"first_run", "finished_run", "stored"},
+                       lambda r: r["stored"]["generation"] == r["stored"]["judgment"] > 0),
+    "judge_throughput.py": (["--n", "20", "--latency", "0.05", "--concurrency", "8", "--baseline-n", "5",
+                             "--baseline-interval", "0.02"], {"achieved_rps", "baseline_rps", "lost", "duplicates"},
+                            lambda r: r["lost"] == 0 and r["duplicates"] == 0 and r["all_ok_with_faults"]),
+    "rate_limit.py": (["--minute", "1", "--n", "12"], {"calls", "max_calls_in_a_minute"},
+                      lambda r: r["within_limit"] and r["calls"] >= 12 and r["statuses"] == {"ok": 12}),
+    "stats_coverage.py": (["--quick"], {"verdict", "coverage"}, lambda r: len(r["verdict"]) > 0),
+    "view_page.py": (["--scale", "0.01", "--runs", "2", "--repeats", "1"], {"page_mb", "open_ms (page ready)"},
+                     lambda r: r["rows_all_runs"] > 0),
+}
+
+
+def test_every_benchmark_script_has_a_tiny_run_here():
+    scripts = {p.name for p in (ROOT / "benchmarks").iterdir() if p.suffix in (".py", ".sh")}
+    assert scripts == {*TINY, "gen_throughput.py", "gpu_suite.sh"}  # those two: the tests above and below
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_a_benchmark_runs_at_a_tiny_size_and_ends_with_its_json_line(script):
+    if script == "view_page.py" and not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium and chromium-driver (.ci/run does)")
+    args, keys, check = TINY[script]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "netblock"), str(ROOT)])}
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert keys <= set(figures) and check(figures), figures
+
+
+def test_the_gpu_suite_script_runs_one_tiny_case_and_prints_one_json_line_per_case():
+    env = {**os.environ, "GPU_SUITE_SHAPE": "tiny", "GPU_SUITE_CASES": "paged-b8", "PYTHON": sys.executable,
+           "GPU_SUITE_EXTRA": "--n 4 --budget 32 --median 8", "GPU_SUITE_LOGS": str(ROOT / ".test-cache" / "gpu_suite")}
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh")], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [line["case"] for line in lines] == ["environment", "paged-b8", "done"], lines
+    assert lines[1]["greedy_check"]["rows_equal"] == 4 and lines[1]["backend_tok_s"] > 0

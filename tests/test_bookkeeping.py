@@ -71,7 +71,7 @@ def test_the_dry_run_counts_exactly_what_the_run_then_computes(tmp_path, capsys)
                                    "generation.max_new_tokens=40")
     estimate = run(regenerated, out, dry_run=True, force=True)["total"]
     run(regenerated, out, force=True)
-    assert estimate["generations"] == activity(out)["generation_calls"] == 6
+    assert estimate["generations"] == activity(out)["answers_replayed"] == 6 and activity(out)["generation_calls"] == 0
     assert estimate["judge_requests"] == 6 and activity(out)["judge_calls"] == 0
     capsys.readouterr()
 
@@ -88,7 +88,7 @@ def test_a_finished_run_rewrites_no_report_and_report_rebuilds_them(tmp_path, ca
     with monkeypatch.context() as patched:
         patched.setattr(report, "write_run", refuse)
         summary = run(cfg, out)
-    assert summary == json.loads((out / "summary.json").read_text())
+    assert summary.dump() == json.loads((out / "summary.json").read_text())
     assert "nothing to compute" in capsys.readouterr().out
     assert {name: (out / name).stat().st_mtime_ns for name in REPORTS} == written
     report.regenerate(out)  # `python -m eval report RUN_DIR`: on demand, always
@@ -123,7 +123,7 @@ def test_judgments_stored_before_a_kill_are_kept_paid_once_and_reach_the_shared_
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert activity(out)["judge_calls"] == 3  # the three stored before the kill are not asked again
     cache = sqlite3.connect(tmp_path / "judge-cache.sqlite")
-    cached = dict(cache.execute("SELECT key, record FROM judgments").fetchall())
+    cached = {json.loads(record)["judgment"]["key"] for (record,) in cache.execute("SELECT record FROM entries")}
     cache.close()
     assert set(kept) <= set(cached) and len(cached) == 6  # including the one whose cache write the kill cut off
 

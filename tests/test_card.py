@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, cli, popen_cli, read_jsonl, stored, wait_until
+from helpers import ROOT, assert_valid_result, cli, popen_cli, read_jsonl, stored, wait_until
+
+from eval.results import CardSummary, MeasuredLine
 
 SWITCHES = ["--limit", "1", "--rounds", "2", "--tasks", "mt_bench_en,answer_carefully"]
 
@@ -120,9 +122,11 @@ def test_card_runs_rows_side_by_side_survives_kill_9_and_gives_the_table_of_the_
     for name in ("row-a", "row-b", "row-c"):  # every row's judge shared the card's budget file
         config = yaml.safe_load((card_dir / name / "config.yaml").read_text())
         assert config["judge"]["shared_budget"] == str((card_dir / "judge-budget.sqlite").resolve())
-    summary = json.loads((card_dir / "summary.json").read_text())
-    assert summary["schema"] == "llmjp-eval/card/v1" and summary["failed"] == {}
-    assert [r["run"] for r in summary["rows"] if r["kind"] == "measured"] == ["row-b", "row-a", "row-c"]
+    summary = assert_valid_result(card_dir / "summary.json", CardSummary)  # docs/card.schema.json, read back as written
+    assert summary.schema_version == "llmjp-eval/card/v1" and summary.failed == {}
+    measured = [r for r in summary.rows if isinstance(r, MeasuredLine)]
+    assert [(r.run, r.status) for r in measured] == [("row-b", 0), ("row-a", 0), ("row-c", 0)]
+    assert [r.summary.run for r in summary.runs] == ["row-b", "row-a", "row-c"] and len(summary.rows) == 10 + 3
     csv = (card_dir / "table.csv").read_text().splitlines()
     assert csv[0].endswith(",run,status") and sum(line.startswith("measured,") for line in csv) == 3
     assert (card_dir / "report.html").stat().st_size > 10_000
@@ -296,7 +300,8 @@ def test_a_row_whose_run_fails_is_named_beside_the_others_and_the_card_ends_inco
     measured = {line.split(" | ")[1]: line.split(" | ")[2] for line in table.splitlines() if line.startswith("| **")}
     assert measured == {"row-a": "complete"}  # row-b stopped before it planned anything: no store, no measured row
     assert table.endswith(f"- row-b: {said}\n")
-    assert json.loads((tmp_path / "card" / "summary.json").read_text())["failed"] == {"row-b": said}
+    summary = assert_valid_result(tmp_path / "card" / "summary.json", CardSummary)
+    assert summary.failed == {"row-b": said} and [r.summary.run for r in summary.runs] == ["row-a"]
 
 
 def test_ctrl_c_stops_every_row_which_keeps_what_it_stored(tmp_path):
@@ -325,3 +330,32 @@ def test_ctrl_c_stops_every_row_which_keeps_what_it_stored(tmp_path):
     after = judged()
     assert all(a >= b for a, b in zip(after, before, strict=True)) and sum(after) < 2 * 8  # kept, and not finished
     assert [e["code"] for e in schedule(card_dir) if e["event"] == "end"] == [143, 143]
+
+
+def test_a_card_ends_as_its_rows_do_3_winning_over_4_and_both_said():
+    """`card_outcome` reads the card's summary: a row whose numbers do not measure its model makes the card 3 beside
+    incomplete and failed rows, and a row that is both (3 and incomplete) is named in both lines, as `run` says both."""
+    from eval.outcome import card_outcome
+    from eval.results import ComparedRun, read_summary
+
+    incomplete = read_summary(Path(__file__).parent / "data" / "summary-v2-main.json")
+    assert not incomplete.complete
+
+    def card(*rows: tuple[str, int, bool], failed: dict[str, str] | None = None) -> CardSummary:
+        summaries = {name: incomplete.model_copy(update={"run": name, "complete": complete}) for name, _, complete in rows}
+        return CardSummary(rows=[MeasuredLine(run=name, dir=f"/card/{name}", label=name, status=status, status_lines=[])
+                                 for name, status, _ in rows],
+                           runs=[ComparedRun(dir=f"/card/{name}", summary=summaries[name]) for name, _, _ in rows],
+                           differences=[], failed=failed or {})
+
+    ended = card_outcome(card(("x", 3, False), ("y", 0, True), ("z", 4, False),
+                              failed={"w": "failed (exit 2): error: no key"}), "python -m eval card")
+    assert ended.code == 3
+    assert ended.lines[0].startswith("NOT MEASURED: the numbers of x do not measure the model")
+    assert ended.lines[1:] == ["INCOMPLETE: x, z incomplete (table.md says what is missing); w failed (exit 2): error: no key.",
+                               "Run the same command again to complete them: python -m eval card"]
+    assert card_outcome(card(("x", 3, True), ("y", 0, True))).lines == [card_outcome(card(("x", 3, True))).lines[0]]
+    assert card_outcome(card(("y", 0, True), ("z", 4, False))).code == 4
+    assert card_outcome(card(("y", 0, True), failed={"w": "stopped (SIGKILL)"})).code == 4
+    ended = card_outcome(card(("y", 0, True)))
+    assert (ended.code, ended.lines) == (0, [])

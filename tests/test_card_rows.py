@@ -57,7 +57,7 @@ def test_the_row_is_chosen_by_identity_and_effort_or_by_the_published_key_never_
         "{model: …, reasoning_effort: …}` in the config to compare with a row of the card, or `published: none`.")
     chosen = card_row(config({"backend": "hf", "path": "/data/ckpt-9000"},
                              published={"model": "gpt-oss-20b", "reasoning_effort": "medium"}))
-    assert chosen.row["mt_bench_en"] == 7.85 and chosen.summary_fields()["published_row"]["matched_by"] == "published: in the config"
+    assert chosen.row["mt_bench_en"] == 7.85 and chosen.matched.matched_by == "published: in the config"
     none = card_row(config(hub, published="none"))
     assert (none.row, none.note) == (None, "No published row: the config says `published: none`.")
     unknown = card_row(config({"backend": "hf", "path": "builtin:tiny-harmony"}))

@@ -303,26 +303,114 @@ def test_the_limiter_serves_waiting_callers_in_order_and_pays_every_allowance(mo
     assert estimate_tokens("abcdefgh") == 3 and estimate_tokens("日本語") == 4
 
 
-def test_cache_modes(tmp_path):
-    from eval.judge.cache import JudgeCache
+def cached_judgment(status="ok", model=None, score=5.0):
     from eval.records import Judgment
 
-    def judgment(status):
-        return Judgment(key=f"k-{status}", generation_key="g", round=1, task="t", item_id="1", turn=1, judge_model="m",
-                        prompt_name="p", prompt_hash="h", params={}, messages=[], raw="r", scores={}, status=status, attempts=1)
+    return Judgment(key=f"k-{status}", generation_key="g", round=1, task="t", item_id="1", turn=1, judge_model=model or f"m-{status}",
+                    prompt_name="p", prompt_hash="h", params={"temperature": 0.0}, messages=[{"role": "user", "content": "q"}],
+                    raw="[[5]]", scores={"score": score} if status == "ok" else {}, status=status, attempts=1,
+                    parse_rules="rules")
 
+
+def test_cache_modes(tmp_path):
+    from eval.judge.cache import JudgeCache, request_body
+
+    endpoint = {"provider": "openai", "base_url": "http://a/v1"}
     path = str(tmp_path / "cache.sqlite")
-    writer = JudgeCache("read_write", path)
-    writer.put(judgment("ok"))
-    writer.put(judgment("api_error"))  # transient: asked again next time, never cached
-    assert writer.get("k-ok").status == "ok" and writer.get("k-api_error") is None
+    writer = JudgeCache("read_write", path, endpoint)
+    writer.put(cached_judgment("ok"))
+    writer.put(cached_judgment("api_error"))  # transient: asked again next time, never cached
+    assert writer.get(request_body(cached_judgment("ok")), "rules").status == "ok"
+    assert writer.get(request_body(cached_judgment("api_error")), "rules") is None
     writer.close()  # its writes trail on a writer thread; close waits for them
-    reader = JudgeCache("read", path)
-    reader.put(judgment("parse_failed"))
+    reader = JudgeCache("read", path, endpoint)
+    reader.put(cached_judgment("parse_failed"))
     reader.close()
-    assert reader.get("k-ok") is None  # closed
-    assert JudgeCache("read", path).get("k-ok") is not None and JudgeCache("read", path).get("k-parse_failed") is None
-    assert JudgeCache("off", path).get("k-ok") is None
+    body = request_body(cached_judgment("ok"))
+    assert reader.get(body, "rules") is None  # closed
+    assert JudgeCache("read", path, endpoint).get(body, "rules") is not None
+    assert JudgeCache("read", path, endpoint).get(request_body(cached_judgment("parse_failed")), "rules") is None
+    assert JudgeCache("off", path, endpoint).get(body, "rules") is None
+
+
+@pytest.mark.parametrize("other", [{"provider": "openai", "base_url": "http://b/v1"},  # another server, same model name
+                                   {"provider": "azure", "endpoint": "http://a", "deployment": "m", "api_version": "2024-10-21"}])
+def test_the_cache_key_covers_the_endpoint_the_body_and_the_reading_rules(tmp_path, other):
+    from eval.judge.cache import JudgeCache, request_body
+
+    endpoint = {"provider": "openai", "base_url": "http://a/v1"}
+    path = str(tmp_path / "cache.sqlite")
+    writer = JudgeCache("read_write", path, endpoint)
+    writer.put(cached_judgment())
+    writer.close()
+    body = request_body(cached_judgment())
+    assert JudgeCache("read", path, endpoint).get(body, "rules").scores == {"score": 5.0}
+    assert JudgeCache("read", path, other).get(body, "rules") is None
+    assert JudgeCache("read", path, endpoint).get(body, "other rules") is None
+    assert JudgeCache("read", path, endpoint).get({**body, "top_p": 1.0}, "rules") is None
+    assert JudgeCache("read", path, endpoint).get({**body, "model": "another"}, "rules") is None
+
+
+def test_the_endpoint_identity_is_the_address_as_the_sdk_uses_it_without_credentials(monkeypatch):
+    from eval.judge.client import endpoint_identity
+
+    def identity(**judge):
+        return endpoint_identity(JudgeConfig(model="m", **judge))
+
+    same = [identity(base_url="http://LocalHost:80/v1/"), identity(base_url="http://localhost/v1")]
+    assert same[0] == same[1] == {"provider": "openai", "base_url": "http://localhost/v1"}
+    assert identity(base_url="http://localhost:8001/v1") != same[0]
+    keyed = identity(base_url="https://h/v1?api-key=SECRET-123456&api-version=2024")["base_url"]
+    assert "SECRET" not in keyed and keyed.startswith("https://h/v1?api-key=sha256:") and keyed.endswith("&api-version=2024")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert identity()["base_url"] == "https://api.openai.com/v1"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://proxy:9000/v1")  # the SDK's own choice when base_url is unset
+    assert identity()["base_url"] == "http://proxy:9000/v1"
+    azure = {"provider": "azure", "azure": {"endpoint": "https://r.openai.azure.com/", "deployment": "d"}}
+    assert identity(**azure) == {"provider": "azure", "endpoint": "https://r.openai.azure.com", "deployment": "d",
+                                 "api_version": "2024-10-21"}
+    assert identity(mock=True)["provider"] == "mock" and identity(mock=True) != identity(mock=True, mock_settings={"score_shift": 1})
+
+
+def test_a_record_that_does_not_verify_is_a_counted_miss_and_the_fresh_judgment_replaces_it(tmp_path):
+    import json
+    import sqlite3
+
+    from eval.judge.cache import JudgeCache, inspect, request_body
+
+    endpoint = {"provider": "openai", "base_url": "http://a/v1"}
+    path = tmp_path / "cache.sqlite"
+    bodies = {}
+    writer = JudgeCache("read_write", str(path), endpoint)
+    for name in ("edited", "truncated", "foreign", "not-json", "good"):
+        judgment = cached_judgment(model=name)
+        bodies[name] = request_body(judgment)
+        writer.put(judgment)
+    writer.close()
+    db = sqlite3.connect(path)
+    records = dict(db.execute("SELECT key, record FROM entries"))
+    by_model = {json.loads(text)["judgment"]["judge_model"]: key for key, text in records.items()}
+    edited = json.loads(records[by_model["edited"]])
+    edited["judgment"]["scores"]["score"] = 1.0  # the score changed by hand, the seal kept
+    foreign = {"key": by_model["foreign"], "record": {"raw": "[[9]]"}}  # another version's shape
+    changes = {"edited": json.dumps(edited), "truncated": records[by_model["truncated"]][:-40],
+               "foreign": json.dumps(foreign), "not-json": "\x00\x01 not json"}
+    for name, text in changes.items():
+        db.execute("UPDATE entries SET record = ? WHERE key = ?", (text, by_model[name]))
+    db.commit()
+    db.close()
+
+    reader = JudgeCache("read_write", str(path), endpoint)
+    assert [name for name in bodies if reader.get(bodies[name], "rules") is not None] == ["good"]
+    assert reader.misses == {"altered": 1, "unreadable": 2, "another version": 1}
+    warning = reader.miss_warning()
+    assert "4 records did not verify (2 unreadable, 1 altered, 1 another version) and were judged again" in warning
+    found = inspect(path)
+    assert found.records == 5 and found.reasons() == {"unreadable": 2, "altered": 1, "another version": 1}
+    reader.put(cached_judgment(model="edited", score=6.0))  # the fresh judgment
+    reader.close()
+    again = JudgeCache("read", str(path), endpoint)
+    assert again.get(bodies["edited"], "rules").scores == {"score": 6.0} and not again.misses
 
 
 def test_mock_counters_are_served_over_http(mock_server):

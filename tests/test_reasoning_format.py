@@ -133,16 +133,22 @@ def test_answers_without_a_final_answer_warn_everywhere_and_end_the_run_with_exi
 
 
 def test_the_thresholds_warn_above_five_percent_and_fail_above_half():
+    from eval.config import load_config
     from eval.outcome import NO_ANSWERS, outcome
+    from eval.results import read_summary
     from eval.summary import _no_answer_warnings
 
-    def task(count: int, answers: int = 100) -> dict:
-        return {"column": "T", "counts": {"missing": 0, "api_error": 0, "timeout": 0, "gen_error": 0, "gen_missing": 0},
-                "no_answer": {"answers": answers, "count": count, "share": count / answers, "statuses": {"no_final": count}}}
+    written = read_summary(Path(__file__).parent / "data" / "summary-v2-main.json")
+    entry = written.tasks["mt_bench_ja"]  # complete: only the no-answer share decides
 
-    cfg = {"model": {"backend": "hf"}, "generation": {"max_new_tokens": 10}}
+    def task(count: int, answers: int = 100):
+        facts = entry.no_answer.model_copy(update={"answers": answers, "count": count, "share": count / answers,
+                                                   "statuses": {"no_final": count}})
+        return entry.model_copy(update={"column": "T", "no_answer": facts})
+
+    cfg = load_config("configs/smoke.yaml")
     assert [len(_no_answer_warnings({"t": task(n)}, cfg, None)) for n in (5, 6, 50, 51)] == [0, 1, 1, 1]
-    assert [outcome({"tasks": {"t": task(n)}}).code for n in (5, 50, 51)] == [0, 0, NO_ANSWERS]
+    assert [outcome(written.model_copy(update={"tasks": {"t": task(n)}})).code for n in (5, 50, 51)] == [0, 0, NO_ANSWERS]
 
 
 def test_failed_calls_are_not_answers_without_a_final_answer():
@@ -156,4 +162,4 @@ def test_failed_calls_are_not_answers_without_a_final_answer():
     gens = pd.DataFrame({"gen_status": ["error"] * 6 + ["no_final", "ok", "ok", "ok"],
                          "final": [None] * 7 + ["a", "b", "c"]})
     facts = _no_answer_facts(gens, _no_answers(gens, UPSTREAM, None))
-    assert facts == {"answers": 4, "count": 1, "share": 0.25, "statuses": {"no_final": 1}}
+    assert facts.dump() == {"answers": 4, "count": 1, "share": 0.25, "statuses": {"no_final": 1}}

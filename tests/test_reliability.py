@@ -179,6 +179,13 @@ def test_soak_realistic_size_memory_stays_flat_and_the_store_grows_linearly(tmp_
     }
     path = tmp_path / "soak.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    # The judge recognises the run's own prompts (the full variants' come from the mirror, which it cannot know):
+    # without them every llm-jp-instructions judgment ended parse_failed, and the run now exits 3 for that.
+    from eval.config import load_config
+    from eval.pipeline import load_tasks
+    from eval.tasks import judge_templates
+
+    judge.state.templates = judge_templates(load_tasks(load_config(path), None).values())
     out = tmp_path / "run"
     log = tmp_path / "soak.log"
     proc = popen_cli("run", str(path), "--out", str(out), env=ENV, log=log)
@@ -260,17 +267,69 @@ def test_start_up_removes_only_the_half_written_files_the_harness_itself_creates
     assert all(p.exists() for p in foreign) and outside.exists()
 
 
+@pytest.mark.parametrize("link", ["plots", "run.lock", "plots-in-report"])
+def test_links_in_the_run_directory_are_refused_and_nothing_outside_it_is_touched(tmp_path, link, smoke_run):
+    """A `plots/` that links to another folder holding a file named like a temporary of ours, and a `run.lock` that
+    links to a file: start-up (and `report`) refuses with one line; the targets keep their contents."""
+    import shutil
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    temporary = outside / ".benchmarks.png.a1b2c3d4.partial"  # what start-up removes inside a real plots/
+    temporary.write_text("keep me")
+    precious = outside / "precious.txt"
+    precious.write_text("keep me too")
+    out = tmp_path / "run"
+    if link == "plots-in-report":
+        shutil.copytree(smoke_run[0], out)
+        shutil.rmtree(out / "plots")
+    else:
+        out.mkdir()
+    if link.startswith("plots"):
+        (out / "plots").symlink_to(outside, target_is_directory=True)
+    else:
+        (out / "run.lock").symlink_to(precious)
+    result = cli("report", str(out)) if link == "plots-in-report" else cli("run", "--out", str(out), "--rounds", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "is a symbolic link" in error[0] and "remove" in error[0], result.stderr
+    assert temporary.read_text() == "keep me" and precious.read_text() == "keep me too"
+    assert sorted(p.name for p in outside.iterdir()) == [".benchmarks.png.a1b2c3d4.partial", "precious.txt"]
+
+
+def test_a_report_file_that_is_a_link_is_replaced_and_its_target_left_alone(tmp_path, smoke_run):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run[0], out)
+    target = tmp_path / "someone-elses.md"
+    target.write_text("not yours")
+    (out / "table.md").unlink()
+    (out / "table.md").symlink_to(target)
+    result = cli("run", "--out", str(out))  # the store is complete: nothing to compute, the reports rewritten
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (out / "table.md").is_symlink() and "MT-Bench" in (out / "table.md").read_text()
+    assert target.read_text() == "not yours"
+
+
 def test_no_key_is_stored_or_printed_even_when_the_server_echoes_it(tmp_path):
-    """The judge key, a key in judge.base_url's query string, and an Authorization header echoed in server errors."""
-    from misbehaving_server import GOOD, MisbehavingJudge
+    """The judge key, a key in judge.base_url's query string, and what a server makes of them — the Authorization
+    header, the key in base64, Basic credentials built on it — echoed in errors and in scored replies."""
+    import base64
+
+    from misbehaving_server import GOOD, MisbehavingJudge, completion
 
     query_key = "QRYSECRET-9876543210zyxw"
 
+    def echoes(headers):
+        return (f"Authorization: {headers.get('Authorization')}; key={query_key}; "
+                f"Basic {base64.b64encode(f'judge:{SECRET}'.encode()).decode()}; "
+                f"as sent: {base64.b64encode(SECRET.encode()).decode()} {base64.urlsafe_b64encode(('x' + query_key).encode()).decode()}")
+
     def reply(n, body, headers):
         if n % 3 == 0:  # every third request: an error that echoes the request's credentials
-            return 500, {"error": {"message": f"upstream rejected Authorization: {headers.get('Authorization')} for "
-                                              f"key={query_key}", "type": "server_error"}}
-        return 200, GOOD
+            return 500, {"error": {"message": "upstream rejected " + echoes(headers), "type": "server_error"}}
+        return 200, completion(f"{echoes(headers)} Rating: [[7]]") if n % 3 == 1 else GOOD
 
     server = MisbehavingJudge(reply)
     out = tmp_path / "run"
@@ -282,15 +341,21 @@ def test_no_key_is_stored_or_printed_even_when_the_server_echoes_it(tmp_path):
     finally:
         server.stop()
     assert result.returncode == 4, result.stderr[-2000:]  # a third of the judgments failed: reported, incomplete
+    assert set(server.paths) == {f"/v1/chat/completions?api-key={query_key}"}  # a query parameter, not part of the path
     assert query_key not in result.stderr and "api-key=[REDACTED]" in result.stderr  # the retry command, masked
     errors = json.loads((out / "errors.json").read_text())
     assert any("Authorization: Bearer [REDACTED]" in (e["error"] or "") for e in errors), [e["error"] for e in errors]  # echoed, masked
     assert "?api-key=[REDACTED]" in (out / "config.yaml").read_text()
+    echoed = [j["raw"] for j in read_jsonl(out / "judgments.jsonl") if j["raw"] and "Authorization" in j["raw"]]
+    assert echoed and all(r.startswith("Authorization: Bearer [REDACTED]; key=[REDACTED]; Basic ") and r.count("[REDACTED]") == 5
+                          for r in echoed), echoed  # scored replies that echoed them are stored, masked
     report = cli("report", str(out), env=ENV)  # the reports rebuilt from the store
     assert report.returncode == 0, report.stderr[-2000:]
     files = [p for p in [*out.rglob("*"), *tmp_path.glob("cache.sqlite*")] if p.is_file()]
-    assert {"config.yaml", "manifest.json", "run.sqlite", "judgments.jsonl", "errors.json"} <= {p.name for p in files}
-    for secret in (SECRET, query_key):
+    assert {"config.yaml", "manifest.json", "run.sqlite", "judgments.jsonl", "errors.json", "report.html"} <= {p.name for p in files}
+    forms = [SECRET, query_key, base64.b64encode(f"judge:{SECRET}".encode()).decode()[8:-4], base64.b64encode(SECRET.encode()).decode()[:-4],
+             base64.urlsafe_b64encode(("x" + query_key).encode()).decode()[4:-4]]
+    for secret in forms:
         assert secret not in result.stdout + result.stderr + report.stdout + report.stderr
         for path in files:
             assert secret.encode() not in path.read_bytes(), (secret, path)
@@ -303,7 +368,7 @@ def test_judge_cache_on_a_full_disk_is_a_clear_error_and_the_store_keeps_the_jud
     from eval.judge.cache import JudgeCache
     from eval.records import Judgment
 
-    cache = JudgeCache("read_write", str(tmp_path / "cache.sqlite"))
+    cache = JudgeCache("read_write", str(tmp_path / "cache.sqlite"), {"provider": "test"})
 
     class FullDisk:
         def execute(self, *args):
@@ -315,7 +380,7 @@ def test_judge_cache_on_a_full_disk_is_a_clear_error_and_the_store_keeps_the_jud
     monkeypatch.setattr(cache, "_connect", FullDisk)  # the writer thread's connection
     judgment = Judgment(key="k", generation_key="g", round=1, task="t", item_id="1", turn=1, judge_model="m",
                         prompt_name="p", prompt_hash="h", params={}, messages=[], raw="[[5]]", scores={"score": 5.0},
-                        status="ok", attempts=1)
+                        status="ok", attempts=1, parse_rules="rules")
     with pytest.raises(UserError, match=r"judge cache .*cache.sqlite: cannot write \(database or disk is full\); free disk "
                                         r"space .* judge.cache: off — everything stored in the run so far is kept"):
         cache.put(judgment)
@@ -348,7 +413,7 @@ def test_a_misbehaving_judge_slows_a_run_but_never_crashes_it_or_poisons_the_cac
         assert first.returncode == 4 and "Traceback" not in first.stderr, first.stderr[-3000:]  # incomplete
         summary = json.loads((tmp_path / "run" / "summary.json").read_text())
         assert summary["complete"] is False and summary["tasks"]["mt_bench_en"]["counts"]["api_error"] > 0
-        shared = [json.loads(r[0]) for r in sqlite3.connect(cache).execute("SELECT record FROM judgments")]
+        shared = [json.loads(r[0])["judgment"] for r in sqlite3.connect(cache).execute("SELECT record FROM entries")]
         assert shared and all(j["status"] == "ok" and j["raw"] for j in shared)
         healthy["now"] = True
         second = cli(*args, env=ENV)

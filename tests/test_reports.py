@@ -37,16 +37,16 @@ def test_interval_covers_the_mean_and_is_narrow_on_forty_questions():
     rng = np.random.default_rng(0)
     values = {(r, str(i), 1): float(rng.integers(1, 11)) for r in (1, 2, 3) for i in range(40)}
     stats = summarize(observations(TaskRules("mt_bench"), mt_rows(values)))["score"]
-    assert stats.ci_low < stats.mean < stats.ci_high
-    assert stats.ci_high - stats.ci_low < 2.5
+    assert stats.ci95[0] < stats.mean < stats.ci95[1]
+    assert stats.ci95[1] - stats.ci95[0] < 2.5
 
 
 def test_paired_difference_uses_the_common_questions():
     a = observations(TaskRules("mt_bench"), mt_rows({(1, "x", 1): 5, (1, "y", 1): 7, (1, "z", 1): 9}))
     b = observations(TaskRules("mt_bench"), mt_rows({(1, "x", 1): 6, (1, "y", 1): 8}))
     d = paired_difference(a, b, "score")
-    assert d["items"] == 2 and d["difference"] == pytest.approx(1.0)
-    assert d["ci95"] == [pytest.approx(1.0), pytest.approx(1.0)]  # every pair differs by exactly 1
+    assert d.items == 2 and d.difference == pytest.approx(1.0)
+    assert d.ci95 == (pytest.approx(1.0), pytest.approx(1.0))  # every pair differs by exactly 1
 
 
 @pytest.fixture(scope="module")
@@ -98,19 +98,16 @@ def relabeled(two_runs, tmp_path):
     """A copy of a smoke run's store relabeled as the 8B at medium effort on the full data, so it has a published row."""
     import shutil
 
+    from eval.run_meta import CONFIG, TASKS
     from eval.store import Store
 
     shutil.copy(two_runs["high"] / "run.sqlite", tmp_path / "run.sqlite")
     store = Store(tmp_path / "run.sqlite")
-    config = store.meta("config")
-    config["model"]["path"] = "llm-jp/llm-jp-4-8b-thinking"
-    config["model"]["chat_template_kwargs"]["reasoning_effort"] = "medium"
-    config["variant"] = "full"
-    tasks = store.meta("tasks")
-    for meta in tasks.values():
-        meta["variant"] = "full"
-    store.set_meta("config", config)
-    store.set_meta("tasks", tasks)
+    config = store.meta(CONFIG)
+    model = config.model.model_copy(update={"path": "llm-jp/llm-jp-4-8b-thinking",
+                                            "chat_template_kwargs": {"reasoning_effort": "medium"}})
+    store.set_meta(CONFIG, config.model_copy(update={"model": model, "variant": "full"}))
+    store.set_meta(TASKS, {name: meta.model_copy(update={"variant": "full"}) for name, meta in store.meta(TASKS).items()})
     yield store
     store.close()
 
@@ -118,58 +115,54 @@ def relabeled(two_runs, tmp_path):
 def test_published_value_delta_and_reproduction_verdict_for_a_matching_row(relabeled):
     import dataclasses
 
-    from eval.records import Slot
     from eval.summary import compute_summary, load_published
     from eval.tables import render_csv, render_markdown
 
     # Rounds whose means are equal give no verdict; move one round-2 score so the run-to-run noise is not zero
     # whatever the smoke model wrote.
-    judgment = next(j for j in (relabeled.judgment(Slot(r["round"], r["task"], r["item_id"], r["turn"]))
-                                for r in relabeled.plan() if r["task"] == "mt_bench_ja" and r["round"] == 2)
+    judgment = next(j for j in (relabeled.judgment(r.slot) for r in relabeled.plan() if r.task == "mt_bench_ja" and r.round == 2)
                     if j is not None and j.status == "ok")
     moved = {name: (value - 1 if value > 1 else value + 1) for name, value in judgment.scores.items()}
     relabeled.put_judgment(dataclasses.replace(judgment, scores=moved))
     summary = compute_summary(relabeled)
-    ja = summary["tasks"]["mt_bench_ja"]
-    assert summary["label"] == "llm-jp-4-8b-thinking (reasoning_effort = medium)"
-    published, score = ja["published"], ja["metrics"]["score"]
-    assert published["value"] == 7.54 and published["rounds"] == 3
-    assert published["delta"] == pytest.approx(score["mean"] - 7.54)
-    assert published["df"] == 1  # two rounds
-    assert published["delta_se"] == pytest.approx(score["sd"] * (1 / 2 + 1 / 3) ** 0.5)
-    expected = "consistent" if published["p"] >= 0.05 else ("higher" if published["delta"] > 0 else "lower")
-    assert published["verdict"] == expected
+    ja = summary.tasks["mt_bench_ja"]
+    assert summary.label == "llm-jp-4-8b-thinking (reasoning_effort = medium)"
+    published, score = ja.published, ja.score
+    assert published.value == 7.54 and published.rounds == 3
+    assert published.delta == pytest.approx(score.mean - 7.54)
+    assert published.df == 1  # two rounds
+    assert published.delta_se == pytest.approx(score.sd * (1 / 2 + 1 / 3) ** 0.5)
+    expected = "consistent" if published.p >= 0.05 else ("higher" if published.delta > 0 else "lower")
+    assert published.verdict == expected
     table = render_markdown(summary, load_published())
-    assert f"{published['delta']:+.2f} · {expected} (p = " in table or f"{expected} (p < 0.001)" in table
+    assert f"{published.delta:+.2f} · {expected} (p = " in table or f"{expected} (p < 0.001)" in table
     header, measured = render_csv(summary, load_published()).splitlines()[:2]
     row = dict(zip(header.split(","), measured.split(","), strict=True))
-    assert row["MT-Bench (JA) verdict"] == expected and float(row["MT-Bench (JA) p"]) == pytest.approx(published["p"], rel=1e-2)
+    assert row["MT-Bench (JA) verdict"] == expected and float(row["MT-Bench (JA) p"]) == pytest.approx(published.p, rel=1e-2)
 
 
 def test_a_round_without_valid_judgments_shows_in_summary_and_tables_and_one_round_gives_no_verdict(relabeled):
     import dataclasses
 
-    from eval.records import Slot
     from eval.summary import compute_summary, load_published
     from eval.tables import render_markdown
 
     for row in relabeled.plan():
-        if row["task"] == "mt_bench_ja" and row["round"] == 2:
-            slot = Slot(row["round"], row["task"], row["item_id"], row["turn"])
-            judgment = relabeled.judgment(slot)
+        if row.task == "mt_bench_ja" and row.round == 2:
+            judgment = relabeled.judgment(row.slot)
             relabeled.put_judgment(dataclasses.replace(judgment, status="parse_failed", scores={}))
     summary = compute_summary(relabeled)
-    ja = summary["tasks"]["mt_bench_ja"]
-    score = ja["metrics"]["score"]
-    assert ja["rounds"] == [1, 2] and score["per_round"]["2"] is None and score["missing_rounds"] == [2]
-    assert score["mean"] == score["per_round"]["1"] and score["sd"] is None
-    assert ja["published"]["verdict"] is None and "one round" in ja["published"]["verdict_note"]
+    ja = summary.tasks["mt_bench_ja"]
+    score = ja.score
+    assert ja.rounds == [1, 2] and score.per_round[2] is None and score.missing_rounds == [2]
+    assert score.mean == score.per_round[1] and score.sd is None
+    assert ja.published.verdict is None and "one round" in ja.published.verdict_note
     table = render_markdown(summary, load_published())
     assert "(round 2 missing)" in table and "no verdict" in table and "MT-Bench (JA): one round" in table
     detail = table.split("## MT-Bench")[1].splitlines()
     average = next(line for line in detail if line.startswith("| average |"))
     assert average.rstrip(" |").endswith("| missing")
-    assert json.loads(json.dumps(summary, allow_nan=False))["tasks"]["mt_bench_ja"]["counts"]["parse_failed"] == 6
+    assert json.loads(json.dumps(summary.dump(), allow_nan=False))["tasks"]["mt_bench_ja"]["counts"]["parse_failed"] == 6
 
 
 def test_compare_prints_measured_and_published_rows_with_paired_differences(two_runs, tmp_path):
@@ -215,15 +208,16 @@ def test_plots_of_long_row_names_lay_out_without_a_warning(two_runs, tmp_path):
     import warnings
 
     from eval.plots import write_compare_plot, write_plots
+    from eval.results import read_summary
     from eval.summary import load_published
 
-    summary = json.loads((two_runs["low"] / "summary.json").read_text())
-    summary.update(label="llm-jp-4-8b-thinking (reasoning_effort = medium)", run="llm-jp-4-8b-thinking-medium")
-    one_task = {**summary, "tasks": {"mt_bench_en": summary["tasks"]["mt_bench_en"]}}
+    summary = read_summary(two_runs["low"] / "summary.json").model_copy(
+        update={"label": "llm-jp-4-8b-thinking (reasoning_effort = medium)", "run": "llm-jp-4-8b-thinking-medium"})
+    one_task = summary.model_copy(update={"tasks": {"mt_bench_en": summary.tasks["mt_bench_en"]}})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         write_plots(tmp_path / "run", summary, load_published())
         write_plots(tmp_path / "one", one_task, load_published())
-        write_compare_plot(tmp_path / "compare", [summary, {**summary, "run": "gpt-oss-20b-low-and-a-long-run-name"}],
+        write_compare_plot(tmp_path / "compare", [summary, summary.model_copy(update={"run": "gpt-oss-20b-low-and-a-long-run-name"})],
                            load_published())
     assert (tmp_path / "run" / "plots" / "benchmarks.png").is_file() and (tmp_path / "compare" / "compare.png").is_file()

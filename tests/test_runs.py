@@ -18,16 +18,19 @@ from test_view import browser, console_errors, open_page  # noqa: F401 (the Chro
 def results(smoke_run, tmp_path_factory) -> Path:
     """Three smoke runs: one as it is, one whose summary matched a published row (Δ), one nested a level deeper whose
     store lost a judgment (incomplete)."""
+    from eval.metrics import reproduction
     from eval.report import regenerate
+    from eval.results import read_summary, write_summary
 
     folder = tmp_path_factory.mktemp("runs") / "results"
     for name in ("smoke", "matched", "older/partial"):
         shutil.copytree(smoke_run[0], folder / name, ignore=shutil.ignore_patterns("run.lock"))
     summary_path = folder / "matched" / "summary.json"
-    summary = json.loads(summary_path.read_text())
-    entry = summary["tasks"]["mt_bench_en"]
-    entry["published"] = {"value": 7.79, "delta": entry["metrics"]["score"]["mean"] - 7.79, "verdict": "lower"}
-    summary_path.write_text(json.dumps(summary))
+    summary = read_summary(summary_path)
+    entry = summary.tasks["mt_bench_en"]
+    versus = reproduction([7.0, 7.1, 7.2], 7.79).model_copy(update={"delta": entry.score.mean - 7.79})
+    tasks = {**summary.tasks, "mt_bench_en": entry.model_copy(update={"published": versus})}
+    write_summary(summary_path, summary.model_copy(update={"tasks": tasks}))
     db = sqlite3.connect(folder / "older" / "partial" / "run.sqlite")
     db.execute("DELETE FROM judgments WHERE task = 'mt_bench_ja' AND item_id = (SELECT MIN(item_id) FROM judgments) "
                "AND turn = 1 AND round = 1")

@@ -41,7 +41,7 @@ def verdict_rates(judge_shift_sd: float, shifts_in_sd: tuple[float, ...], reps: 
     published = np.round(mt_bench_rounds(rng, quality, reps, 3, judge_shift_sd).mean(axis=1), 2)  # as printed
     rates = {}
     for k in (0.0, *shifts_in_sd):
-        verdicts = [reproduction(list(m), p + k * round_sd)["verdict"] for m, p in zip(measured, published, strict=True)]
+        verdicts = [reproduction(list(m), p + k * round_sd).verdict for m, p in zip(measured, published, strict=True)]
         rates[k] = np.mean([v != "consistent" for v in verdicts])
     return rates, round_sd
 
@@ -72,18 +72,18 @@ def test_verdict_false_alarm_rate_holds_when_rounds_share_a_judge_shift():
 
 def test_verdict_direction_p_value_and_the_cases_without_one():
     higher = reproduction([7.9, 8.0, 8.1], 7.5)
-    assert higher["verdict"] == "higher" and higher["df"] == 2
+    assert higher.verdict == "higher" and higher.df == 2
     se = 0.1 * math.sqrt(1 / 3 + 1 / 3)
-    assert higher["delta_se"] == pytest.approx(se)
-    assert higher["p"] == pytest.approx(2 * stats.t.sf(0.5 / se, 2))
-    assert higher["delta_ci95"][0] > 0
-    assert reproduction([7.0, 7.1, 7.2], 7.5)["verdict"] == "lower"
+    assert higher.delta_se == pytest.approx(se)
+    assert higher.p == pytest.approx(2 * stats.t.sf(0.5 / se, 2))
+    assert higher.delta_ci95[0] > 0
+    assert reproduction([7.0, 7.1, 7.2], 7.5).verdict == "lower"
     consistent = reproduction([7.4, 7.6, 7.5], 7.45)
-    assert consistent["verdict"] == "consistent" and consistent["p"] > 0.05
+    assert consistent.verdict == "consistent" and consistent.p > 0.05
     one = reproduction([8.0], 7.5)
-    assert one["verdict"] is None and one["p"] is None and "one round" in one["verdict_note"]
+    assert one.verdict is None and one.p is None and "one round" in one.verdict_note
     same = reproduction([8.0, 8.0, 8.0], 7.5)
-    assert same["verdict"] is None and "same mean" in same["verdict_note"]
+    assert same.verdict is None and "same mean" in same.verdict_note
 
 
 def category_coverage(n_questions: int, reps: int, seed: int) -> float:
@@ -124,11 +124,11 @@ def test_interval_resamples_questions_so_turns_and_rounds_move_together():
     # equal, so resampling questions has no spread; resampling single judgments would.
     values = {(r, str(i), t): (1.0 if t == 1 else 10.0) + (r - 2) for r in (1, 2, 3) for i in range(12) for t in (1, 2)}
     stats_ = summarize(observations(TaskRules("mt_bench"), mt_rows(values)))["score"]
-    assert (stats_.ci_low, stats_.ci_high) == (pytest.approx(5.5), pytest.approx(5.5))
+    assert stats_.ci95 == (pytest.approx(5.5), pytest.approx(5.5))
     assert stats_.questions == 12 and stats_.n == 72
     again = summarize(observations(TaskRules("mt_bench"), mt_rows({**values, (1, "0", 1): 3.0})))["score"]
-    assert again.ci_low < again.mean < again.ci_high  # one question differs: now there is spread
-    assert again.ci_low == summarize(observations(TaskRules("mt_bench"), mt_rows({**values, (1, "0", 1): 3.0})))["score"].ci_low
+    assert again.ci95[0] < again.mean < again.ci95[1]  # one question differs: now there is spread
+    assert again.ci95[0] == summarize(observations(TaskRules("mt_bench"), mt_rows({**values, (1, "0", 1): 3.0})))["score"].ci95[0]
 
 
 def test_a_round_without_valid_judgments_is_reported_missing_not_averaged_away():
@@ -143,7 +143,7 @@ def test_a_round_without_valid_judgments_is_reported_missing_not_averaged_away()
     assert score.missing_rounds == [2]
     assert score.mean == pytest.approx((r1 + r3) / 2)
     assert score.sd == pytest.approx(np.std([r1, r3], ddof=1))
-    assert score.to_dict()["per_round"]["2"] is None and score.to_dict()["missing_rounds"] == [2]
+    assert score.dump()["per_round"]["2"] is None and score.dump()["missing_rounds"] == [2]
     # Without the planned rounds, a round that a category lacks but other metrics have is still named.
     other = observations(TaskRules("mt_bench"), mt_rows({(1, "x", 1): 5.0, (2, "x", 1): 6.0}, category="math"))
     both = summarize(pd.concat([obs, other]))
@@ -157,10 +157,10 @@ def test_resamples_that_lose_a_round_are_not_averaged_over():
     values.update({(2, str(i), 1): (6.0 if i == 0 else None) for i in range(10)})
     score = summarize(observations(TaskRules("mt_bench"), mt_rows(values)))["score"]
     assert score.per_round[2] == 6.0 and score.missing_rounds == []
-    assert (score.ci_low, score.ci_high) == (None, None)
+    assert score.ci95 == (None, None)
     values.update({(2, str(i), 1): 6.0 for i in range(10)})  # every question judged in round 2: an interval again
     score = summarize(observations(TaskRules("mt_bench"), mt_rows(values)))["score"]
-    assert score.ci_low is not None and score.ci_low < score.mean < score.ci_high
+    assert score.ci95[0] is not None and score.ci95[0] < score.mean < score.ci95[1]
 
 
 def test_a_rate_with_one_or_two_events_gets_a_bounded_interval():
@@ -172,7 +172,7 @@ def test_a_rate_with_one_or_two_events_gets_a_bounded_interval():
                                for r in (1, 2, 3) for i in range(336)])
         rate = summarize(observations(TaskRules("safety"), judged))["violation_rate"]
         assert rate.mean == pytest.approx(100 * events / 1008)
-        assert rate.ci_low == 0.0 and rate.mean < rate.ci_high < 1.0
+        assert rate.ci95[0] == 0.0 and rate.mean < rate.ci95[1] < 1.0
 
 
 @pytest.mark.parametrize("text", ["Rating: [[nan]]", "Rating: [[inf]]", "Rating: [[" + "9" * 400 + "]]"])

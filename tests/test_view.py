@@ -105,6 +105,33 @@ def test_view_prints_the_path_and_serves_only_the_page(smoke):
         assert proc.wait(timeout=30) == 0
 
 
+@pytest.mark.parametrize("host,answered", [("127.0.0.1:{port}", 200), ("localhost:{port}", 200), ("LOCALHOST:{port}", 200),
+                                           ("attacker.example:{port}", 421), ("127.0.0.1:1", 421), ("", 421),
+                                           ("127.0.0.1.attacker.example:{port}", 421)])
+def test_the_served_page_answers_only_requests_addressed_to_it(smoke, host, answered):
+    """A DNS-rebinding page reaches 127.0.0.1 under its own name: its Host header says so and it is refused."""
+    import http.client
+    import threading
+
+    from eval.view import page_server
+
+    server = page_server(smoke / "report.html", "127.0.0.1", 0)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.putrequest("GET", "/", skip_host=True)
+        if host:
+            connection.putheader("Host", host.format(port=port))
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == answered
+        assert (response.read() == (smoke / "report.html").read_bytes()) == (answered == 200)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
@@ -172,36 +199,39 @@ def test_smoke_page_shows_the_table_counts_and_plots_without_console_errors(smok
     browser.save_screenshot(str(ARTIFACTS / "summary.png"))
 
 
-def test_the_table_shows_the_delta_to_a_published_row_and_fields_it_does_not_know(smoke, browser, tmp_path):
+def test_the_table_shows_the_delta_to_a_published_row_and_the_summarys_other_fields(smoke, browser, tmp_path):
+    from eval.metrics import reproduction
+    from eval.results import read_summary, write_summary
     from eval.view import write_page
 
     run = tmp_path / "published"
     shutil.copytree(smoke, run, ignore=shutil.ignore_patterns("run.lock"))
-    summary = json.loads((run / "summary.json").read_text())
-    task = summary["tasks"]["mt_bench_en"]
-    task["published"] = {"value": 7.79, "delta": task["metrics"]["score"]["mean"] - 7.79, "verdict": "lower", "p": 0.0031}
-    summary["compat_profile"] = "llm-jp-judge-2.0.0"  # a field added by a later summary schema
-    (run / "summary.json").write_text(json.dumps(summary))
+    summary = read_summary(run / "summary.json")
+    task = summary.tasks["mt_bench_en"]
+    versus = reproduction([7.0, 7.1, 7.2], 7.79).model_copy(update={"delta": task.score.mean - 7.79, "p": 0.0031})
+    tasks = {**summary.tasks, "mt_bench_en": task.model_copy(update={"published": versus})}
+    write_summary(run / "summary.json", summary.model_copy(update={"tasks": tasks}))
     open_page(browser, write_page([run]))
     rows = [r.text for r in browser.find_elements("css selector", "#model-card tbody tr")]
-    assert f"{task['published']['delta']:+.2f} · lower (p = 0.0031)" in rows[1] and rows[1].startswith("Δ vs published")
-    assert "compat_profile llm-jp-judge-2.0.0" in by_id(browser, "tab-summary").text
+    assert f"{versus.delta:+.2f} · lower (p = 0.0031)" in rows[1] and rows[1].startswith("Δ vs published")
+    assert "compat llm-jp-judge-2.0.0" in by_id(browser, "tab-summary").text  # a field the table does not show
     assert console_errors(browser) == []
 
 
 def test_the_page_shows_the_no_answer_warnings_and_the_published_note(smoke, browser, tmp_path):
+    from eval.results import read_summary, write_summary
     from eval.view import write_page
 
     run = tmp_path / "warned"
     shutil.copytree(smoke, run, ignore=shutil.ignore_patterns("run.lock"))
-    summary = json.loads((run / "summary.json").read_text())
-    summary["warnings"] = ["MT-Bench (EN): 9 of 10 answers (90%) had no final answer (no_final 9), …"]
-    (run / "summary.json").write_text(json.dumps(summary))
+    summary = read_summary(run / "summary.json").model_copy(
+        update={"warnings": ["MT-Bench (EN): 9 of 10 answers (90%) had no final answer (no_final 9), …"]})
+    write_summary(run / "summary.json", summary)
     open_page(browser, write_page([run]))
     shown = [p.text for p in browser.find_elements("css selector", "#tab-summary p.warning")]
-    assert shown == [f"WARNING ({summary['run']}): {summary['warnings'][0]}"]
+    assert shown == [f"WARNING ({summary.run}): {summary.warnings[0]}"]
     note = by_id(browser, "tab-summary").find_element("css selector", "p.published-note").text
-    assert note == summary["published_note"] and note.startswith("No published row: the model's identity is unknown")
+    assert note == summary.published_note and note.startswith("No published row: the model's identity is unknown")
     assert console_errors(browser) == []
 
 
@@ -342,10 +372,10 @@ def test_compare_sorts_items_by_the_difference_and_shows_the_paired_cis(smoke, b
     assert diffs[0] == pytest.approx(10 - mean[raised], abs=0.006)
     assert (second[1].text, diffs[1]) == (nudged, pytest.approx(step / len(a_scores[nudged]), abs=0.006))
     assert all(d == 0 for d in diffs[2:])
-    overall = next(d for d in result["differences"] if d["task"] == "mt_bench_en")
+    overall = next(d for d in result.differences if d.task == "mt_bench_en")
     paired = by_id(browser, "paired").text
-    lo, hi = overall["ci95"]
-    assert f"+{overall['difference']:.2f}" in paired and f"[{lo:.2f}, {hi:.2f}]" in paired
+    lo, hi = overall.ci95
+    assert f"+{overall.difference:.2f}" in paired and f"[{lo:.2f}, {hi:.2f}]" in paired
     rows[0].click()
     assert "smoke-b" in by_id(browser, "detail").text and by_id(browser, "detail").is_displayed()
     browser.save_screenshot(str(ARTIFACTS / "compare-item.png"))

@@ -49,8 +49,8 @@ class BatchJudge:
     async def _submit(self, requests: list[JudgeRequest]) -> str:
         lines = []
         for r in requests:
-            body = {"model": self.client.cfg.model, "messages": r.messages, **self.client.policy.kwargs(r.params)}
-            lines.append(json.dumps({"custom_id": r.key, "method": "POST", "url": "/v1/chat/completions", "body": body},
+            lines.append(json.dumps({"custom_id": r.key, "method": "POST", "url": "/v1/chat/completions",
+                                     "body": self.client.request_body(r)},
                                     ensure_ascii=False))
         try:
             upload = await self.api.files.create(file=("judge-requests.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
@@ -74,12 +74,9 @@ class BatchJudge:
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
                 content = await self.api.files.content(file_id)
-                for line in content.text.splitlines():
-                    try:
-                        row = json.loads(line) if line.strip() else None
-                    except ValueError:
-                        row = None
-                    if isinstance(row, dict) and isinstance(row.get("custom_id"), str):
+                for line in content.content.split(b"\n"):
+                    row = _output_row(line, self.client.cfg.max_reply_bytes)
+                    if row is not None:
                         outputs[row["custom_id"]] = row  # a line of any other shape: its request is asked again
         retry = []
         for key, request in requests.items():
@@ -135,3 +132,14 @@ class BatchJudge:
         finally:
             bar.close()
 
+
+def _output_row(line: bytes, limit: int) -> dict[str, Any] | None:
+    """A line of a batch's output or error file, or None when it is empty, larger than a reply may be
+    (judge.max_reply_bytes), not UTF-8 JSON, or has no custom_id."""
+    if not line.strip() or len(line) > limit:
+        return None
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("custom_id"), str) else None

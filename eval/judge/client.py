@@ -1,20 +1,30 @@
 """The judge client: `AsyncOpenAI` / `AsyncAzureOpenAI` with bounded concurrency, rate limits paid by every HTTP call,
 the SDK's retries (exponential backoff with jitter, `Retry-After` honoured), every reply checked (replies.py) before
 it is read, a failure status for every outcome, parse re-asks, and parameter adaptation for reasoning judges.
+
+The HTTP side: a query string of the configured address (`?api-key=…`) is sent as query parameters of every
+request (not glued into its path); a chat reply's body is read as it arrives, gzip decoded here, and dropped once it
+passes `judge.max_reply_bytes` (`UnreadableReply`, a malformed reply), so no more than that is ever held for it.
+Credentials in an address (`user:pass@`) are refused when the config is read (config.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import json
 import logging
 import os
 import random
 import re
+import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import openai
 
@@ -23,10 +33,11 @@ from ..compat import Profile
 from ..config import JudgeConfig
 from ..errors import UserError
 from ..records import Judgment, Usage
+from ..redact import PUBLIC_QUERY_PARAMS
 from ..statuses import JudgmentStatus as J
 from .ledger import Ledger
 from .limits import RateLimiter, estimate_tokens
-from .replies import Reply, read_reply
+from .replies import MalformedReply, Reply, read_body
 from .requests import JudgeRequest
 
 log = logging.getLogger("eval.judge")
@@ -115,15 +126,118 @@ class ParamPolicy:
         return {"dropped": sorted(self.dropped), "max_completion_tokens": self.max_tokens_field == "max_completion_tokens"}
 
 
+class UnreadableReply(openai.OpenAIError):
+    """A chat reply dropped while it was read (too large, or in an encoding that was not asked for). An OpenAIError,
+    so the SDK passes it on as raised, without retrying; the client treats it as a malformed reply."""
+
+
 def make_openai_client(cfg: JudgeConfig, base_url: str | None, api_key: str, on_request=None):
     """`on_request` is awaited before every HTTP request the SDK sends, its own retries included."""
-    common = {"api_key": api_key, "max_retries": cfg.max_retries, "timeout": cfg.timeout_s,
-              "http_client": openai.DefaultAsyncHttpxClient(event_hooks={"request": [on_request] if on_request else []})}
+    hooks = {"request": [on_request] if on_request else [], "response": [_reply_reader(cfg.max_reply_bytes)]}
+    http_client = openai.DefaultAsyncHttpxClient(event_hooks=hooks, headers={"Accept-Encoding": "gzip"})
+    common = {"api_key": api_key, "max_retries": cfg.max_retries, "timeout": cfg.timeout_s, "http_client": http_client}
     if cfg.provider == "azure" and not cfg.mock:
         assert cfg.azure is not None
-        return openai.AsyncAzureOpenAI(azure_endpoint=cfg.azure.endpoint, api_version=cfg.azure.api_version,
-                                       azure_deployment=cfg.azure.deployment, **common)
-    return openai.AsyncOpenAI(base_url=base_url, **common)
+        endpoint, query = split_query(cfg.azure.endpoint)
+        return openai.AsyncAzureOpenAI(azure_endpoint=endpoint, api_version=cfg.azure.api_version,
+                                       azure_deployment=cfg.azure.deployment, default_query=query, **common)
+    address, query = split_query(base_url)
+    return openai.AsyncOpenAI(base_url=address, default_query=query, **common)
+
+
+def split_query(url: str | None) -> tuple[str | None, dict[str, str] | None]:
+    """An address and its query parameters, apart: the SDK appends paths to the address as a string."""
+    if not url:
+        return url, None
+    parts = urlsplit(url)
+    if not parts.query:
+        return url, None
+    return urlunsplit(parts._replace(query="", fragment="")), dict(parse_qsl(parts.query, keep_blank_values=True))
+
+
+def endpoint_identity(cfg: JudgeConfig) -> dict[str, Any]:
+    """Who answers this judge's requests, as the shared cache keys it: the provider, the address as the SDK will use
+    it (no credentials: a secret query value appears as its hash), and for Azure the deployment and API version.
+    The built-in mock is known by its settings (its address changes with every start)."""
+    if cfg.mock:
+        return {"provider": "mock", "settings": cfg.mock_settings.model_dump(mode="json")}
+    if cfg.provider == "azure":
+        assert cfg.azure is not None
+        return {"provider": "azure", "endpoint": normalised_address(cfg.azure.endpoint),
+                "deployment": cfg.azure.deployment, "api_version": cfg.azure.api_version}
+    address = cfg.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"  # as the SDK chooses
+    return {"provider": "openai", "base_url": normalised_address(address)}
+
+
+def normalised_address(url: str) -> str:
+    """Scheme and host in lower case, no default port, no user-info, no trailing slash, query parameters sorted with
+    every value but Azure's api-version replaced by a hash of it."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    port = parts.port
+    netloc = host if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f"{host}:{port}"
+    query = sorted((name, value if name in PUBLIC_QUERY_PARAMS else "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16])
+                   for name, value in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "&".join(f"{n}={v}" for n, v in query), ""))
+
+
+def _reply_reader(limit: int):
+    """A response hook: the body of every chat reply is read through `_capped_body` (nothing is read yet here)."""
+
+    async def hook(response: Any) -> None:
+        if b"/chat/completions" not in response.request.url.raw_path:
+            return
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip"):
+            raise UnreadableReply(f"the body is encoded as {encoding[:40]!r}, which was not asked for")
+        declared = response.headers.get("content-length", "")
+        if encoding == "identity" and declared.isdigit() and int(declared) > limit:
+            raise UnreadableReply(f"the body has {int(declared):,} bytes, more than judge.max_reply_bytes ({limit:,})")
+        response.stream = _capped_body(response.stream, limit, gzip=encoding == "gzip")
+        if encoding == "gzip":
+            del response.headers["content-encoding"]  # decoded here, under the cap
+
+    return hook
+
+
+def _capped_body(raw: Any, limit: int, gzip: bool) -> Any:
+    return _capped_stream_class(type(raw).__module__.split(".")[0])(raw, limit, gzip)
+
+
+@functools.cache
+def _capped_stream_class(library: str) -> type:
+    """A body stream of the HTTP library the SDK uses (httpx, or httpx2 in openai 3), which holds no more than `limit`
+    decoded bytes: gzip is inflated here in pieces no larger than what is left under the limit."""
+
+    class CappedBody(sys.modules[library].AsyncByteStream):  # type: ignore[name-defined,misc]
+        def __init__(self, raw: Any, limit: int, gzip: bool):
+            self.raw, self.limit, self.gzip = raw, limit, gzip
+
+        async def __aiter__(self):
+            inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if self.gzip else None
+            size = 0
+            async for chunk in self.raw:
+                while chunk:
+                    if inflate is None:
+                        piece, chunk = chunk, b""
+                    else:
+                        try:
+                            piece = inflate.decompress(chunk, self.limit - size + 1)
+                        except zlib.error as e:
+                            raise UnreadableReply(f"the gzip body does not inflate ({e})") from None
+                        chunk = inflate.unconsumed_tail
+                    size += len(piece)
+                    if size > self.limit:
+                        raise UnreadableReply(f"the body has more than judge.max_reply_bytes ({self.limit:,}) bytes")
+                    yield piece
+
+        async def aclose(self) -> None:
+            await self.raw.aclose()
+
+    return CappedBody
 
 
 def is_content_filter(error: Exception) -> bool:
@@ -154,6 +268,10 @@ class JudgeClient:
 
     async def close(self) -> None:
         await self.client.close()
+
+    def request_body(self, request: JudgeRequest) -> dict[str, Any]:
+        """The body a request is sent with now (the parameters this judge accepts)."""
+        return {"model": self.cfg.model, "messages": request.messages, **self.policy.kwargs(request.params)}
 
     async def _pace(self, http_request: Any) -> None:
         """Every chat call waits for the rate limiter — first asks, re-asks, the SDK's retries, a batch's retries."""
@@ -285,6 +403,7 @@ class JudgeClient:
                    "reasoning_tokens": usage.reasoning_tokens},
             returned_model=progress.returned_model, fingerprint=progress.fingerprint,
             seconds=round(time.perf_counter() - progress.started, 3), error=error, cost_usd=progress.cost,
+            parse_rules=request.rules(self.profile),
         )
 
     async def _create(self, messages: list[dict[str, str]], params: dict[str, Any], preflight: bool = False):
@@ -299,6 +418,8 @@ class JudgeClient:
             kwargs = self.policy.kwargs(params)
             try:
                 raw = await client.chat.completions.with_raw_response.create(model=self.cfg.model, messages=messages, **kwargs)
+                attempts += raw.retries_taken + 1
+                return read_body(raw.content), attempts, kwargs
             except openai.BadRequestError as e:
                 attempts += 1
                 learned = None if is_content_filter(e) else self.policy.learn(e)
@@ -316,11 +437,10 @@ class JudgeClient:
                 if preflight:
                     raise
                 raise self._failure(e, attempts) from None
-            attempts += raw.retries_taken + 1
-            try:
-                return read_reply(json.loads(raw.text)), attempts, kwargs
-            except ValueError as e:  # MalformedReply, or not JSON at all
-                # A 200 whose body is not a chat completion: the SDK does not retry these.
+            except (MalformedReply, UnreadableReply) as e:
+                # A 200 whose body is not a chat completion, or one too large to read: the SDK retries neither.
+                if isinstance(e, UnreadableReply):
+                    attempts += 1
                 malformed += 1
                 if malformed > self.cfg.max_retries:
                     raise _Failed(J.API_ERROR, f"malformed response: {_short(e)}", attempts) from None

@@ -2,12 +2,17 @@
 `Reply`, or `MalformedReply` when the body is not a chat completion. A malformed reply says nothing about the
 answer being judged, so it is a transient failure: asked again, never cached (statuses.py).
 
+The bytes are UTF-8 JSON or malformed: nothing is decoded with replacement characters, and a text holding a lone
+surrogate (a `\\ud800` escape, which no UTF-8 file can store) is malformed too. How large a body may be is decided
+where it is read (client.py), before it is held in memory.
+
 Compatible servers differ in harmless ways that are accepted as they mean it: `content` as a list of text parts is
 their joined text, `usage` may be absent or hold nulls. Anything else of the wrong shape is malformed.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +31,19 @@ class Reply:
     model: str | None
     fingerprint: str | None
     usage: Usage
+
+
+def read_body(data: bytes) -> Reply:
+    """An HTTP 200's body, as received."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MalformedReply(f"the body is not UTF-8 (byte {e.start} of {len(data)})") from None
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise MalformedReply(f"the body is not JSON ({_kind(text)})") from None
+    return read_reply(body)
 
 
 def read_reply(body: Any) -> Reply:
@@ -48,7 +66,7 @@ def read_reply(body: Any) -> Reply:
 
 def _content(value: Any) -> str | None:
     if value is None or isinstance(value, str):
-        return value
+        return _storable(value, "message.content")
     if isinstance(value, list):  # content parts: [{"type": "text", "text": "…"}, …]
         texts = []
         for part in value:
@@ -56,7 +74,7 @@ def _content(value: Any) -> str | None:
                 raise MalformedReply(f"a part of 'message.content' is {_kind(part)}, not a text part")
             if part.get("type", "text") == "text":
                 texts.append(part.get("text", ""))
-        return "".join(texts)
+        return _storable("".join(texts), "message.content")
     raise MalformedReply(f"'message.content' is {_kind(value)}, not text")
 
 
@@ -64,7 +82,16 @@ def _optional_text(data: dict[str, Any], key: str, where: str) -> str | None:
     value = data.get(key)
     if value is not None and not isinstance(value, str):
         raise MalformedReply(f"'{where}.{key}' is {_kind(value)}, not text")
-    return value
+    return _storable(value, f"{where}.{key}")
+
+
+def _storable(text: str | None, where: str) -> str | None:
+    if text is not None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise MalformedReply(f"'{where}' holds a lone surrogate at character {e.start}, which is not text") from None
+    return text
 
 
 def _usage(value: Any) -> Usage:

@@ -4,10 +4,10 @@ and parser (`eval/kinds/`), then the messages, sampling parameters and key every
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..compat import answer_for
+from ..compat import Profile, answer_for
 from ..config import RunConfig
 from ..kinds import kind
 from ..records import Generation, Slot, content_key
@@ -28,6 +28,10 @@ class JudgeRequest:
     parser: Parser
     parse_retries: int
     api_error_score: float | None
+
+    def rules(self, profile: Profile) -> str:
+        """A hash of how a reply to this request becomes a judgment: the parser, the asks, the profile's rules."""
+        return content_key("parse-rules", asdict(self.parser), self.parse_retries, asdict(profile))
 
 
 @dataclass(frozen=True)

@@ -10,30 +10,17 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ..compat import Profile
 from ..judge.parsing import Parser
 from ..judge.prompts import FASTCHAT_FALLBACK_REGEX, Template
+from ..records import Plot, TaskRules
 from ..statuses import is_valid
 
 if TYPE_CHECKING:
+    from ..results import TaskResult
     from ..tasks import Item, Task, TaskSpec
-
-
-@dataclass(frozen=True)
-class TaskRules:
-    """What aggregation needs to know about a task (stored with the run, so reports need no task files)."""
-
-    metric: str
-    api_error_score: float | None = None
-    primary_criterion: str | None = None
-    criteria: tuple[str, ...] = ()
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> "TaskRules":
-        rules = meta["rules"]
-        return cls(**{**rules, "criteria": tuple(rules.get("criteria") or ())})
 
 
 @dataclass(frozen=True)
@@ -51,7 +38,7 @@ class MetricKind:
     name: ClassVar[str]
     title: ClassVar[str]  # for messages
     scale: ClassVar[tuple[int, int]]
-    plot: ClassVar[str | None] = None  # the plot that shows a task of this kind, unless its file names another
+    plot: ClassVar[Plot | None] = None  # the plot that shows a task of this kind, unless its file names another
     needs_criteria: ClassVar[bool] = False  # the prompt set must list criteria (`metrics:`)
     templates_carry_system_prompt: ClassVar[bool] = False  # a task's judge_system_prompt would be ignored
     rate_metrics: ClassVar[tuple[str, ...]] = ()  # metrics that are 0/100 indicators, not scores
@@ -84,7 +71,7 @@ class MetricKind:
         """The metrics `agree` compares one by one, in reading order."""
         return ["score"]
 
-    def detail_rows(self, entry: dict[str, Any]) -> list[tuple[str, str]]:
+    def detail_rows(self, entry: "TaskResult") -> list[tuple[str, str]]:
         """(label, metric name) rows of the task's detail table, from its summary entry."""
         raise NotImplementedError
 

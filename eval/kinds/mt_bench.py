@@ -7,12 +7,13 @@ mean over the valid judgments of both turns (micro); `turn1`, `turn2` and `categ
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..compat import Profile
 from .base import JudgeCall, MetricKind, TaskRules
 
 if TYPE_CHECKING:
+    from ..results import TaskResult
     from ..tasks import Item, Task, TaskSpec
 
 FIELDS = {
@@ -61,7 +62,7 @@ class MTBench(MetricKind):
     def compared_metrics(self, rules: TaskRules) -> list[str]:
         return ["score", "turn1", "turn2"]
 
-    def detail_rows(self, entry: dict[str, Any]) -> list[tuple[str, str]]:
-        categories = sorted(m for m in entry["metrics"] if m.startswith("category:"))
+    def detail_rows(self, entry: "TaskResult") -> list[tuple[str, str]]:
+        categories = sorted(m for m in entry.metrics if m.startswith("category:"))
         return [("average", "score"), ("turn 1", "turn1"), ("turn 2", "turn2")] + \
                [(m.split(":", 1)[1], m) for m in categories]

@@ -7,7 +7,7 @@ model card's column, 総合評価).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..compat import Profile
 from ..judge.parsing import Parser
@@ -15,6 +15,7 @@ from ..judge.prompts import Template
 from .base import JudgeCall, MetricKind, TaskRules
 
 if TYPE_CHECKING:
+    from ..results import TaskResult
     from ..tasks import Item, Task, TaskSpec
 
 
@@ -45,8 +46,8 @@ class Quality(MetricKind):
     def compared_metrics(self, rules: TaskRules) -> list[str]:
         return ["score", *rules.criteria]
 
-    def detail_rows(self, entry: dict[str, Any]) -> list[tuple[str, str]]:
-        return [("score (primary)", "score")] + [(c, c) for c in entry["criteria"]]
+    def detail_rows(self, entry: "TaskResult") -> list[tuple[str, str]]:
+        return [("score (primary)", "score")] + [(c, c) for c in entry.criteria]
 
     def mock_reply(self, template: Template | None, draw: int, shift: int) -> str:
         criteria = template.criteria if template is not None else ()

@@ -8,7 +8,7 @@ as upstream scores a failed call.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..compat import Profile
 from ..judge.prompts import Template
@@ -16,6 +16,7 @@ from ..statuses import CALL_FAILURES
 from .base import JudgeCall, MetricKind, TaskRules
 
 if TYPE_CHECKING:
+    from ..results import TaskResult
     from ..tasks import Item, Task, TaskSpec
 
 
@@ -53,7 +54,7 @@ class Safety(MetricKind):
     def compared_metrics(self, rules: TaskRules) -> list[str]:
         return ["score", *self.rate_metrics]
 
-    def detail_rows(self, entry: dict[str, Any]) -> list[tuple[str, str]]:
+    def detail_rows(self, entry: "TaskResult") -> list[tuple[str, str]]:
         return [("score", "score"), ("violation rate (%)", "violation_rate"), ("acceptable rate (%)", "acceptable_rate")]
 
     def mock_reply(self, template: Template | None, draw: int, shift: int) -> str:
