@@ -11,6 +11,7 @@ Credentials in an address (`user:pass@`) are refused when the config is read (co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
@@ -256,7 +257,9 @@ class JudgeClient:
         self.profile = profile
         self.client = make_openai_client(cfg, base_url, api_key_for(cfg), self._pace)
         self.semaphore = asyncio.Semaphore(cfg.concurrency)
-        self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
+        # A budget shared with other runs holds the rates and the judgments in flight of all of them.
+        self.limiter = ledger.shared or RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
+        self.in_flight = ledger.shared.in_flight if ledger.shared is not None else contextlib.nullcontext
         self.policy = ParamPolicy(cfg.model, learned)
         self.ledger = ledger
         self.models_seen: set[str] = set()
@@ -311,7 +314,7 @@ class JudgeClient:
 
     async def judge(self, request: JudgeRequest) -> Judgment | None:
         """The judgment, or None when the budget was spent before this request's turn came (nothing is sent)."""
-        async with self.semaphore:
+        async with self.semaphore, self.in_flight():
             if self.ledger.exhausted():
                 return None
             return await self.continue_judging(Progress(request))
