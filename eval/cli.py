@@ -1,4 +1,4 @@
-"""`python -m eval …`: run, rejudge, agree, report, compare, view, runs, configs, tasks, fetch, check, cache,
+"""`python -m eval …`: run, card, rejudge, agree, report, compare, view, runs, configs, tasks, fetch, check, cache,
 mock-judge.
 
 Exit codes: 0 success, 2 a user error (one line on stderr, no traceback), 3 and 4 a run that was reported but whose
@@ -26,6 +26,7 @@ from .config import BUNDLED_CONFIGS, MAX_ROUNDS, MockSettings, RunConfig, load_c
 from .errors import UserError
 
 if TYPE_CHECKING:
+    from .card import CardOptions, Row
     from .results import RunSummary
 
 
@@ -83,6 +84,35 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tasks", help="comma-separated subset of the config's tasks")
     run.add_argument("--force", action="store_true", help="continue in a run directory made with a different model or judge")
     run.add_argument("--dry-run", action="store_true", help="print request counts, estimated tokens and cost; send nothing")
+
+    card = sub.add_parser("card", help="the whole model card: every row's run on this machine's GPUs (or a Slurm job array), one table",
+                          description="Run every row of the model card (default: every bundled config of a card row) into "
+                                      "DIR/<row>/, each an ordinary resumable `run`: one row per GPU at a time, rows "
+                                      "generated through an API or a server beside them, one judge budget for all; then "
+                                      "one table of every measured row beside its published row.")
+    card.add_argument("configs", nargs="*", metavar="CONFIG", help="the rows' configs (default: the bundled card rows)")
+    card.add_argument("--out", type=Path, default=Path("results") / "card", help="the card's directory (default: results/card)")
+    card.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config key of every row, e.g. --set judge.requests_per_minute=500 (repeatable)")
+    card.add_argument("--limit", type=int, help="only the first N items of each task, in every row")
+    card.add_argument("--rounds", type=int, help="number of rounds of every row")
+    card.add_argument("--tasks", help="comma-separated subset of the rows' tasks")
+    card.add_argument("--force", action="store_true", help="continue in row directories made with a different model or judge")
+    card.add_argument("--gpus", help="the GPUs rows may use, as CUDA_VISIBLE_DEVICES names them, e.g. 0,1 (default: every visible GPU)")
+    card.add_argument("--dry-run", action="store_true", help="per row and in total: requests, judge tokens and cost, "
+                                                             "generation tokens and GPU time; send nothing")
+    card.add_argument("--tok-s", action="append", default=[], metavar="[ROW=]RATE",
+                      help="--dry-run: generation tokens per second for the GPU time, every GPU row's or ROW's: a number, or "
+                           "a file holding benchmarks/gen_throughput.py's output (repeatable)")
+    card.add_argument("--answer-tokens", type=int, metavar="N",
+                      help="--dry-run: tokens per answer of a row without stored answers (default 2700, a thinking "
+                           "model's mean at a 16 k budget; at most the row's max_new_tokens)")
+    card.add_argument("--slurm", action="store_true", help="write Slurm job-array scripts (DIR/slurm/) instead of running")
+    card.add_argument("--slurm-throttle", type=int, metavar="N", help="--slurm: at most N tasks of each array at once")
+    card.add_argument("--sbatch-option", action="append", default=[], metavar="OPTION",
+                      help="--slurm: an #SBATCH line of every script, e.g. --sbatch-option=--partition=gpu (repeatable)")
+    card.add_argument("--collect", type=Path, metavar="DIR",
+                      help="build the card's table from the row folders under DIR, wherever they ran; run nothing")
 
     rejudge = sub.add_parser("rejudge", help="judge a run's stored answers again with another judge (no model, no GPU)",
                              description="A new run over RUN's stored answers, judged with the judge settings given "
@@ -272,6 +302,46 @@ def _rejudge(args: argparse.Namespace) -> int:
     summary = run(cfg, RunOptions(out=args.out, limit=limit, force=args.force, dry_run=args.dry_run, command=command,
                                   fetch=fetch_command(str(args.run_dir / "config.yaml"))))
     return 0 if args.dry_run else _ended(summary, command)
+
+
+def _card(args: argparse.Namespace) -> int:
+    from .card import ANSWER_TOKENS, CardOptions, card_rows, check_switches, collect, dry_run, run_card
+
+    if args.collect is not None:
+        if args.configs or args.dry_run or args.slurm:
+            raise UserError("--collect DIR builds the table of the rows under DIR: give no CONFIG, --dry-run or --slurm with it")
+        result = collect(args.collect)
+    else:
+        tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
+        if tasks == []:
+            raise UserError(f"--tasks {args.tasks!r} names no task; give a comma-separated subset of the rows' tasks")
+        options = CardOptions(args.out, args.overrides, args.limit, args.rounds, tasks, args.force)
+        rows = card_rows(args.configs, args.overrides)
+        check_switches(rows, options)
+        if args.dry_run:
+            if args.answer_tokens is not None and args.answer_tokens < 1:
+                raise UserError(f"--answer-tokens must be at least 1 (got {args.answer_tokens})")
+            dry_run(rows, options, args.tok_s, args.answer_tokens or ANSWER_TOKENS)
+            return 0
+        if args.slurm:
+            return _card_slurm(rows, options, args)
+        result = run_card(rows, options, args.gpus, shlex.join(["python", "-m", "eval", *args.argv]))
+    for line in result.lines:
+        print(redact.text(line, credentials=True), file=sys.stderr)
+    return result.code
+
+
+def _card_slurm(rows: list[Row], options: CardOptions, args: argparse.Namespace) -> int:
+    from .slurm import shares_note, write_scripts
+
+    if args.slurm_throttle is not None and args.slurm_throttle < 1:
+        raise UserError(f"--slurm-throttle must be at least 1 (got {args.slurm_throttle})")
+    paths = write_scripts(rows, options, args.slurm_throttle, args.sbatch_option)
+    for path in paths[:-1]:
+        print(f"wrote {path}")
+    print(f"wrote {paths[-1]}: submits every array, then `python -m eval card --collect {options.out}` when they have ended")
+    print(shares_note(rows, args.slurm_throttle))
+    return 0
 
 
 def _agree(args: argparse.Namespace) -> int:
@@ -501,6 +571,6 @@ def _mock_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "rejudge": _rejudge, "agree": _agree, "report": _report, "compare": _compare, "view": _view,
-            "runs": _runs, "configs": _configs, "tasks": _tasks, "fetch": _fetch, "check": _check, "cache": _cache,
-            "mock-judge": _mock_judge}
+COMMANDS = {"run": _run, "card": _card, "rejudge": _rejudge, "agree": _agree, "report": _report, "compare": _compare,
+            "view": _view, "runs": _runs, "configs": _configs, "tasks": _tasks, "fetch": _fetch, "check": _check,
+            "cache": _cache, "mock-judge": _mock_judge}

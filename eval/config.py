@@ -230,6 +230,10 @@ class JudgeConfig(Strict):
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     cache: CacheMode = "read_write"
     cache_path: str | None = None
+    shared_budget: str | None = Field(
+        None, description="a file (SQLite, on a local disk) through which every run naming it shares one judge "
+                          "budget: requests_per_minute, tokens_per_minute, concurrency and budget_usd then hold for the "
+                          "sum of their judge calls (`card` sets it for its rows)")
     budget_usd: float | None = Field(None, gt=0)
     prices: dict[str, Price] = Field(default_factory=dict)
     batch_discount: float = Field(0.5, ge=0, le=1)
@@ -482,7 +486,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
 def _rebase_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """The config with its relative file paths made absolute against `base` (the config file's folder, or the
     working directory for `--set`): a task file's `path:` in task_options (and a `dataset:` that is a folder there),
-    a replay file, asset mirrors, the judge cache. A model `path` of the hf/vllm backends stays as written: it may be
+    a replay file, asset mirrors, the judge cache, the shared judge budget. A model `path` of the hf/vllm backends stays as written: it may be
     a hub id."""
     data = copy.deepcopy(data)
 
@@ -510,8 +514,10 @@ def _rebase_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         model["path"] = absolute(model["path"])
     if isinstance(data.get("asset_mirrors"), dict):
         data["asset_mirrors"] = {prefix: absolute(folder) for prefix, folder in data["asset_mirrors"].items()}
-    if isinstance(data.get("judge"), dict) and "cache_path" in data["judge"]:
-        data["judge"]["cache_path"] = absolute(data["judge"]["cache_path"])
+    if isinstance(data.get("judge"), dict):
+        for key in ("cache_path", "shared_budget"):
+            if key in data["judge"]:
+                data["judge"][key] = absolute(data["judge"][key])
     return data
 
 

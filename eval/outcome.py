@@ -9,13 +9,17 @@ Exit codes of `run` and `rejudge` (README, "Exit codes"):
      in the last lines); the same command again retries them
   3 wins over 4 (both are said): what is retried would not make those numbers measure the model.
 A user error is 2, an interrupted run 128 + the signal (cli.py).
+
+`card` ends by the same rule over its rows (`card_outcome`, from the card's summary): 3 when a row's numbers do not
+measure its model, else 4 when a row is incomplete or its run ended without its report (a user error, a crash, a
+signal), else 0; both are said. Every row that has a store is in the card's table either way, its status beside it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .results import RunSummary
+from .results import CardSummary, MeasuredLine, RunSummary
 from .statuses import JudgmentStatus as J
 
 COMPLETE = 0
@@ -69,4 +73,27 @@ def outcome(summary: RunSummary, retry_command: str | None = None) -> Outcome:
         result.lines += ["INCOMPLETE: " + "; ".join(incomplete) + "."]
         if retry_command:
             result.lines.append(f"Run the same command again to retry them: {retry_command}")
+    return result
+
+
+def card_outcome(card: CardSummary, retry_command: str | None = None) -> Outcome:
+    """How a card ends, from its summary: each measured row's status (`outcome` of its summary) and the rows whose
+    run ended without its report (`failed`, with what each said last)."""
+    result = Outcome()
+    complete = {run.dir: run.summary.complete for run in card.runs}
+    measured = [row for row in card.rows if isinstance(row, MeasuredLine)]
+    not_measuring = [row.run for row in measured if row.status == NO_ANSWERS]
+    incomplete = [row.run for row in measured if not complete[row.dir] and row.run not in card.failed]
+    if not_measuring:
+        result.code = NO_ANSWERS
+        result.lines.append(f"NOT MEASURED: the numbers of {', '.join(not_measuring)} do not measure the model: a "
+                            "benchmark's answers mostly had no final answer, or none of its judgments gave a score "
+                            "(table.md says which, and what to check).")
+    if incomplete or card.failed:
+        result.code = result.code or INCOMPLETE
+        parts = [f"{', '.join(incomplete)} incomplete (table.md says what is missing)"] if incomplete else []
+        parts += [f"{name} {said}" for name, said in card.failed.items()]
+        result.lines.append("INCOMPLETE: " + "; ".join(parts) + ".")
+        if retry_command:
+            result.lines.append(f"Run the same command again to complete them: {retry_command}")
     return result

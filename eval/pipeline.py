@@ -9,7 +9,7 @@ import asyncio
 import os
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,6 +26,7 @@ from .judge.client import JudgeClient
 from .judge.ledger import Ledger
 from .judge.providers import endpoint_identity, judge_address
 from .judge.requests import Excluded, JudgeRequest
+from .judge.shared_budget import SharedBudget
 from .records import CallSlot, Generation, Judgment, JudgmentUsage, Slot, content_key
 from .results import RunSummary, read_summary
 from .resume import JudgeState, ResumeRules, plan_slots, refusal
@@ -327,23 +328,25 @@ class Runner:
                 self.store.set_meta(JUDGE_CACHE_BEHIND, False)
 
     async def _execute(self, base_url: str | None, cache: JudgeCache, pending_generations: int) -> None:
-        ledger = Ledger(self.cfg.judge)
-        ledger.spent_usd = sum(r.cost_usd or 0.0 for r in self.store.fields("judgment", JudgmentUsage))
-        client = JudgeClient(self.cfg.judge, base_url, ledger, self.store.meta(JUDGE_LEARNED_PARAMS), self.cfg.profile,
-                             self.tasks.values())
-        try:
-            self.store.event("judge", "preflight")
-            await client.preflight()
-            await GenerateAndJudge(self, client, cache).run(pending_generations)
-        finally:
-            self.store.set_meta(JUDGE_LEARNED_PARAMS, client.transport.learned())
-            self.warnings += client.warnings
-            self.fingerprints = {"models": sorted(client.models_seen), "system_fingerprints": sorted(client.fingerprints_seen)}
-            await client.close()
-        self.budget_reached = client.ledger.exhausted() and len(self.rules.pending_judgments()) > 0
-        if self.budget_reached:
-            print(f"judge.budget_usd reached (${client.ledger.spent_usd:.2f}); stopped judging — "
-                  "everything judged so far is stored; raise the budget and run again to finish", file=sys.stderr)
+        with SharedBudget.open(self.cfg.judge, self.run_dir) or nullcontext() as shared:
+            ledger = Ledger(self.cfg.judge, shared=shared)
+            ledger.restore(sum(r.cost_usd or 0.0 for r in self.store.fields("judgment", JudgmentUsage)))
+            client = JudgeClient(self.cfg.judge, base_url, ledger, self.store.meta(JUDGE_LEARNED_PARAMS), self.cfg.profile,
+                                 self.tasks.values())
+            try:
+                self.store.event("judge", "preflight")
+                await client.preflight()
+                await GenerateAndJudge(self, client, cache).run(pending_generations)
+            finally:
+                self.store.set_meta(JUDGE_LEARNED_PARAMS, client.transport.learned())
+                self.warnings += client.warnings
+                self.fingerprints = {"models": sorted(client.models_seen), "system_fingerprints": sorted(client.fingerprints_seen)}
+                await client.close()
+            self.budget_reached = ledger.exhausted() and len(self.rules.pending_judgments()) > 0
+            if self.budget_reached:
+                sharing = f" by the runs sharing {self.cfg.judge.shared_budget}" if shared is not None else ""
+                print(f"judge.budget_usd reached (${ledger.total_spent():.2f}{sharing}); stopped judging — "
+                      "everything judged so far is stored; raise the budget and run again to finish", file=sys.stderr)
 
     # ---------------------------------------------------------------- generation (worker thread)
 

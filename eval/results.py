@@ -1,6 +1,7 @@
 """The results a run reports, as one typed schema that every reader shares: `summary.json` is written from
 `RunSummary` and read back through it (validated both ways), and the tables, plots, the page, `compare`, `agree`,
-`runs` and the exit code read these objects, never the file's keys. The JSON Schema of each result file is
+`runs` and the exit code read these objects, never the file's keys; `compare.json` (`CompareResult`) and a card's
+`summary.json` (`CardSummary`: its table over the row folders) are made of them. The JSON Schema of each result file is
 generated from its model into `docs/` (`python -m eval.results docs`), and a test keeps the committed one equal to
 the models. (inspect_ai's `EvalLog` / `EvalResults` is the pattern: one pydantic schema for the log and its viewer.)
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Final, Iterable, Literal, Mapping, TypeVar
+from typing import Annotated, Any, Final, Iterable, Literal, Mapping, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -252,10 +253,86 @@ class PairedDifference(Result):
     """The common questions."""
 
 
+class TaskDifference(PairedDifference):
+    """B − A on one task, for two compared runs (`compare`)."""
+
+    a: str
+    """Run A's name."""
+    b: str
+    """Run B's name."""
+    task: str
+
+
+class PublishedLine(Result):
+    """A published row of the model card, in the table as published only or below the runs that reproduce it."""
+
+    kind: Literal["published"] = "published"
+    label: str
+    model: str
+    reasoning_effort: str | None
+
+
+class MeasuredLine(Result):
+    """A run's row of the table (its numbers are its summary's, in `runs`), and how `run` ends for that summary."""
+
+    kind: Literal["measured"] = "measured"
+    run: str
+    """The run's name."""
+    dir: str
+    """Its folder."""
+    label: str
+    status: int
+    """The exit code of `run` for this summary (`outcome.py`): 0 complete, 3 its numbers do not measure the model,
+    4 incomplete (the same command again completes it)."""
+    status_lines: list[str]
+    """What `run` says last about it: which benchmarks are incomplete or not measured, and what to do."""
+
+
+TableLine = Annotated[MeasuredLine | PublishedLine, Field(discriminator="kind")]
+
+
+class ComparedRun(Result):
+    """One run of a comparison: its folder and its summary (computed from its store)."""
+
+    dir: str
+    summary: RunSummary
+
+
+class CompareResult(Result):
+    """`compare.json`: the runs in the card's row order, each beside the published row it reproduces, and the paired
+    differences of every pair of runs."""
+
+    rows: list[TableLine]
+    """The table's rows, top to bottom."""
+    runs: list[ComparedRun]
+    """The runs, in table order."""
+    differences: list[TaskDifference]
+
+
+CardSchema = Literal["llmjp-eval/card/v1"]
+CARD_SCHEMA: Final[CardSchema] = "llmjp-eval/card/v1"
+
+
+class CardSummary(Result):
+    """The card's `summary.json` (`card`, `card --collect`): the table over its row folders — compare's, in the card's
+    row order — and the rows whose run ended without its report."""
+
+    schema_version: CardSchema = Field(default=CARD_SCHEMA, alias="schema")
+    rows: list[TableLine]
+    """The table's rows, top to bottom: every published row, each measured row above the one it reproduces, rows
+    without a published row last."""
+    runs: list[ComparedRun]
+    """The measured rows, in table order."""
+    differences: list[TaskDifference]
+    failed: dict[str, str]
+    """By row name: the rows whose run ended without its report (a user error, a crash, a signal), and what each
+    said last. A row that stored something before it ended is in the table too."""
+
+
 R = TypeVar("R", bound=Result)
 
 # Each result file's schema, generated into docs/ (a new result type adds its file here).
-SCHEMA_FILES: dict[str, type[Result]] = {"summary.schema.json": RunSummary}
+SCHEMA_FILES: dict[str, type[Result]] = {"summary.schema.json": RunSummary, "card.schema.json": CardSummary}
 
 
 def report_order(entries: Mapping[str, TaskResult]) -> list[str]:

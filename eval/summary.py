@@ -156,8 +156,7 @@ def compute_summary(store: Store) -> RunSummary:
     complete = not any(sum(t.counts.unfinished().values()) for t in tasks.values())
     note = card.note
     if published is not None and cfg.variant != "full":
-        note = (f"Published row {row_label(published['model'], effort)}: not compared, this run used the "
-                f"{cfg.variant} data.")
+        note = f"Published row {published_label(published)}: not compared, this run used the {cfg.variant} data."
     return RunSummary(run=cfg.name, model=answering_model(cfg)["path"], label=cfg.label or row_label(name, effort),
                       reasoning_effort=effort, judge_model=cfg.judge.model, variant=cfg.variant, rounds=cfg.rounds,
                       compat=cfg.compat, greedy=cfg.generation.greedy, complete=complete, published_row=card.matched,

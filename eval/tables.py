@@ -55,6 +55,12 @@ def _verdict(published: VersusPublished) -> str:
     return f"{published.verdict} ({'p < 0.001' if p < 0.001 else f'p = {p:.2g}'})"
 
 
+def delta_cell(entry: TaskResult) -> str:
+    """A task's "Δ · verdict" against its published value, or "–" where there is none to compare with."""
+    versus = entry.published
+    return f"{versus.delta:+.2f} · {_verdict(versus)}" if versus and versus.delta is not None else "–"
+
+
 def render_markdown(summary: RunSummary, published: pd.DataFrame, plots: list[str] = (), details: bool = True) -> str:
     entries = list(summary.tasks.values())
     out = [f"# {summary.run}: {summary.label}", ""]
@@ -82,9 +88,7 @@ def render_markdown(summary: RunSummary, published: pd.DataFrame, plots: list[st
                " | ".join(cell(t.score, t.counts) for t in entries) + f" | {errors} |")
     compared = [(t, t.published) for t in entries if t.published]
     if compared:
-        out.append("| Δ vs published · verdict | " + " | ".join(
-            (f"{t.published.delta:+.2f} · {_verdict(t.published)}"
-             if t.published and t.published.delta is not None else "–") for t in entries) + " | |")
+        out.append("| Δ vs published · verdict | " + " | ".join(delta_cell(t) for t in entries) + " | |")
     for row in published.to_dict("records"):
         out.append(f"| {published_label(row)} (published) | " + " | ".join(published_cells(row, entries)) + " | |")
     out += ["", "Published rows: the llm-jp-4 model card (judge gpt-5.4-2026-03-05, mean of three rounds); "
@@ -149,30 +153,46 @@ def _detail_tables(entries: list[TaskResult]) -> list[str]:
 CSV_SUFFIXES = ("sd", "ci_low", "ci_high", "delta", "verdict", "p", "missing", "missing_rounds")
 
 
-def render_csv(summary: RunSummary, published: pd.DataFrame) -> str:
-    entries = list(summary.tasks.values())
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    header = ["kind", "model", "reasoning_effort"] + [t.column for t in entries]
-    header += [f"{t.column} {suffix}" for t in entries for suffix in CSV_SUFFIXES]
-    writer.writerow(header)
+def csv_header(entries: list[TaskResult]) -> list[str]:
+    return ["kind", "model", "reasoning_effort"] + [t.column for t in entries] + \
+        [f"{t.column} {suffix}" for t in entries for suffix in CSV_SUFFIXES]
+
+
+def measured_csv_row(summary: RunSummary, tasks: Iterable[str]) -> list[Any]:
+    """A run's row under the header of `tasks` (names; empty cells for those the run does not have)."""
     model, effort = summary.label.split(" (reasoning_effort = ")[0], summary.reasoning_effort or ""
-    measured: list[Any] = ["measured", model, effort]
+    row: list[Any] = ["measured", model, effort]
+    entries = [summary.tasks.get(name) for name in tasks]
+    row += [fmt(t.score.mean, 4) if t and t.score else "" for t in entries]
     for t in entries:
-        measured.append(fmt(t.score.mean, 4) if t.score else "")
-    for t in entries:
+        if t is None:
+            row += [""] * len(CSV_SUFFIXES)
+            continue
         score, versus = t.score, t.published
         lo, hi = score.ci95 if score else (None, None)
         p = versus.p if versus else None
-        measured += [_number(score.sd if score else None), _number(lo), _number(hi),
-                     _number(versus.delta if versus else None), (versus.verdict if versus else None) or "",
-                     f"{p:.3g}" if p is not None else "", t.counts.missing,
-                     ";".join(str(r) for r in score.missing_rounds) if score else ""]
-    writer.writerow(measured)
-    for row in published.to_dict("records"):
-        cells = [c if c != "–" else "" for c in published_cells(row, entries)]
-        writer.writerow(["published", row["model"], row["reasoning_effort"]] + cells + [""] * (len(CSV_SUFFIXES) * len(entries)))
+        row += [_number(score.sd if score else None), _number(lo), _number(hi),
+                _number(versus.delta if versus else None), (versus.verdict if versus else None) or "",
+                f"{p:.3g}" if p is not None else "", t.counts.missing,
+                ";".join(str(r) for r in score.missing_rounds) if score else ""]
+    return row
+
+
+def published_csv_row(row: dict[str, Any], entries: list[TaskResult]) -> list[Any]:
+    cells = [c if c != "–" else "" for c in published_cells(row, entries)]
+    return ["published", row["model"], row["reasoning_effort"]] + cells + [""] * (len(CSV_SUFFIXES) * len(entries))
+
+
+def csv_text(rows: list[list[Any]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
+
+
+def render_csv(summary: RunSummary, published: pd.DataFrame) -> str:
+    entries = list(summary.tasks.values())
+    return csv_text([csv_header(entries), measured_csv_row(summary, summary.tasks),
+                     *(published_csv_row(row, entries) for row in published.to_dict("records"))])
 
 
 def _number(value: float | None) -> str:

@@ -239,15 +239,24 @@ def build_chatml_model(folder: Path, answer: str = "OK", template: str = CHATML_
 def assert_valid_summary(path: Path):
     """`path` meets docs/summary.schema.json (checked by a JSON Schema validator) and the model, and the model writes
     it back byte for byte; returns the `RunSummary`."""
+    from eval.results import RunSummary
+
+    return assert_valid_result(path, RunSummary)
+
+
+def assert_valid_result(path: Path, kind):
+    """`path` meets the JSON Schema in docs/ of the result type `kind` (checked by a JSON Schema validator) and the
+    model, and the model writes it back byte for byte; returns the result."""
     import jsonschema
 
-    from eval.results import read_summary
+    from eval.results import SCHEMA_FILES, read_result
 
-    schema = json.loads((ROOT / "docs" / "summary.schema.json").read_text())
+    name = next(name for name, result in SCHEMA_FILES.items() if result is kind)
+    schema = json.loads((ROOT / "docs" / name).read_text())
     data = json.loads(path.read_text())
     errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
               for e in jsonschema.Draft202012Validator(schema).iter_errors(data)]
     assert errors == []
-    summary = read_summary(path)
-    assert json.dumps(summary.dump(), ensure_ascii=False, indent=2) + "\n" == path.read_text()
-    return summary
+    result = read_result(path, kind)
+    assert json.dumps(result.dump(), ensure_ascii=False, indent=2) + "\n" == path.read_text()
+    return result

@@ -226,7 +226,7 @@ def test_rejudge_sends_the_same_judge_prompts_and_keeps_the_row_label(judged_twi
     assert (activity["answers_replayed"], activity["generation_calls"], activity["judge_calls"]) == (planned, 0, planned)
     compared = cli("compare", str(original), str(rejudged))
     assert compared.returncode == 0, compared.stderr[-2000:]
-    assert f"| tiny-harmony (reasoning_effort = medium) ({rejudged.name}, judge mock-judge-lenient) | measured |" in compared.stdout
+    assert f"| **tiny-harmony (reasoning_effort = medium)** | {rejudged.name}, judge mock-judge-lenient | complete |" in compared.stdout
     again = cli("rejudge", str(original), "--out", str(rejudged), *LENIENT)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "nothing to compute" in again.stdout

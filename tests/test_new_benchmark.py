@@ -123,7 +123,7 @@ def test_a_new_benchmark_file_shows_up_everywhere_without_code(tmp_path, tasks_d
     capsys.readouterr()
     assert main(["compare", str(out), str(out), "--out", str(tmp_path / "cmp")]) == 0
     printed = capsys.readouterr().out
-    assert "| Model | kind | My Bench | MT-Bench (JA) | My Quality |" in printed
+    assert "| Model | run | status | My Bench | MT-Bench (JA) | My Quality |" in printed
     assert "| smoke | smoke | My Quality | +0.00 |" in printed
     assert drawn["compare.png"] == ["My Bench", "MT-Bench (JA)", "My Quality"]
     assert drawn["compare_categories.png"] == ["My Bench (a two-turn copy)", "MT-Bench (JA)"]

@@ -169,9 +169,14 @@ def test_compare_prints_measured_and_published_rows_with_paired_differences(two_
     result = cli("compare", str(two_runs["low"]), str(two_runs["high"]), "--out", str(tmp_path / "cmp"))
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert any("tiny-harmony (reasoning_effort = low) (smoke-low) | measured" in line for line in lines)
-    assert any("tiny-harmony (reasoning_effort = high) (smoke-high) | measured" in line for line in lines)
+    measured = [line for line in lines if line.startswith("| **tiny-harmony")]
+    assert measured == [line for line in lines if "| complete |" in line]
+    assert [line.split(" | ")[:3] for line in measured] == [["| **tiny-harmony (reasoning_effort = low)**", "smoke-low", "complete"],
+                                                            ["| **tiny-harmony (reasoning_effort = high)**", "smoke-high", "complete"]]
     assert sum("| published |" in line for line in lines) == 10
+    # Runs without a published row follow the card's rows; each says why it has none.
+    assert lines.index(measured[0]) > max(i for i, line in enumerate(lines) if "| published |" in line)
+    assert sum(line.startswith("- smoke-") and "No published row" in line for line in lines) == 2
     data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert {d["task"] for d in data["differences"]} == {"mt_bench_ja", "mt_bench_en", "answer_carefully", "llm_jp_instructions"}
     low = data["runs"][0]["summary"]["tasks"]["mt_bench_ja"]["metrics"]["score"]["mean"]

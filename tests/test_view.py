@@ -372,10 +372,10 @@ def test_compare_sorts_items_by_the_difference_and_shows_the_paired_cis(smoke, b
     assert diffs[0] == pytest.approx(10 - mean[raised], abs=0.006)
     assert (second[1].text, diffs[1]) == (nudged, pytest.approx(step / len(a_scores[nudged]), abs=0.006))
     assert all(d == 0 for d in diffs[2:])
-    overall = next(d for d in result["differences"] if d["task"] == "mt_bench_en")
+    overall = next(d for d in result.differences if d.task == "mt_bench_en")
     paired = by_id(browser, "paired").text
-    lo, hi = overall["ci95"]
-    assert f"+{overall['difference']:.2f}" in paired and f"[{lo:.2f}, {hi:.2f}]" in paired
+    lo, hi = overall.ci95
+    assert f"+{overall.difference:.2f}" in paired and f"[{lo:.2f}, {hi:.2f}]" in paired
     rows[0].click()
     assert "smoke-b" in by_id(browser, "detail").text and by_id(browser, "detail").is_displayed()
     browser.save_screenshot(str(ARTIFACTS / "compare-item.png"))

@@ -9,6 +9,7 @@ How a call is made is its transport's (`transport.Transport`: the OpenAI/Azure A
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -58,7 +59,9 @@ class JudgeClient:
         self.profile = profile
         self.warnings: list[str] = []
         self.semaphore = asyncio.Semaphore(cfg.concurrency)
-        self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
+        # A budget shared with other runs holds the rates and the judgments in flight of all of them.
+        self.limiter = ledger.shared or RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
+        self.in_flight = ledger.shared.in_flight if ledger.shared is not None else contextlib.nullcontext
         self.transport = open_transport(cfg, Setup(base_url, learned, self._pace, self._warn, tasks))
         self.ledger = ledger
         self.models_seen: set[str] = set()
@@ -87,7 +90,7 @@ class JudgeClient:
 
     async def judge(self, request: JudgeRequest) -> Judgment | None:
         """The judgment, or None when the budget was spent before this request's turn came (nothing is sent)."""
-        async with self.semaphore:
+        async with self.semaphore, self.in_flight():
             if self.ledger.exhausted():
                 return None
             return await self.continue_judging(Progress(request))
