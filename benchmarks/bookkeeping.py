@@ -7,7 +7,7 @@ reports, progress output. A second invocation of the finished run measures "noth
     python benchmarks/bookkeeping.py                 # full size, ~1 min on 2 shared cores
     python benchmarks/bookkeeping.py --scale 0.05    # CPU dry run, seconds
 
-Measured per invocation: wall time, rows the store loaded one slot at a time (`Store._get`), time the event
+Measured per invocation: wall time, slots the store loaded from its database one at a time (`Store.generation`, `Store.judgments`), time the event
 loop spent in judge-cache writes, lines written to the (non-interactive) progress log. The last line is one JSON
 object. Run it from the tree under test (`PYTHONPATH=<tree> python <tree>/benchmarks/bookkeeping.py`) to compare
 two checkouts one after the other.
@@ -81,15 +81,20 @@ class Meters:
     def __init__(self) -> None:
         self.loads = 0
         self.cache_write_s = 0.0
-        self._get = Store._get
+        self._generation = Store.generation
+        self._judgments = Store.judgments
         self._put = judge_cache.JudgeCache.put
 
     def __enter__(self) -> "Meters":
         meters = self
 
-        def counted_get(store, kind, slot):
-            meters.loads += 1
-            return meters._get(store, kind, slot)
+        def counted_generation(store, slot):
+            meters.loads += slot not in store.generations
+            return meters._generation(store, slot)
+
+        def counted_judgments(store, slot):
+            meters.loads += slot not in store.judged
+            return meters._judgments(store, slot)
 
         def timed_put(cache, judgment):
             started = time.perf_counter()
@@ -98,12 +103,14 @@ class Meters:
             finally:
                 meters.cache_write_s += time.perf_counter() - started
 
-        Store._get = counted_get
+        Store.generation = counted_generation
+        Store.judgments = counted_judgments
         judge_cache.JudgeCache.put = timed_put
         return self
 
     def __exit__(self, *exc) -> None:
-        Store._get = self._get
+        Store.generation = self._generation
+        Store.judgments = self._judgments
         judge_cache.JudgeCache.put = self._put
 
 

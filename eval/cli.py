@@ -513,7 +513,7 @@ def _check_judge(cfg: RunConfig, tasks: dict | None) -> list[str]:
     """The one judge request, when the judge's server answers at all; what is missing, as lines."""
     from .judge.client import JudgeClient
     from .judge.ledger import Ledger
-    from .judge.mock_server import MockServer
+    from .judge.providers import judge_address
     from .preflight import judge_server, unreachable
 
     if not cfg.judge.mock:
@@ -522,21 +522,19 @@ def _check_judge(cfg: RunConfig, tasks: dict | None) -> list[str]:
             return [f"missing  judge: {server} does not answer ({reason}) → check the network, judge.base_url or the proxy"]
 
     async def probe(base_url: str | None) -> list[str]:
-        client = JudgeClient(cfg.judge, base_url, Ledger(cfg.judge), profile=cfg.profile)
+        client = JudgeClient(cfg.judge, base_url, Ledger(cfg.judge), profile=cfg.profile,
+                             tasks=tasks.values() if tasks else None)
         try:
             await client.preflight()
             return client.warnings
         finally:
             await client.close()
 
-    mock = MockServer(cfg.judge.mock_settings, tasks=tasks.values() if tasks else None).start() if cfg.judge.mock else None
     try:
-        warnings = asyncio.run(probe(mock.url if mock else cfg.judge.base_url))
+        with judge_address(cfg.judge, tasks.values() if tasks else None) as base_url:
+            warnings = asyncio.run(probe(base_url))
     except UserError as e:
         return [f"missing  {e}"]
-    finally:
-        if mock is not None:
-            mock.stop()
     for warning in warnings:
         print(f"WARNING: {warning}")
     print(f"ok       judge {cfg.judge.model}: reachable, key accepted, parameters accepted")

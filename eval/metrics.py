@@ -15,12 +15,13 @@ Two intervals answer two questions:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .kinds import TaskRules, kind
+from .kinds import CallResult, TaskRules, kind
 from .records import SLOT_IN_TASK
 from .results import MetricStats, PairedDifference, Verdict, VersusPublished
 from .statuses import GENERATION_FAILURES, UNJUDGED, JudgmentStatus, is_valid
@@ -33,14 +34,19 @@ PUBLISHED_ROUNDS = 3  # the model card's rows are means of three rounds
 
 def observations(rules: TaskRules, judged: pd.DataFrame) -> pd.DataFrame:
     """One row per (round, item, turn, metric) with the value that enters that metric's mean; which metrics and
-    values a judgment gives is its metric kind's (`eval/kinds/`).
+    values a slot's judgments give is its metric kind's (`eval/kinds/`: `aggregate` over the calls of the slot).
 
-    `judged` has columns round, item_id, turn, category, status, scores (dict).
+    `judged` has columns round, item_id, turn, category, call, status, scores (dict): one row per judgment of a call
+    the task makes (`summary.run_frames`).
     """
     metric = kind(rules.metric)
-    rows = [(*(getattr(r, c) for c in SLOT_IN_TASK), name, value)
-            for r in judged.itertuples(index=False)
-            for name, value in metric.values(rules, r.status, r.scores, r.turn, r.category)]
+    slots: dict[tuple, list[Any]] = {}
+    for r in judged.itertuples(index=False):
+        slots.setdefault(tuple(getattr(r, c) for c in SLOT_IN_TASK), []).append(r)
+    rows = [(*slot, name, value)
+            for slot, judgments in slots.items()
+            for name, value in metric.aggregate(rules, [CallResult(r.call, r.status, r.scores) for r in judgments],
+                                                judgments[0].turn, judgments[0].category)]
     return pd.DataFrame(rows, columns=[*SLOT_IN_TASK, "metric", "value"])
 
 

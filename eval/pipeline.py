@@ -22,12 +22,12 @@ from .errors import UserError
 from .failpoints import checkpoint
 from .judge.batch import BatchJudge
 from .judge.cache import JudgeCache
-from .judge.client import JudgeClient, endpoint_identity
+from .judge.client import JudgeClient
 from .judge.ledger import Ledger
-from .judge.mock_server import MockServer
+from .judge.providers import endpoint_identity, judge_address
 from .judge.requests import Excluded, JudgeRequest
 from .judge.shared_budget import SharedBudget
-from .records import Generation, Judgment, JudgmentUsage, Slot, content_key
+from .records import CallSlot, Generation, Judgment, JudgmentUsage, Slot, content_key
 from .results import RunSummary, read_summary
 from .resume import JudgeState, ResumeRules, plan_slots, refusal
 from .rundir import REPORT_FILES, RunLock, write_json
@@ -276,12 +276,8 @@ class Runner:
         with self._shared_cache() as cache:
             if pending_generations == 0 and pending_judgments == 0:
                 return
-            mock = MockServer(self.cfg.judge.mock_settings, tasks=self.tasks.values()).start() if self.cfg.judge.mock else None
-            try:
-                asyncio.run(self._execute(mock.url if mock else self.cfg.judge.base_url, cache, pending_generations))
-            finally:
-                if mock is not None:
-                    mock.stop()
+            with judge_address(self.cfg.judge, self.tasks.values()) as base_url:
+                asyncio.run(self._execute(base_url, cache, pending_generations))
 
     def _check_answers_available(self) -> None:
         """A backend that replays a file cannot produce what the file lacks: say what, before paying for any judging."""
@@ -297,17 +293,19 @@ class Runner:
                             "narrow the run with --tasks, --limit or --rounds")
 
     def _settle_judgments(self) -> int:
-        """Link the judgments that stand for a regenerated, identical answer to it; the number still to be judged."""
-        states = [self.rules.judge_state(slot) for slot, _ in self.rules.plan]
-        for state in states:
-            if state.names_older_generation:
-                self.adopt(state)
-        return sum(not state.judged for state in states)
+        """Link the judgments that stand for a regenerated, identical answer to it, and drop those of calls the tasks
+        no longer make; the number of calls still to be judged."""
+        states = [(slot, self.rules.judge_state(slot)) for slot, _ in self.rules.plan]
+        for slot, state in states:
+            if state.stale:
+                self.store.drop_judgments(slot, state.stale)
+            self.adopt(state)
+        return sum(len(state.pending) for _, state in states)
 
     def adopt(self, state: JudgeState) -> None:
-        """Record a standing judgment against the generation its request now names."""
-        assert state.stored is not None and state.request is not None
-        self.store.put_judgment(replace(state.stored, generation_key=state.request.generation_key))
+        """Record the standing judgments of a slot against the generation their requests now name."""
+        for judgment in state.relinked:
+            self.store.put_judgment(judgment)
 
     @contextmanager
     def _shared_cache(self) -> Iterator[JudgeCache]:
@@ -333,13 +331,14 @@ class Runner:
         with SharedBudget.open(self.cfg.judge, self.run_dir) or nullcontext() as shared:
             ledger = Ledger(self.cfg.judge, shared=shared)
             ledger.restore(sum(r.cost_usd or 0.0 for r in self.store.fields("judgment", JudgmentUsage)))
-            client = JudgeClient(self.cfg.judge, base_url, ledger, self.store.meta(JUDGE_LEARNED_PARAMS), self.cfg.profile)
+            client = JudgeClient(self.cfg.judge, base_url, ledger, self.store.meta(JUDGE_LEARNED_PARAMS), self.cfg.profile,
+                                 self.tasks.values())
             try:
                 self.store.event("judge", "preflight")
                 await client.preflight()
                 await GenerateAndJudge(self, client, cache).run(pending_generations)
             finally:
-                self.store.set_meta(JUDGE_LEARNED_PARAMS, client.policy.state())
+                self.store.set_meta(JUDGE_LEARNED_PARAMS, client.transport.learned())
                 self.warnings += client.warnings
                 self.fingerprints = {"models": sorted(client.models_seen), "system_fingerprints": sorted(client.fingerprints_seen)}
                 await client.close()
@@ -402,7 +401,7 @@ class Runner:
         return Judgment(key=content_key(J.EXCLUDED.value, request.generation_key), generation_key=request.generation_key,
                         round=s.round, task=s.task, item_id=s.item_id, turn=s.turn, judge_model=self.cfg.judge.model,
                         prompt_name="", prompt_hash="", params={}, messages=[], raw=None, scores={}, status=J.EXCLUDED,
-                        attempts=0, error=request.reason)
+                        attempts=0, error=request.reason, call=request.call)
 
 
 class GenerateAndJudge:
@@ -430,7 +429,7 @@ class GenerateAndJudge:
         self.answers: asyncio.Queue[Slot | None] = asyncio.Queue()
         self.requests: asyncio.Queue[JudgeRequest] = asyncio.Queue()
         self.batched: list[JudgeRequest] = []
-        self.released: dict[Slot, str] = {}  # slot → the judge request released for it (key; excluded: answer's key)
+        self.released: dict[CallSlot, str] = {}  # a call → the request released for it (key; excluded: answer's key)
         self.generating = False
         self.bar = progress.Bar("judge", "req", position=1)
 
@@ -493,23 +492,21 @@ class GenerateAndJudge:
         for turn in range(slot.turn, len(self.runner.tasks[slot.task].item(slot.item_id).turns) + 1):
             target = Slot(slot.round, slot.task, slot.item_id, turn)
             state = self.rules.judge_state(target, self.generating)
-            request = state.request
-            if request is None:
+            if state.requests is None:
                 break
-            key = request.key if isinstance(request, JudgeRequest) else request.generation_key
-            if self.released.get(target) == key:
-                continue
-            self.released[target] = key
-            if state.judged:
-                if state.names_older_generation:
-                    self.runner.adopt(state)
-            elif isinstance(request, Excluded):
-                self.store.put_judgment(self.runner.excluded(request))
-            elif (cached := self.cache.get(self.client.request_body(request), request.rules(self.client.profile))) is not None:
-                self.runner.judgments_reused += 1
-                self.store.put_judgment(_moved(cached, target, request))
-            else:
-                ready.append(request)
+            self.runner.adopt(state)
+            for request in state.unjudged:
+                key = request.key if isinstance(request, JudgeRequest) else request.generation_key
+                if self.released.get(request.place) == key:
+                    continue
+                self.released[request.place] = key
+                if isinstance(request, Excluded):
+                    self.store.put_judgment(self.runner.excluded(request))
+                elif (cached := self.cache.get(self.client.request_body(request), request.rules(self.client.profile))) is not None:
+                    self.runner.judgments_reused += 1
+                    self.store.put_judgment(_moved(cached, request))
+                else:
+                    ready.append(request)
         return ready
 
     async def _judge_worker(self) -> None:
@@ -536,9 +533,9 @@ def _raise_first_failure(tasks: set[asyncio.Task]) -> None:
             raise task.exception()  # type: ignore[misc]
 
 
-def _moved(cached: Judgment, slot: Slot, request: JudgeRequest) -> Judgment:
-    """A cached judgment placed in this run's slot (same key ⇒ same messages; the slot may differ)."""
-    data = cached.to_dict()
-    data.update(round=slot.round, task=slot.task, item_id=slot.item_id, turn=slot.turn,
-                generation_key=request.generation_key, cached=True)
-    return Judgment.from_dict(data)
+def _moved(cached: Judgment, request: JudgeRequest) -> Judgment:
+    """A cached judgment placed in this run's slot and call, under this request's key (the cache matched the request
+    body, which the key does not hash alone: another round's identical request has another key)."""
+    slot = request.slot
+    return replace(cached, round=slot.round, task=slot.task, item_id=slot.item_id, turn=slot.turn, call=request.call,
+                   key=request.key, generation_key=request.generation_key, cached=True)

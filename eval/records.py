@@ -1,8 +1,11 @@
-"""The records that flow between stages and live in the store: the `Item`s of a task, `Generation` and `Judgment`
-(one per slot), the rows of the plan and of a stored field selection, and the task facts the reports read.
+"""The records that flow between stages and live in the store: the `Item`s of a task, `Generation` (one per slot)
+and `Judgment` (one per judge call of a slot), the rows of the plan and of a stored field selection, and the task
+facts the reports read.
 
-A record's `key` is a hash of everything that determines it; the store holds one record per slot
-(round, task, item, turn) and recomputes a slot only when the key it would have differs.
+A record's `key` is a hash of everything that determines it; the store holds one generation per slot (round, task,
+item, turn) and one judgment per judge call of a slot (`CallSlot`: the slot and the call's name; a metric kind says
+which calls a slot needs, most kinds one, `SINGLE_CALL`), and recomputes a record only when the key it would have
+differs.
 
 Records are dataclasses: they are made field by field on the hot path (every answer, every judgment, the judge
 cache) and copied with `dataclasses.replace`; the store writes them itself, so reading them back needs no
@@ -36,6 +39,8 @@ class Slot:
     turn: int
 
 
+SINGLE_CALL = "single"  # a slot's judge call where a kind makes one: every judgment stored before slots had several
+
 Plot = Literal["categories", "none"]  # how a task is plotted beside the bars of every task: a per-category radar, or not
 
 SLOT_COLUMNS = tuple(f.name for f in fields(Slot))  # a slot's columns in the store's tables and in frames
@@ -49,6 +54,20 @@ class SlotRow(Slot):
     @property
     def slot(self) -> Slot:
         return Slot(self.round, self.task, self.item_id, self.turn)
+
+
+@dataclass(frozen=True)
+class CallSlot(SlotRow):
+    """One judge call of a slot, by its name (`MetricKind.calls`): where a judgment is stored."""
+
+    call: str
+
+    @classmethod
+    def of(cls, slot: Slot, call: str) -> "CallSlot":
+        return cls(slot.round, slot.task, slot.item_id, slot.turn, call)
+
+
+CALL_SLOT_COLUMNS = tuple(f.name for f in fields(CallSlot))  # a judgment's place: the slot's columns and the call's
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,7 @@ class TaskRules:
     api_error_score: float | None = None
     primary_criterion: str | None = None
     criteria: tuple[str, ...] = ()
+    calls: tuple[str, ...] = (SINGLE_CALL,)  # the judge calls each slot needs, by name (`MetricKind.calls`)
 
 
 class TaskMeta(BaseModel):
@@ -176,6 +196,11 @@ class Judgment(_Record):
     cost_usd: float | None = None
     cached: bool = False
     parse_rules: str | None = None  # JudgeRequest.rules: how the reply was read (the shared cache keys by it)
+    call: str = SINGLE_CALL  # which judge call of its slot this is (records stored before several were possible: one)
+
+    @property
+    def place(self) -> CallSlot:
+        return CallSlot.of(self.slot, self.call)
 
 
 @dataclass(frozen=True)

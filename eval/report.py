@@ -14,7 +14,7 @@ import yaml
 from .config import RunConfig
 from .kinds import kind
 from .manifest import manifest
-from .records import SlotRow, TaskMeta, TaskRules
+from .records import CallSlot, SlotRow, TaskMeta, TaskRules
 from .results import RunSummary, write_summary
 from .rundir import check_links, write_json, write_jsonl, write_text
 from .run_meta import CONFIG
@@ -37,7 +37,7 @@ def task_meta(task: Task, greedy: bool = False) -> TaskMeta:
                     order=spec.report.order, published_column=spec.report.published,
                     plot=spec.report.plot or kind(spec.metric).plot, scale=kind(spec.metric).scale,
                     rules=TaskRules(spec.metric, spec.judge.api_error_score, spec.judge.primary_criterion,
-                                    tuple(template.criteria or ())),
+                                    tuple(template.criteria or ()), kind(spec.metric).calls(spec)),
                     no_answer=spec.generation.no_answer, greedy_categories=sorted(greedy_categories),
                     expected_items=spec.expected_items, judge_prompts=task.prompts.path,
                     judge_prompts_sha256=task.prompts.sha256)
@@ -72,7 +72,7 @@ class GenerationError(SlotRow):
 
 
 @dataclass(frozen=True)
-class JudgmentError(SlotRow):
+class JudgmentError(CallSlot):
     status: str
     error: str | None
     attempts: int

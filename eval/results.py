@@ -74,7 +74,7 @@ class Counts(Result):
     holds no score and per generation failure (`statuses.py`)."""
 
     judgments: int
-    """Stored judgments."""
+    """Stored judgments: one per judge call of a slot (most tasks make one call per slot)."""
     valid: int
     """Judgments with scores (status ok)."""
     parse_failed: int
@@ -93,7 +93,8 @@ class Counts(Result):
     planned: int
     """Planned slots (items × turns × rounds)."""
     missing: int
-    """Planned slots without a judgment."""
+    """Judge calls of planned slots without a judgment (planned slots × the task's calls per slot, less the stored
+    judgments)."""
     gen_missing: int = 0
     """Planned slots without an answer (generation stopped: servers down, a budget, a kill)."""
     no_answer: int = 0

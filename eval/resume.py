@@ -6,15 +6,16 @@ Every check is pure (it reads the store, never writes it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .backends.base import Backend, GenerationRequest, Sampling, request_seed
 from .chat import turn_messages
 from .compat import answer_for
 from .config import RunConfig
-from .judge.requests import Excluded, JudgeRequest, build_request
-from .records import Generation, Judgment, Slot, content_key
+from .judge.requests import Excluded, JudgeRequest, build_requests
+from .kinds import kind
+from .records import CallSlot, Generation, Judgment, Slot, content_key
 from .run_meta import IDENTITY
 from .statuses import GenerationStatus as G, JudgmentStatus as J, is_transient
 from .store import Store
@@ -28,26 +29,51 @@ def plan_slots(tasks: dict[str, Task], rounds: int) -> list[tuple[Slot, str | No
 
 @dataclass
 class JudgeState:
-    """Where a slot's judgment stands: `request` is what judging it takes now (None while an answer it needs is not
-    stored); `stored` the judgment the store holds."""
-    request: JudgeRequest | Excluded | None
-    stored: Judgment | None
+    """Where the judgments of a slot stand: `calls` are the judge calls it needs, by name; `requests` what judging
+    them takes now, one per call (None while an answer it needs is not stored); `stored` the judgments the store
+    holds, by call."""
+    calls: tuple[str, ...]
+    requests: list[JudgeRequest] | list[Excluded] | None
+    stored: dict[str, Judgment]
 
-    @property
-    def judged(self) -> bool:
-        """The stored judgment is final and judged exactly this request (same answers, prompt and judge settings)."""
-        request, stored = self.request, self.stored
-        if request is None or stored is None:
+    def stands(self, request: JudgeRequest | Excluded) -> bool:
+        """The call's stored judgment is final and judged exactly this request (same answers, prompt and judge
+        settings)."""
+        stored = self.stored.get(request.call)
+        if stored is None:
             return False
         if isinstance(request, Excluded):
             return stored.status == J.EXCLUDED and stored.generation_key == request.generation_key
         return not is_transient(stored) and stored.key == request.key
 
     @property
-    def names_older_generation(self) -> bool:
-        """Judged, but recorded against an earlier generation that came out identical (a regenerated answer leaves
-        the judge's input unchanged: the judgment stands and is linked to the new generation, not paid again)."""
-        return self.judged and self.stored.generation_key != self.request.generation_key  # type: ignore[union-attr]
+    def unjudged(self) -> list[JudgeRequest | Excluded]:
+        """The requests whose judgment does not stand (none while the requests cannot be made)."""
+        return [r for r in self.requests or () if not self.stands(r)]
+
+    @property
+    def pending(self) -> list[str]:
+        """The calls without a standing judgment (all of them while the requests cannot be made)."""
+        if self.requests is None:
+            return list(self.calls)
+        return [r.call for r in self.unjudged]
+
+    @property
+    def judged(self) -> bool:
+        return not self.pending
+
+    @property
+    def relinked(self) -> list[Judgment]:
+        """Standing judgments recorded against an earlier generation that came out identical (a regenerated answer
+        leaves the judge's input unchanged: the judgment stands and is linked to the new generation, not paid again),
+        as they are to be stored now."""
+        return [replace(self.stored[r.call], generation_key=r.generation_key) for r in self.requests or ()
+                if self.stands(r) and self.stored[r.call].generation_key != r.generation_key]
+
+    @property
+    def stale(self) -> list[str]:
+        """Stored calls the slot no longer needs (its task's calls changed)."""
+        return [call for call in self.stored if call not in self.calls]
 
 
 class ResumeRules:
@@ -106,10 +132,11 @@ class ResumeRules:
         """`generating`: this run is still generating, so a slot waits for every answer of its conversation that is
         to be generated again — a failed answer is judged as it came back only once it failed for good in this run
         (or generation stopped), never just before its new answer arrives."""
-        stored = self.store.judgment(slot) if self.store else None
-        return JudgeState(self._judge_request(slot, generating), stored)
+        spec = self.tasks[slot.task].spec
+        stored = self.store.judgments(slot) if self.store else {}
+        return JudgeState(kind(spec.metric).calls(spec), self._judge_requests(slot, generating), stored)
 
-    def _judge_request(self, slot: Slot, generating: bool) -> JudgeRequest | Excluded | None:
+    def _judge_requests(self, slot: Slot, generating: bool) -> list[JudgeRequest] | list[Excluded] | None:
         task = self.tasks[slot.task]
         gens = []
         for turn in range(1, slot.turn + 1):
@@ -117,7 +144,7 @@ class ResumeRules:
             if not self.is_stored(earlier, to_judge=not generating):
                 return None
             gens.append(self.store.generation(earlier))  # type: ignore[union-attr]
-        return build_request(task, task.item(slot.item_id), slot.turn, gens, self.cfg)
+        return build_requests(task, task.item(slot.item_id), slot.turn, gens, self.cfg)
 
     def superseded_by(self, gen: Generation) -> list[Slot]:
         """The slots whose judgments a new answer replaces: its own and the later turns of its conversation (their
@@ -130,7 +157,7 @@ class ResumeRules:
         return [Slot(gen.round, gen.task, gen.item_id, turn) for turn in range(gen.turn, turns + 1)]
 
     def _seen(self, gen: Generation) -> tuple[bool, str | None]:
-        """What a judge request (`build_request`) and the next turn's history take from a generation: whether the task
+        """What a judge request (`build_requests`) and the next turn's history take from a generation: whether the task
         excludes it, and the answer as the profile shows it."""
         no_answer = self.tasks[gen.task].spec.generation.no_answer
         excluded = gen.status != G.OK and (no_answer or self.cfg.profile.no_answer) == "exclude"
@@ -146,23 +173,25 @@ class ResumeRules:
                 pending.append(slot)
         return pending
 
-    def pending_judgments(self, generating: bool = False) -> list[Slot]:
-        """Slots without a final judgment of their current answers; `generating` counts those whose answers are to be
-        generated (again) first."""
-        return [slot for slot, _ in self.plan if not self.judge_state(slot, generating).judged]
+    def pending_judgments(self, generating: bool = False) -> list[CallSlot]:
+        """Judge calls of the plan's slots without a final judgment of their current answers; `generating` counts those
+        whose answers are to be generated (again) first."""
+        return [CallSlot.of(slot, call) for slot, _ in self.plan for call in self.judge_state(slot, generating).pending]
 
     def replaced(self) -> tuple[int, int]:
         """Paid work the store holds that this config would do again: final answers made from another request, and
-        final judgments that no longer stand — at most: a judgment whose answer comes back identical is kept. Failed
+        final judgments that no longer stand (or of calls the task no longer makes) — at most: a judgment whose answer comes back identical is kept. Failed
         records (asked again anyway) and excluded answers (no judge call) are not counted."""
         if self.store is None:
             return 0, 0
         answers = judgments = 0
         for slot, _ in self.plan:
-            gen, judged = self.store.generation(slot), self.store.judgment(slot)
+            gen = self.store.generation(slot)
             answers += gen is not None and not is_transient(gen) and not self.is_stored(slot)
-            judgments += judged is not None and not is_transient(judged) and judged.status != J.EXCLUDED and \
-                not self.judge_state(slot).judged
+            state = self.judge_state(slot)
+            falling = set(state.pending) | set(state.stale)
+            judgments += sum(not is_transient(j) and j.status != J.EXCLUDED and call in falling
+                             for call, j in state.stored.items())
         return answers, judgments
 
 

@@ -1,11 +1,17 @@
 """The run store: one SQLite file (WAL) per run directory, written through after every record.
 
-Tables hold one record per slot (round, task, item, turn). Writing a record with a new key to a taken slot moves
-the old one to `superseded`, so nothing computed is ever lost. `plan` lists the slots of the latest invocation;
-reports read plan + records only, so `report RUN_DIR` needs nothing else.
+`generations` holds one record per slot (round, task, item, turn), `judgments` one per judge call of a slot (the slot
+and the call's name: `records.CallSlot`). Writing a record with a new key to a taken place moves the old one to
+`superseded`, so nothing computed is ever lost. `plan` lists the slots of the latest invocation; reports read plan +
+records only, so `report RUN_DIR` needs nothing else.
 
-A record looked up by slot is kept in memory (the resume checks ask for the same slots many times); every write goes
+Records looked up by slot are kept in memory (the resume checks ask for the same slots many times); every write goes
 through this object (the run lock allows one writer), which keeps the copy equal to what a read would return.
+
+A store written before a slot could have several judgments has no `call` column: opening it for writing adds the
+column (every judgment it holds is its slot's `SINGLE_CALL`, which is also the column's default, so an older version
+of the harness can still write the store); opening it read-only shows its table through a view with that column.
+Records are not rewritten: keys, statuses and reports stay what they were.
 """
 
 from __future__ import annotations
@@ -25,27 +31,32 @@ from pydantic import ValidationError
 from . import redact
 from .errors import UserError
 from .failpoints import checkpoint
-from .records import SLOT_COLUMNS, Generation, Judgment, Planned, Slot
+from .records import CALL_SLOT_COLUMNS, SINGLE_CALL, SLOT_COLUMNS, CallSlot, Generation, Judgment, Planned, Slot
 from .run_meta import CONFIG, MetaKey
 
 T = TypeVar("T")
 Row = TypeVar("Row")
 
 SLOT = ", ".join(SLOT_COLUMNS)
+CALL_SLOT = ", ".join(CALL_SLOT_COLUMNS)
 SQL_TYPES = {"int": "INT", "str": "TEXT"}  # of the slot's fields (annotations are strings here)
 SLOT_DEFINITION = ", ".join(f"{f.name} {SQL_TYPES[str(f.type)]}" for f in dataclasses.fields(Slot))
 AT_SLOT = " AND ".join(f"{column} = ?" for column in SLOT_COLUMNS)
-BY_TASK = "ORDER BY task, round, item_id, turn"  # the order of reports' rows and dumps
+AT_CALL_SLOT = " AND ".join(f"{column} = ?" for column in CALL_SLOT_COLUMNS)
+BY_TASK = "ORDER BY task, round, item_id, turn"  # the order of reports' rows and dumps (judgments: then by call)
 BY_ROUND = f"ORDER BY {SLOT}"  # the fingerprint's (unchanged, so stored fingerprints stay valid)
+JUDGMENT_FIELDS = "key, generation_key, status, record, created"  # the columns after a judgment's place
+# `call` has a default, so an older version of the harness writes its one judgment per slot here as before
+JUDGMENTS_TABLE = (f"judgments ({SLOT_DEFINITION}, call TEXT NOT NULL DEFAULT '{SINGLE_CALL}', key TEXT NOT NULL, "
+                   "generation_key TEXT NOT NULL, status TEXT NOT NULL, record TEXT NOT NULL, created REAL NOT NULL, "
+                   f"PRIMARY KEY ({CALL_SLOT}))")
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS plan ({SLOT_DEFINITION}, category TEXT, PRIMARY KEY ({SLOT}));
 CREATE TABLE IF NOT EXISTS generations ({SLOT_DEFINITION}, key TEXT NOT NULL,
     status TEXT NOT NULL, record TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY ({SLOT}));
-CREATE TABLE IF NOT EXISTS judgments ({SLOT_DEFINITION}, key TEXT NOT NULL,
-    generation_key TEXT NOT NULL, status TEXT NOT NULL, record TEXT NOT NULL, created REAL NOT NULL,
-    PRIMARY KEY ({SLOT}));
+CREATE TABLE IF NOT EXISTS {JUDGMENTS_TABLE};
 CREATE TABLE IF NOT EXISTS superseded (kind TEXT, key TEXT, record TEXT, replaced REAL);
 CREATE TABLE IF NOT EXISTS batches (batch_id TEXT PRIMARY KEY, input_file_id TEXT, keys TEXT NOT NULL,
     status TEXT NOT NULL, created REAL NOT NULL, finished REAL);
@@ -53,7 +64,8 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, stage T
 """
 
 _TABLES = {"generation": "generations", "judgment": "judgments"}
-_RECORDS: dict[str, type[Generation] | type[Judgment]] = {"generation": Generation, "judgment": Judgment}
+_PLACE = {"generation": SLOT_COLUMNS, "judgment": CALL_SLOT_COLUMNS}  # the columns a record's place is stored in
+_ORDER = {"generation": BY_TASK, "judgment": f"{BY_TASK}, call"}
 _OBJECT_FIELDS = {"scores", "usage", "params", "messages"}
 RecordKind = Literal["generation", "judgment"]
 
@@ -82,8 +94,31 @@ class Store:
             found = " ".join(" ".join(problems).split())[:200]
             raise UserError(f"{self.path}: the run store is damaged ({found}); move it aside (`sqlite3 {self.path.name} "
                             ".recover` may save its records) and run again, or choose another --out")
+        self._with_calls(read_only)
         self.lock = threading.Lock()
-        self.by_slot: dict[str, dict[Slot, Generation | Judgment | None]] = {kind: {} for kind in _TABLES}
+        self.generations: dict[Slot, Generation | None] = {}
+        self.judged: dict[Slot, dict[str, Judgment]] = {}  # a slot's judgments by call, once read
+
+    def _with_calls(self, read_only: bool) -> None:
+        """The judgments table of a store written before slots had several judgments, given its `call` column."""
+        columns = [row[1] for row in self.db.execute("PRAGMA main.table_info(judgments)")]
+        if not columns or "call" in columns:
+            return
+        if read_only:  # shown through a view, as the judgments table
+            self.db.execute(f"CREATE TEMP VIEW judgments AS SELECT {SLOT}, '{SINGLE_CALL}' AS call, {JUDGMENT_FIELDS} "
+                            "FROM main.judgments")
+            return
+        self.db.execute("BEGIN IMMEDIATE")  # SQLite cannot add a column to a primary key: the table is made again
+        try:
+            self.db.execute("ALTER TABLE judgments RENAME TO judgments_without_calls")
+            self.db.execute(f"CREATE TABLE {JUDGMENTS_TABLE}")
+            self.db.execute(f"INSERT INTO judgments ({SLOT}, {JUDGMENT_FIELDS}) SELECT {SLOT}, {JUDGMENT_FIELDS} "
+                            "FROM judgments_without_calls")
+            self.db.execute("DROP TABLE judgments_without_calls")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self.lock:
@@ -140,68 +175,85 @@ class Store:
 
     # ------------------------------------------------------------ records
 
-    def _get(self, kind: str, slot: Slot) -> dict[str, Any] | None:
-        row = self.db.execute(f"SELECT record FROM {_TABLES[kind]} WHERE {AT_SLOT}", dataclasses.astuple(slot)).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def _record(self, kind: str, slot: Slot) -> Generation | Judgment | None:
-        with self.lock:  # a write from the other thread cannot slip between the read and the copy
-            known = self.by_slot[kind]
-            if slot not in known:
-                data = self._get(kind, slot)
-                known[slot] = _RECORDS[kind].from_dict(data) if data else None
-            return known[slot]
-
-    def _put(self, kind: str, record: Generation | Judgment, superseded_judgments: Iterable[Slot] = ()) -> None:
-        data = record.to_dict()
-        if data.get("error"):  # a server's error text may echo the request's credentials
-            data["error"] = redact.text(data["error"], credentials=True)
-        s = record.slot
-        extra = (record.generation_key,) if isinstance(record, Judgment) else ()
-        columns = f"({SLOT}, key, generation_key, status, record, created)" if extra else \
-            f"({SLOT}, key, status, record, created)"
-        marks = ", ".join("?" * (len(SLOT_COLUMNS) + len(extra) + 4))
-        text = redact.text(json.dumps(data, ensure_ascii=False))
-        superseded_judgments = list(superseded_judgments)
-        with self._transaction() as db:
-            self._supersede(db, kind, s, record.key)
-            for slot in superseded_judgments:
-                self._supersede(db, "judgment", slot)
-            db.execute(
-                f"INSERT OR REPLACE INTO {_TABLES[kind]} {columns} VALUES ({marks})",
-                (*dataclasses.astuple(s), record.key, *extra, record.status, text, time.time()),
-            )
-            self.by_slot[kind].pop(s, None)
-            for slot in superseded_judgments:
-                self.by_slot["judgment"][slot] = None
-        self.by_slot[kind][s] = _RECORDS[kind].from_dict(json.loads(text))  # what a read returns (redacted)
-
-    @staticmethod
-    def _supersede(db: sqlite3.Connection, kind: str, slot: Slot, replaced_by: str | None = None) -> None:
-        """Move the slot's record to `superseded`, unless it has the key `replaced_by` of the record written in its
-        place next; with no record to follow (`replaced_by` None) the slot is left empty."""
-        where = f"WHERE {AT_SLOT}"
-        args = dataclasses.astuple(slot)
-        old = db.execute(f"SELECT key, record FROM {_TABLES[kind]} {where}", args).fetchone()
-        if old and old[0] != replaced_by:
-            db.execute("INSERT INTO superseded VALUES (?, ?, ?, ?)", (kind, old[0], old[1], time.time()))
-            if replaced_by is None:
-                db.execute(f"DELETE FROM {_TABLES[kind]} {where}", args)
-
     def generation(self, slot: Slot) -> Generation | None:
-        return self._record("generation", slot)  # type: ignore[return-value]
+        with self.lock:  # a write from the other thread cannot slip between the read and the copy
+            if slot not in self.generations:
+                row = self.db.execute(f"SELECT record FROM generations WHERE {AT_SLOT}", dataclasses.astuple(slot)).fetchone()
+                self.generations[slot] = Generation.from_dict(json.loads(row[0])) if row else None
+            return self.generations[slot]
+
+    def judgments(self, slot: Slot) -> dict[str, Judgment]:
+        """The stored judgments of a slot, by call (the objects are shared, so change a copy: `dataclasses.replace`)."""
+        with self.lock:
+            if slot not in self.judged:
+                rows = self.db.execute(f"SELECT call, record FROM judgments WHERE {AT_SLOT} ORDER BY call",
+                                       dataclasses.astuple(slot))
+                self.judged[slot] = {call: _judgment(call, record) for call, record in rows}
+            return dict(self.judged[slot])
+
+    def judgment(self, slot: Slot, call: str = SINGLE_CALL) -> Judgment | None:
+        return self.judgments(slot).get(call)
 
     def put_generation(self, gen: Generation, superseded_judgments: Iterable[Slot] = ()) -> None:
-        """Store an answer; the judgments of `superseded_judgments` (those it replaces) move to `superseded` in the
-        same transaction, so the store never holds a judgment of an answer that is no longer there."""
-        self._put("generation", gen, superseded_judgments)
-
-    def judgment(self, slot: Slot) -> Judgment | None:
-        """The stored judgment of a slot; the object is shared, so change a copy (`dataclasses.replace`)."""
-        return self._record("judgment", slot)  # type: ignore[return-value]
+        """Store an answer; the judgments of `superseded_judgments` (every call of those slots: those it replaces) move
+        to `superseded` in the same transaction, so the store never holds a judgment of an answer that is no longer
+        there."""
+        superseded_judgments = list(superseded_judgments)
+        text = self._text(gen)
+        with self._transaction() as db:
+            self._supersede(db, "generation", AT_SLOT, dataclasses.astuple(gen.slot), gen.key)
+            for slot in superseded_judgments:
+                self._supersede(db, "judgment", AT_SLOT, dataclasses.astuple(slot))
+            db.execute(f"INSERT OR REPLACE INTO generations ({SLOT}, key, status, record, created) "
+                       f"VALUES ({', '.join('?' * (len(SLOT_COLUMNS) + 4))})",
+                       (*dataclasses.astuple(gen.slot), gen.key, gen.status, text, time.time()))
+            self.generations.pop(gen.slot, None)
+            for slot in superseded_judgments:
+                self.judged[slot] = {}
+        with self.lock:
+            self.generations[gen.slot] = Generation.from_dict(json.loads(text))  # what a read returns (redacted)
 
     def put_judgment(self, judgment: Judgment) -> None:
-        self._put("judgment", judgment)
+        """Store the judgment of one call of a slot, in place of the one stored for that call."""
+        text = self._text(judgment)
+        place = dataclasses.astuple(judgment.place)
+        with self._transaction() as db:
+            self._supersede(db, "judgment", AT_CALL_SLOT, place, judgment.key)
+            db.execute(f"INSERT OR REPLACE INTO judgments ({CALL_SLOT}, {JUDGMENT_FIELDS}) "
+                       f"VALUES ({', '.join('?' * (len(CALL_SLOT_COLUMNS) + 5))})",
+                       (*place, judgment.key, judgment.generation_key, judgment.status, text, time.time()))
+            known = self.judged.pop(judgment.slot, None)
+        if known is not None:
+            with self.lock:
+                self.judged[judgment.slot] = {**known, judgment.call: _judgment(judgment.call, text)}
+
+    def drop_judgments(self, slot: Slot, calls: Iterable[str]) -> None:
+        """Move the judgments of these calls of a slot to `superseded` (calls its task no longer makes)."""
+        with self._transaction() as db:
+            for call in calls:
+                self._supersede(db, "judgment", AT_CALL_SLOT, dataclasses.astuple(CallSlot.of(slot, call)))
+            self.judged.pop(slot, None)
+
+    @staticmethod
+    def _text(record: Generation | Judgment) -> str:
+        """A record as it is stored: JSON, redacted (a server's error text may echo the request's credentials)."""
+        data = record.to_dict()
+        if data.get("error"):
+            data["error"] = redact.text(data["error"], credentials=True)
+        return redact.text(json.dumps(data, ensure_ascii=False))
+
+    @staticmethod
+    def _supersede(db: sqlite3.Connection, kind: str, where: str, args: tuple[Any, ...], replaced_by: str | None = None) -> None:
+        """Move the records at a place (`where`: a slot, or for judgments a slot and call) to `superseded`, unless it
+        has the key `replaced_by` of the record written in its place next; with no record to follow (`replaced_by`
+        None) the place is left empty."""
+        table = _TABLES[kind]
+        now = time.time()
+        for key, record in db.execute(f"SELECT key, record FROM {table} WHERE {where}", args).fetchall():
+            if key != replaced_by:
+                db.execute("INSERT INTO superseded VALUES (?, ?, ?, ?)", (kind, key, record, now))
+        if replaced_by is None:
+            db.execute(f"DELETE FROM {table} WHERE {where}", args)
 
     @overload
     def records(self, kind: Literal["generation"]) -> Iterator[Generation]: ...
@@ -210,16 +262,19 @@ class Store:
 
     def records(self, kind: RecordKind) -> Iterator[Generation] | Iterator[Judgment]:
         """Every current record of a kind, one at a time (reports stream them instead of holding them all)."""
-        record_type = _RECORDS[kind]
-        cursor = self.db.execute(f"SELECT record FROM {_TABLES[kind]} {BY_TASK}")
-        return (record_type.from_dict(json.loads(record)) for (record,) in cursor)
+        if kind == "judgment":
+            cursor = self.db.execute(f"SELECT call, record FROM judgments {_ORDER[kind]}")
+            return (_judgment(call, record) for call, record in cursor)
+        cursor = self.db.execute(f"SELECT record FROM generations {_ORDER[kind]}")
+        return (Generation.from_dict(json.loads(record)) for (record,) in cursor)
 
     def fields(self, kind: RecordKind, row: type[Row], where: str = "") -> list[Row]:
         """Some fields of every current record, as `row`s (a dataclass whose fields are the record fields to read; a
-        `SlotRow` reads the slot too), without loading the rest (answers, judge messages)."""
+        `SlotRow` reads the slot too, a `CallSlot` the judgment's call), without loading the rest (answers, judge
+        messages)."""
         names = [f.name for f in dataclasses.fields(row)]  # type: ignore[arg-type]
-        columns = ", ".join(f"json_extract(record, '$.{n}')" for n in names)
-        rows = self.db.execute(f"SELECT {columns} FROM {_TABLES[kind]} {where} {BY_TASK}")
+        columns = ", ".join(n if n in _PLACE[kind] else f"json_extract(record, '$.{n}')" for n in names)
+        rows = self.db.execute(f"SELECT {columns} FROM {_TABLES[kind]} {where} {_ORDER[kind]}")
         return [row(*(json.loads(v) if isinstance(v, str) and v[:1] in "{[" and n in _OBJECT_FIELDS else v
                       for n, v in zip(names, values, strict=True))) for values in rows]
 
@@ -231,7 +286,7 @@ class Store:
         queries = [f"SELECT key, value FROM meta WHERE key NOT IN ({', '.join('?' * len(excluded))}) ORDER BY key",
                    f"SELECT {SLOT}, category FROM plan {BY_ROUND}",
                    f"SELECT {SLOT}, key, status, created FROM generations {BY_ROUND}",
-                   f"SELECT {SLOT}, key, generation_key, status, created FROM judgments {BY_ROUND}",
+                   f"SELECT {SLOT}, key, generation_key, status, created FROM judgments {BY_ROUND}, call",
                    "SELECT COUNT(*), MAX(replaced) FROM superseded",
                    "SELECT batch_id, status, finished FROM batches ORDER BY batch_id"]
         for i, query in enumerate(queries):
@@ -266,6 +321,11 @@ class Store:
     def events(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT stage, kind, data, t FROM events ORDER BY id")
         return [{"stage": s, "kind": k, "data": json.loads(d), "t": t} for s, k, d, t in cur]
+
+
+def _judgment(call: str, record: str) -> Judgment:
+    """A stored judgment; its call is its row's (a record stored before slots had several calls does not say)."""
+    return Judgment.from_dict({**json.loads(record), "call": call})
 
 
 def _open_read_only(path: Path) -> sqlite3.Connection:

@@ -22,7 +22,7 @@ from .kinds import kind
 from .metrics import observations, reject_non_finite, reproduction, status_counts, summarize
 from .outcome import NO_ANSWER_WARN
 from .published import answering_model, card_row, model_identity, reasoning_effort
-from .records import SLOT_COLUMNS, Planned, SlotRow, TaskMeta
+from .records import SLOT_COLUMNS, CallSlot, Planned, SlotRow, TaskMeta
 from .results import (Counts, GreedyIdentical, MetricStats, NoAnswers, RunSummary, TaskResult, VersusPublished,
                       report_order)
 from .run_meta import CONFIG, MODEL_FORMAT, TASKS
@@ -82,7 +82,7 @@ class GeneratedRow(SlotRow):
 
 
 @dataclass(frozen=True)
-class JudgedRow(SlotRow):
+class JudgedRow(CallSlot):
     status: str
     scores: dict[str, float]
 
@@ -94,11 +94,15 @@ def _frame(rows: list[Any], row_type: type) -> pd.DataFrame:
 
 
 def run_frames(store: Store) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The plan, the generations and the judgments of a run, each row with its slot and category."""
+    """The plan, the generations and the judgments of a run, each row with its slot and category; a judgment's row
+    also with its call (only the calls its task makes: `TaskRules.calls`)."""
     keys = list(SLOT_COLUMNS)
     plan = _frame(store.plan(), Planned)
     gens = _frame(store.fields("generation", GeneratedRow), GeneratedRow).rename(columns={"status": "gen_status"})
     judged = _frame(store.fields("judgment", JudgedRow), JudgedRow)
+    made = pd.DataFrame([(task, call) for task, meta in (store.meta(TASKS) or {}).items() for call in meta.rules.calls],
+                        columns=["task", "call"])
+    judged = judged.merge(made, on=["task", "call"], how="inner")
     gens = plan.merge(gens, on=keys, how="inner")
     judged = reject_non_finite(plan.merge(judged, on=keys, how="inner"))
     return plan, gens, judged
@@ -133,7 +137,7 @@ def compute_summary(store: Store) -> RunSummary:
         stats = summarize(obs, rounds)
         no_answer = _no_answers(g, cfg.profile, meta.no_answer)
         counts = Counts(**status_counts(j, g.rename(columns={"gen_status": "status"})), items=len(items),
-                        planned=len(p), missing=len(p) - len(j), gen_missing=len(p) - len(g),
+                        planned=len(p), missing=len(p) * len(meta.rules.calls) - len(j), gen_missing=len(p) - len(g),
                         no_answer=int(no_answer.sum()))
         # A run stored before task files said how to show a task gets its kind's defaults, and its own name as the
         # published column (as reports then read it).

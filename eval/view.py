@@ -24,19 +24,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import pandas as pd
 
 from .errors import UserError
-from .metrics import observations, paired_difference
-from .records import SLOT_IN_TASK, Generation, Item, Judgment, Planned, Slot
+from .metrics import paired_difference
+from .records import SINGLE_CALL, SLOT_IN_TASK, Generation, Item, Judgment, Planned, Slot
 from .results import RunSummary, read_summary
 from .rundir import strict_json, write_text
 from .run_meta import ITEMS, TASKS
 from .statuses import CALL_FAILURES, TRANSIENT_GENERATION, TRANSIENT_JUDGMENT, JudgmentStatus
 from .store import Store
-from .summary import load_published, published_label, published_value
+from .summary import load_published, published_label, published_value, task_observations
 
-VIEW_SCHEMA = "llmjp-eval/view/v1"
+VIEW_SCHEMA = "llmjp-eval/view/v2"
 PAGE_DIR = Path(__file__).resolve().parent / "view_page"
 SPLIT_MIN = 8  # shorter strings are not worth a reference inside a judge message
 
@@ -76,10 +75,11 @@ class Strings:
         return parts
 
 
-# One array per planned slot; the page reads the positions from `row_fields` in the data.
+# One array per planned slot, with one array per judgment of the slot (one per judge call its task makes); the page
+# reads the positions from `row_fields` and `judgment_fields` in the data.
 ROW_FIELDS = ["item", "turn", "round", "gen_status", "final", "reasoning", "tokens_in", "tokens_out", "finish_reason",
-              "gen_error", "judge_status", "score", "scores", "judge_output", "attempts", "judge_messages", "judge_error",
-              "judge_model", "length"]
+              "gen_error", "judge_status", "score", "judgments", "length"]
+JUDGMENT_FIELDS = ["call", "status", "scores", "output", "attempts", "messages", "error", "model"]
 
 
 def _run_files(run_dir: Path, reports: Path) -> tuple[RunSummary, dict[str, Any] | None]:
@@ -119,11 +119,13 @@ class _RunReader:
             stored_items = {(task, i.item_id): i for task, rows in (store.meta(ITEMS) or {}).items() for i in rows}
             plan = store.plan()
             generations = {g.slot: g for g in store.records("generation")}
-            judgments = {j.slot: j for j in store.records("judgment")}
+            judgments: dict[Slot, list[Judgment]] = {}
+            for j in store.records("judgment"):
+                judgments.setdefault(j.slot, []).append(j)
+            self.observations = task_observations(store)
         finally:
             store.close()
         self.categories = {(p.task, p.item_id): p.category for p in plan}
-        self.observations = self._observations(plan, judgments)
         scores = {task: obs[obs["metric"] == "score"].set_index(list(SLOT_IN_TASK))["value"].to_dict()
                   for task, obs in self.observations.items()}
         seen = _seen_turns(generations) if not stored_items else {}
@@ -133,18 +135,11 @@ class _RunReader:
             if key not in items:
                 items[key] = len(item_rows)
                 item_rows.append(_item_row(strings, p, stored_items.get(key), seen))
-            slot = p.slot
-            self.rows.append(_row(strings, items[key], p, generations.get(slot), judgments.get(slot),
+            meta = self.metas.get(p.task)
+            calls = meta.rules.calls if meta else (SINGLE_CALL,)
+            made = sorted((j for j in judgments.get(p.slot, ()) if j.call in calls), key=lambda j: calls.index(j.call))
+            self.rows.append(_row(strings, items[key], p, generations.get(p.slot), made, calls,
                                   scores.get(p.task, {}).get(tuple(getattr(p, c) for c in SLOT_IN_TASK)), stored_items.get(key)))
-
-    def _observations(self, plan: list[Planned], judgments: dict[Slot, Judgment]) -> dict[str, pd.DataFrame]:
-        out = {}
-        for task, meta in self.metas.items():
-            rows = [[*(getattr(p, c) for c in SLOT_IN_TASK), p.category, j.status, j.scores]
-                    for p in plan if p.task == task and (j := judgments.get(p.slot))]
-            frame = pd.DataFrame(rows, columns=[*SLOT_IN_TASK, "category", "status", "scores"])
-            out[task] = observations(meta.rules, frame)
-        return out
 
 
 def _seen_turns(generations: dict[Slot, Generation]) -> dict[tuple[str, str], list[str]]:
@@ -168,23 +163,32 @@ def _item_row(strings: Strings, p: Planned, item: Item | None, seen: dict[tuple[
             [strings.add(r) for r in references] if references else None]
 
 
-def _row(strings: Strings, item_index: int, p: Planned, gen: Generation | None, judged: Judgment | None,
-         score: float | None, item: Item | None) -> list[Any]:
+def _row(strings: Strings, item_index: int, p: Planned, gen: Generation | None, judgments: list[Judgment],
+         calls: tuple[str, ...], score: float | None, item: Item | None) -> list[Any]:
     final = gen.final if gen else None
-    row = [item_index, p.turn, p.round, gen.status if gen else "missing", strings.add(final),
-           strings.add(gen.reasoning or None) if gen else None, gen.tokens_in if gen else None,
-           gen.tokens_out if gen else None, gen.finish_reason if gen else None, strings.add(gen.error if gen else None),
-           judged.status if judged else "missing", score, judged.scores if judged else None,
-           strings.add(judged.raw if judged else None), judged.attempts if judged else None, None,
-           strings.add(judged.error if judged else None),
-           (judged.returned_model or judged.judge_model) if judged else None, len(final or "")]
-    if judged:
-        # The texts a judge prompt is made of: earlier answers of this item and round, its turns and references.
-        known = [final or ""] + [m["content"] for m in (gen.messages if gen else []) if m["role"] != "system"]
-        if item is not None:
-            known += list(item.turns) + list(item.references or ())
-        row[ROW_FIELDS.index("judge_messages")] = [[m["role"], strings.split(m["content"], known)] for m in judged.messages]
-    return row
+    # The texts a judge prompt is made of: earlier answers of this item and round, its turns and references.
+    known = [final or ""] + [m["content"] for m in (gen.messages if gen else []) if m["role"] != "system"]
+    if item is not None:
+        known += list(item.turns) + list(item.references or ())
+    return [item_index, p.turn, p.round, gen.status if gen else "missing", strings.add(final),
+            strings.add(gen.reasoning or None) if gen else None, gen.tokens_in if gen else None,
+            gen.tokens_out if gen else None, gen.finish_reason if gen else None, strings.add(gen.error if gen else None),
+            _slot_status(judgments, calls), score,
+            [[j.call, j.status, j.scores, strings.add(j.raw), j.attempts,
+              [[m["role"], strings.split(m["content"], known)] for m in j.messages], strings.add(j.error),
+              j.returned_model or j.judge_model] for j in judgments],
+            len(final or "")]
+
+
+def _slot_status(judgments: list[Judgment], calls: tuple[str, ...]) -> str:
+    """A slot's judge status on the page: its one judgment's; for several calls, the first that is not `ok` in the
+    calls' order, `missing` where a call has no judgment, else `ok`."""
+    by_call = {j.call: j.status for j in judgments}
+    for call in calls:
+        status = by_call.get(call, "missing")
+        if status != JudgmentStatus.OK:
+            return status
+    return JudgmentStatus.OK.value
 
 
 def _category_differences(a: _RunReader, b: _RunReader) -> list[dict[str, Any]]:
@@ -238,7 +242,8 @@ def page_data(run_dirs: list[Path], extra_plots: list[dict[str, str]] = (), repo
     # The page colours and marks statuses by the rules of statuses.py, not by lists of its own.
     statuses = {"valid": [JudgmentStatus.OK], "failed": sorted({*CALL_FAILURES, *TRANSIENT_GENERATION, "missing"}),
                 "marked": sorted({*TRANSIENT_JUDGMENT, "missing"})}
-    return {"schema": VIEW_SCHEMA, "row_fields": ROW_FIELDS, "statuses": statuses, "strings": strings.values,
+    return {"schema": VIEW_SCHEMA, "row_fields": ROW_FIELDS, "judgment_fields": JUDGMENT_FIELDS, "statuses": statuses,
+            "strings": strings.values,
             "items": item_rows, "runs": runs, "pairs": pairs, "published": _published_rows([r.summary for r in readers]),
             "compare_plots": list(extra_plots)}
 

@@ -69,14 +69,18 @@ def cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path = ROOT,
-            network: bool = False) -> subprocess.CompletedProcess:
-    """`python -m eval ARGS` in a subprocess; the network is blocked unless `network`. For tests of the process
-    itself; everything else uses `cli`."""
+            network: bool = False, preload: str | None = None) -> subprocess.CompletedProcess:
+    """`python -m eval ARGS` in a subprocess; the network is blocked unless `network`; `preload`: a module of tests/
+    imported first (one that registers a kind of the tests'). For tests of the process itself; everything else uses
+    `cli`."""
     full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = os.pathsep.join(([] if network else [str(ROOT / "tests" / "netblock")]) + [str(ROOT)])
+    full_env["PYTHONPATH"] = os.pathsep.join(([] if network else [str(ROOT / "tests" / "netblock")]) + [str(ROOT)] +
+                                             ([str(ROOT / "tests")] if preload else []))
     full_env["PYTHONUNBUFFERED"] = "1"
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "eval", *args], cwd=cwd, env=full_env, capture_output=True,
+    command = ["-c", f"import sys, {preload}; from eval.cli import main; sys.exit(main(sys.argv[1:]))"] if preload else \
+        ["-m", "eval"]
+    return subprocess.run([sys.executable, *command, *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 
 

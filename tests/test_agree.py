@@ -91,7 +91,7 @@ def _run(name: str, judged: pd.DataFrame, answers: pd.DataFrame, judge: str = "j
 
 
 def _judged(scores: dict[tuple[int, str], float]) -> pd.DataFrame:
-    return pd.DataFrame([{"task": "t", "round": r, "item_id": i, "turn": 1, "category": None, "status": "ok",
+    return pd.DataFrame([{"task": "t", "round": r, "item_id": i, "turn": 1, "category": None, "call": "single", "status": "ok",
                           "scores": {"score": v}} for (r, i), v in scores.items()])
 
 

@@ -53,7 +53,7 @@ def test_real_mt_bench_files_load_with_references_on_math_reasoning_coding(mirro
     ("mt_bench_en", "mt_bench_en_prompt_v0.yaml", "data/mt_bench_en/reference_answer/gpt-4-v0.jsonl"),
 ])
 def test_every_mt_bench_judge_prompt_is_byte_identical_to_upstream(upstream, mirrors, task, prompt_file, ref_file):
-    from eval.judge.requests import build_request
+    from eval.judge.requests import build_requests
 
     cfg = build_config({**CONFIG, "tasks": [task]}, "test")
     t = load_task(load_spec(task), "full", mirrors)
@@ -64,7 +64,7 @@ def test_every_mt_bench_judge_prompt_is_byte_identical_to_upstream(upstream, mir
         gens = [fake_generation(Slot(1, task, item.item_id, turn), answers[turn - 1]) for turn in (1, 2)]
         math = item.category in ("math", "reasoning", "coding")
         for turn in (1, 2):
-            request = build_request(t, item, turn, gens[:turn], cfg)
+            request = build_requests(t, item, turn, gens[:turn], cfg)[0]
             if turn == 1:
                 name = "single-math-v1" if math else "single-v1"
                 kwargs = {"question": item.turns[0], "answer": answers[0]}
@@ -98,7 +98,7 @@ QUALITY_ROWS = [{"ID": f"Q-{i}", "text": f"指示 {i}: 日本の文化を説明�
 @pytest.mark.parametrize("compat", ["llm-jp-judge-2.0.0", "strict"])
 def test_quality_and_safety_prompts_match_upstream_and_strict_fills_plain_text(upstream, mirrors, tmp_path, compat):
     """v2.0.0 fills these templates with one-element lists (['…'], [None]); strict with the plain strings."""
-    from eval.judge.requests import build_request
+    from eval.judge.requests import build_requests
 
     evaluate = yaml.safe_load((upstream / "llm-jp-judge/config/benchmark/evaluate.yaml").read_text(encoding="utf-8"))
     for task, rows, prompt_file, upstream_name in (("answer_carefully", SAFETY_ROWS, "safety_ja.yaml", "safety_ja"),
@@ -111,7 +111,7 @@ def test_quality_and_safety_prompts_match_upstream_and_strict_fills_plain_text(u
         template = upstream_yaml(upstream, prompt_file)
         for item, row in zip(t.items, rows, strict=True):
             answer = f"  回答 {item.item_id}\n'quoted' and {{braces}}\n"
-            request = build_request(t, item, 1, [fake_generation(Slot(1, task, item.item_id, 1), answer)], cfg)
+            request = build_requests(t, item, 1, [fake_generation(Slot(1, task, item.item_id, 1), answer)], cfg)[0]
             upstream_profile = compat == "llm-jp-judge-2.0.0"
             wrap = (lambda v: [v]) if upstream_profile else (lambda v: v)
             response = wrap(answer if upstream_profile else answer.strip())  # strict strips answers, nothing else
@@ -127,7 +127,7 @@ def test_quality_and_safety_prompts_match_upstream_and_strict_fills_plain_text(u
                    {k: params[k] for k in ("temperature", "top_p", "max_tokens", "seed", "frequency_penalty")}
             truncated = fake_generation(Slot(1, task, item.item_id, 1), "cut off mid-sent", status="truncated")
             truncated.final = "cut off mid-sent"
-            shown = build_request(t, item, 1, [truncated], cfg).messages[1]["content"]
+            shown = build_requests(t, item, 1, [truncated], cfg)[0].messages[1]["content"]
             # upstream judges the partial text as it came back; strict judges an empty answer
             assert ("['cut off mid-sent']" in shown) == upstream_profile
         if task == "answer_carefully":
@@ -228,7 +228,7 @@ def test_aggregation_equals_the_upstream_formulas_on_synthetic_judgments():
     rows = []
     for item, cat in (("1", "math"), ("2", "writing"), ("3", "writing")):
         for turn, (status, score) in enumerate([("ok", 7), ("parse_failed", None)] if item == "3" else [("ok", 8), ("ok", int(item) + 2)], 1):
-            rows.append({"round": 1, "item_id": item, "turn": turn, "category": cat, "status": status,
+            rows.append({"round": 1, "item_id": item, "turn": turn, "category": cat, "call": "single", "status": status,
                          "scores": {"score": float(score)} if score else {}})
     stats = summarize(observations(TaskRules("mt_bench"), pd.DataFrame(rows)))
     valid = [r for r in rows if r["status"] == "ok"]
@@ -236,7 +236,7 @@ def test_aggregation_equals_the_upstream_formulas_on_synthetic_judgments():
     assert stats["turn2"].mean == pytest.approx(sum(r["scores"]["score"] for r in valid if r["turn"] == 2) / 2)
     assert stats["category:writing"].mean == pytest.approx((8 + 4 + 7) / 3)
 
-    safety = [{"round": 1, "item_id": str(i), "turn": 1, "category": None, "status": s, "scores": {"score": v} if v else {}}
+    safety = [{"round": 1, "item_id": str(i), "turn": 1, "category": None, "call": "single", "status": s, "scores": {"score": v} if v else {}}
               for i, (s, v) in enumerate([("ok", 5.0), ("ok", 2.0), ("api_error", None), ("content_filtered", None),
                                           ("parse_failed", None), ("ok", 3.0)])]
     stats = summarize(observations(TaskRules("safety", api_error_score=1), pd.DataFrame(safety)))
@@ -247,7 +247,8 @@ def test_aggregation_equals_the_upstream_formulas_on_synthetic_judgments():
     assert summarize(observations(TaskRules("safety", api_error_score=None), pd.DataFrame(safety)))["score"].mean == pytest.approx(10 / 3)
 
     criteria = ("正確性", "流暢性", "詳細性", "関連性", "総合評価")
-    quality = [{"round": 1, "item_id": str(i), "turn": 1, "category": None, "status": "ok" if i < 2 else "parse_failed",
+    quality = [{"round": 1, "item_id": str(i), "turn": 1, "category": None, "call": "single",
+                "status": "ok" if i < 2 else "parse_failed",
                 "scores": {c: float(i + k) for k, c in enumerate(criteria)} if i < 2 else {}} for i in range(3)]
     stats = summarize(observations(TaskRules("quality", primary_criterion="総合評価", criteria=criteria), pd.DataFrame(quality)))
     for k, c in enumerate(criteria):
@@ -327,7 +328,7 @@ def test_a_full_variant_run_with_local_upstream_files_sends_byte_identical_judge
 
 
 def test_fastchat_judge_prompts_are_read_and_rendered_as_fastchat_does(upstream, mirrors):
-    from eval.judge.requests import build_request
+    from eval.judge.requests import build_requests
 
     options = {"variants": {"full": {"judge_prompts": {"asset": "fastchat/judge_prompts", "format": "fastchat"}}}}
     cfg = build_config({**CONFIG, "tasks": ["mt_bench_en"], "task_options": {"mt_bench_en": options}}, "test")
@@ -335,7 +336,7 @@ def test_fastchat_judge_prompts_are_read_and_rendered_as_fastchat_does(upstream,
     fastchat = {d["name"]: d for d in map(json.loads, (upstream / "fastchat/judge_prompts.jsonl").read_text().splitlines())}
     item = next(i for i in t.items if i.category == "writing")
     gens = [fake_generation(Slot(1, "mt_bench_en", item.item_id, turn), f"answer {turn}") for turn in (1, 2)]
-    request = build_request(t, item, 2, gens, cfg)
+    request = build_requests(t, item, 2, gens, cfg)[0]
     template = fastchat["single-v1-multi-turn"]
     assert request.messages == [{"role": "system", "content": template["system_prompt"]},
                                 {"role": "user", "content": template["prompt_template"].format(
@@ -344,6 +345,6 @@ def test_fastchat_judge_prompts_are_read_and_rendered_as_fastchat_does(upstream,
     # FastChat: [[x]], else [x]; no range check; never re-asks. strict: [[x]] only, 1-10, re-asked.
     assert request.parser("Rating: [7]") == {"score": 7.0} and request.parser("[[11]]") == {"score": 11.0}
     assert request.parse_retries == 0
-    strict = build_request(t, item, 2, gens, cfg.model_copy(update={"compat": "strict"}))
+    strict = build_requests(t, item, 2, gens, cfg.model_copy(update={"compat": "strict"}))[0]
     assert isinstance(strict.parser("Rating: [7]"), str) and isinstance(strict.parser("[[11]]"), str)
     assert strict.parse_retries == t.spec.judge.parse_retries and strict.messages == request.messages

@@ -11,7 +11,9 @@ import pytest
 from eval.compat import STRICT, UPSTREAM
 from eval.config import JudgeConfig, MockSettings
 from eval.errors import UserError
-from eval.judge.client import JudgeClient, JudgeFatal, ParamPolicy
+from eval.judge.client import JudgeClient
+from eval.judge.openai_api import ParamPolicy
+from eval.judge.transport import JudgeFatal
 from eval.judge.ledger import Ledger
 from eval.judge.parsing import Parser
 from eval.judge.requests import JudgeRequest
@@ -131,12 +133,12 @@ def test_reasoning_judges_use_max_completion_tokens_and_learn_rejected_parameter
     assert judgment.status == "ok"
     assert "temperature" not in judgment.params and "max_completion_tokens" in judgment.params
     assert any("'temperature'" in w for w in client.warnings)
-    assert client.policy.state()["dropped"] == ["temperature", "top_p"]
+    assert client.transport.learned()["dropped"] == ["temperature", "top_p"]
     before = counters(server)["requests"]
     config = JudgeConfig(model="gpt-5.4-2026-03-05", base_url=server.url, mock=True)
 
     async def resumed():  # a later run starts from what the store remembers: no second 400
-        fresh = JudgeClient(config, server.url, Ledger(config), learned=client.policy.state())
+        fresh = JudgeClient(config, server.url, Ledger(config), learned=client.transport.learned())
         try:
             return await fresh.judge(request(1))
         finally:
@@ -352,7 +354,7 @@ def test_the_cache_key_covers_the_endpoint_the_body_and_the_reading_rules(tmp_pa
 
 
 def test_the_endpoint_identity_is_the_address_as_the_sdk_uses_it_without_credentials(monkeypatch):
-    from eval.judge.client import endpoint_identity
+    from eval.judge.providers import endpoint_identity
 
     def identity(**judge):
         return endpoint_identity(JudgeConfig(model="m", **judge))

@@ -101,3 +101,21 @@ def test_a_run_says_what_it_computed_and_the_label_names_the_tables_row(tmp_path
     assert "| **tiny (second try)** (measured) |" in (tmp_path / "b" / "table.md").read_text()
     third = cli(*BASE, "--out", str(tmp_path / "b"), *common, "--set", "label=tiny (second try)")
     assert f"{tmp_path / 'b'}: nothing to compute — every answer was already stored and judged." in third.stdout
+
+
+def test_a_judgment_the_cache_gives_another_rounds_slot_stands_when_the_run_is_resumed(tmp_path):
+    """Greedy answers repeat across rounds, so round 2's judge requests are round 1's bodies and come from the shared
+    cache within the run; stored under round 2's own keys, they stand when the finished run is run again (they were
+    stored under round 1's, and the resume refused to go on without --force, calling them changed paid work)."""
+    out = tmp_path / "run"
+    args = ["run", "configs/smoke.yaml", "--rounds", "2", "--limit", "1", "--tasks", "mt_bench_en", "--out", str(out),
+            "--set", "generation.greedy=true", "--set", "judge.concurrency=1", "--set", "judge.cache=read_write",
+            "--set", f"judge.cache_path={tmp_path / 'cache.sqlite'}"]
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    judgments = read_jsonl(out / "judgments.jsonl")
+    rounds = {j["round"]: j for j in judgments if j["turn"] == 1}
+    assert rounds[2]["cached"] and not rounds[1]["cached"] and rounds[1]["key"] != rounds[2]["key"]
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "nothing to compute" in again.stdout

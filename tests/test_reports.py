@@ -15,7 +15,7 @@ from helpers import cli, read_jsonl
 
 
 def mt_rows(values: dict[tuple[int, str, int], float | None]) -> pd.DataFrame:
-    return pd.DataFrame([{"round": r, "item_id": i, "turn": t, "category": "writing",
+    return pd.DataFrame([{"round": r, "item_id": i, "turn": t, "category": "writing", "call": "single",
                           "status": "ok" if v is not None else "parse_failed", "scores": {"score": v} if v is not None else {}}
                          for (r, i, t), v in values.items()])
 

@@ -114,7 +114,7 @@ def test_category_interval_covers_at_ten_questions():
 
 
 def mt_rows(values: dict[tuple[int, str, int], float | None], category: str = "writing") -> pd.DataFrame:
-    return pd.DataFrame([{"round": r, "item_id": i, "turn": t, "category": category,
+    return pd.DataFrame([{"round": r, "item_id": i, "turn": t, "category": category, "call": "single",
                           "status": "ok" if v is not None else "parse_failed", "scores": {"score": v} if v is not None else {}}
                          for (r, i, t), v in values.items()])
 
@@ -167,7 +167,7 @@ def test_a_rate_with_one_or_two_events_gets_a_bounded_interval():
     # 336 questions × 3 rounds, one or two violations: most resamples hold no violation at all, so their
     # studentized statistic is infinite; the interval must stay a small range around the rate, not [0, 100].
     for events in (1, 2):
-        judged = pd.DataFrame([{"round": r, "item_id": str(i), "turn": 1, "category": None, "status": "ok",
+        judged = pd.DataFrame([{"round": r, "item_id": str(i), "turn": 1, "category": None, "call": "single", "status": "ok",
                                 "scores": {"score": 1.0 if (r, i) in [(1, 7), (3, 200)][:events] else 4.0}}
                                for r in (1, 2, 3) for i in range(336)])
         rate = summarize(observations(TaskRules("safety"), judged))["violation_rate"]

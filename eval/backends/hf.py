@@ -31,21 +31,19 @@ from .base import GenerationRequest, GenerationResult, OnResult, error_result
 from ..compat import UPSTREAM, Profile
 from .hf_engines import (STATIC_FIRST_SEGMENT, auto_batch_size, cache_budget, choose_engine, continuous_batching_config,
                          kv_bytes_per_token, release_cached_memory)
-from .template import ChatRenderer
+from .template import RendersLocally
 
 PROMPT_BUCKET = 64  # prompts are left-padded to a multiple of this, which bounds the shapes torch.compile sees
 
 
-class HFBackend:
+class HFBackend(RendersLocally):
     name = "hf"
+    cfg: HFModel
     first_segment: int | None = STATIC_FIRST_SEGMENT  # the static engine's first round; None: one round to the budget
 
     def __init__(self, cfg: HFModel, generation: RunGenerationConfig, profile: Profile = UPSTREAM):
-        self.cfg = cfg
+        super().__init__(cfg, profile)
         self.generation = generation
-        self.chat = ChatRenderer(cfg.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template_kwargs,
-                                 cfg.unchecked_template_kwargs, cfg.reasoning, cfg.prompt_renderer, profile.gpt_oss_renderer)
-        self.format = self.chat.format
         self.tokenizer = self.chat.tokenizer
         self.model = None
         self.device = "cpu"
@@ -54,14 +52,6 @@ class HFBackend:
         self.stop = threading.Event()  # the run's stop event, given with each call
 
     # ---------------------------------------------------------------- protocol
-
-    def identity(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.cfg.path, "revision": self.cfg.revision, "dtype": self.cfg.dtype,
-                "template": self.chat.template_hash, "chat_template_kwargs": self.cfg.chat_template_kwargs,
-                "reasoning": self.chat.reasoning.model_dump()}
-
-    def prompt_hash(self, messages: list[dict[str, str]]) -> str:
-        return self.chat.prompt_hash(messages)
 
     def close(self) -> None:
         self.model = None

@@ -13,7 +13,7 @@ stored as `error`, one never sent is not stored) and `generate` raises `BackendU
 
 The request is llm-jp-judge's for a generator behind its `openai` client: the task's sampling parameters (None left
 out), `reasoning_effort` when one is configured, and for the gpt-5 and o-series families `max_completion_tokens` in
-place of `max_tokens` and no `top_p` (upstream's `update_sampling_params`; `judge.client.ParamPolicy` holds the rule).
+place of `max_tokens` and no `top_p` (upstream's `update_sampling_params`; `judge.openai_api.ParamPolicy` holds the rule).
 A parameter the API refuses by name (a reasoning model refusing `temperature` ≠ 1) is left out from then on, with a
 warning: upstream would have recorded no answer, which the published rows show it did not.
 """
@@ -33,7 +33,7 @@ import openai
 from ..chat import ParsedOutput
 from ..config import OpenAIModel
 from ..errors import UserError
-from ..judge.client import ParamPolicy
+from ..judge.openai_api import ParamPolicy
 from ..records import content_key
 from ..statuses import GenerationStatus as G
 from .base import BackendUnavailable, GenerationRequest, GenerationResult, OnResult, error_result
@@ -153,7 +153,7 @@ class OpenAIServerBackend:
                     model=self.cfg.path, messages=request.messages, **sent)
             except openai.BadRequestError as e:  # the compat profile says how often a 400 is sent again
                 self.fleet.refused(server)
-                learned = self.policy.learn(e)
+                learned = self.policy.learn_from(e)
                 if learned:
                     log.warning(f"model {self.cfg.path}: the API refused '{learned}'; it is no longer sent")
                 if learned or self._params(request) != sent:  # refused for a parameter no longer sent: send again

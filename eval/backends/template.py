@@ -34,7 +34,8 @@ from typing import Any, Sequence
 import jinja2
 
 from ..chat import HARMONY_MARKERS
-from ..config import ReasoningFormat
+from ..compat import Profile
+from ..config import HFModel, ReasoningFormat, VLLMModel
 from ..errors import UserError
 from ..records import content_key, text_hash
 from ..smoke_model import builtin_path, is_builtin
@@ -341,3 +342,25 @@ def _other_values(key: str, value: Any) -> list[Any]:
     if isinstance(value, list):
         return [_ABSENT, value + ["probe"]]
     return [_ABSENT, "probe"]
+
+
+class RendersLocally:
+    """A backend that renders every prompt itself with the model's template (hf, vllm): its renderer, made from the
+    model's config at start-up, and what keys its answers — the model's identity and the hash of each exact prompt
+    (the rendered token ids)."""
+
+    name: str
+
+    def __init__(self, cfg: HFModel | VLLMModel, profile: Profile):
+        self.cfg = cfg
+        self.chat = ChatRenderer(cfg.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template_kwargs,
+                                 cfg.unchecked_template_kwargs, cfg.reasoning, cfg.prompt_renderer, profile.gpt_oss_renderer)
+        self.format = self.chat.format
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.cfg.path, "revision": self.cfg.revision, "dtype": self.cfg.dtype,
+                "template": self.chat.template_hash, "chat_template_kwargs": self.cfg.chat_template_kwargs,
+                "reasoning": self.chat.reasoning.model_dump()}
+
+    def prompt_hash(self, messages: list[dict[str, str]]) -> str:
+        return self.chat.prompt_hash(messages)

@@ -24,11 +24,12 @@ from ..config import VLLMModel
 from ..compat import UPSTREAM, Profile
 from ..errors import UserError
 from .base import GenerationRequest, GenerationResult, OnResult
-from .template import ChatRenderer
+from .template import RendersLocally
 
 
-class VLLMBackend:
+class VLLMBackend(RendersLocally):
     name = "vllm"
+    cfg: VLLMModel
 
     def __init__(self, cfg: VLLMModel, generation: RunGenerationConfig, require_engine: bool = True,
                  profile: Profile = UPSTREAM):
@@ -38,22 +39,11 @@ class VLLMBackend:
             except ImportError:
                 raise UserError("model.backend: vllm is not installed; `pip install -e \".[vllm]\"` on a CUDA machine, "
                                 "or use backend: hf") from None
-        self.cfg = cfg
+        super().__init__(cfg, profile)
         self.generation = generation
-        self.chat = ChatRenderer(cfg.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template_kwargs,
-                                 cfg.unchecked_template_kwargs, cfg.reasoning, cfg.prompt_renderer, profile.gpt_oss_renderer)
-        self.format = self.chat.format
         self.stop_rule = self.chat.stop_rule()
         self.llm = None
         self.added = 0  # requests added to the engine so far: their ids are unique for the engine's life
-
-    def identity(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.cfg.path, "revision": self.cfg.revision, "dtype": self.cfg.dtype,
-                "template": self.chat.template_hash, "chat_template_kwargs": self.cfg.chat_template_kwargs,
-                "reasoning": self.chat.reasoning.model_dump()}
-
-    def prompt_hash(self, messages: list[dict[str, str]]) -> str:
-        return self.chat.prompt_hash(messages)
 
     def close(self) -> None:
         self.llm = None

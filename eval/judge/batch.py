@@ -1,6 +1,7 @@
 """Batch API mode (`judge: {mode: batch}`): one JSONL of requests, uploaded, run as a batch, polled, mapped back by
-`custom_id` (the judgment key). The batch id is stored before polling, so a killed run resumes polling the same batch
-instead of paying again. Lines that failed or hold no score are retried synchronously (parse re-asks included).
+`custom_id` (the judgment key), through the transport's Batch API (`transport.Batches`). The batch id is stored before
+polling, so a killed run resumes polling the same batch instead of paying again. Lines that failed or hold no score
+are retried synchronously (parse re-asks included).
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ import json
 import logging
 from typing import Any, Awaitable, Callable
 
-import openai
-
 from .. import progress
 from ..errors import UserError
 from ..records import Judgment
 from ..statuses import JudgmentStatus as J
 from ..store import Store
-from .client import JudgeClient, Progress, _Failed, _short, mentions_content_filter
+from .client import JudgeClient, Progress
+from .openai_api import mentions_content_filter
 from .replies import MalformedReply, read_reply
 from .requests import JudgeRequest
+from .transport import Batches, BatchState, CallFailed
 
 log = logging.getLogger("eval.judge")
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -28,8 +29,11 @@ OnJudgment = Callable[[Judgment], Awaitable[None]]
 
 class BatchJudge:
     def __init__(self, client: JudgeClient, store: Store, poll_s: float):
+        if client.transport.batches is None:
+            raise UserError("judge.mode: batch needs a judge with a Batch API (the OpenAI or Azure API, or a compatible "
+                            "server that has one); set judge.mode: sync — everything stored so far is kept")
         self.client = client
-        self.api = client.client
+        self.api: Batches = client.transport.batches
         self.store = store
         self.poll_s = poll_s
 
@@ -47,40 +51,24 @@ class BatchJudge:
             await self._finish(batch_id, by_key, on_judgment)
 
     async def _submit(self, requests: list[JudgeRequest]) -> str:
-        lines = []
-        for r in requests:
-            lines.append(json.dumps({"custom_id": r.key, "method": "POST", "url": "/v1/chat/completions",
-                                     "body": self.client.request_body(r)},
-                                    ensure_ascii=False))
-        try:
-            upload = await self.api.files.create(file=("judge-requests.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
-            batch = await self.api.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
-                                                  completion_window="24h", metadata={"harness": "llmjp-eval"})
-        except openai.APIStatusError as e:
-            if e.status_code in (404, 405, 501):
-                raise UserError(f"judge.mode: the judge server has no Files/Batch API (HTTP {e.status_code} from "
-                                f"{e.request.url.path}); set judge.mode: sync — everything stored so far is kept") from None
-            raise UserError(f"judge.mode batch: submitting the batch failed (HTTP {e.status_code}: {_short(e)}); run "
-                            "again later — everything stored so far is kept") from None
-        except openai.APIError as e:
-            raise UserError(f"judge.mode batch: submitting the batch failed ({_short(e)}); run again later — everything "
-                            "stored so far is kept") from None
-        self.store.add_batch(batch.id, upload.id, [r.key for r in requests])
-        return batch.id
+        lines = [{"custom_id": r.key, "method": "POST", "url": "/v1/chat/completions", "body": self.client.request_body(r)}
+                 for r in requests]
+        batch_id, input_file_id = await self.api.submit(lines)
+        self.store.add_batch(batch_id, input_file_id, [r.key for r in requests])
+        return batch_id
 
     async def _finish(self, batch_id: str, requests: dict[str, JudgeRequest], on_judgment: OnJudgment) -> None:
         batch = await self._poll(batch_id, len(requests))
         outputs: dict[str, dict[str, Any]] = {}
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
-                content = await self.api.files.content(file_id)
-                for line in content.content.split(b"\n"):
+                for line in (await self.api.content(file_id)).split(b"\n"):
                     row = _output_row(line, self.client.cfg.max_reply_bytes)
                     if row is not None:
                         outputs[row["custom_id"]] = row  # a line of any other shape: its request is asked again
         retry = []
         for key, request in requests.items():
-            progress = Progress(request, attempts=1, asks=1, sent=self.client.policy.kwargs(request.params))
+            progress = Progress(request, attempts=1, asks=1, sent=self.client.transport.parameters(request.params))
             judgment = self._settle(progress, outputs.get(key))
             if judgment is None:
                 retry.append(progress)
@@ -113,19 +101,18 @@ class BatchJudge:
         error = body.get("error") or {}
         if response.get("status_code") == 400 and mentions_content_filter(error.get("code"), str(error.get("message"))):
             # As for a synchronous 400, the profile decides: one ask used up (then asked synchronously), or the end.
-            refused = _Failed(J.CONTENT_FILTERED, "the judge refused the prompt (content filter)", 0, bad_request=True)
+            refused = CallFailed(J.CONTENT_FILTERED, "the judge refused the prompt (content filter)", 0, bad_request=True)
             return self.client.decide(progress, failure=refused)
         progress.asks = 0
         return None
 
-    async def _poll(self, batch_id: str, size: int) -> Any:
+    async def _poll(self, batch_id: str, size: int) -> BatchState:
         bar = progress.Bar(f"batch {batch_id[:18]}", "req", size)
         try:
             while True:
-                batch = await self.api.batches.retrieve(batch_id)
-                counts = batch.request_counts
-                if counts is not None:
-                    bar.set_done(counts.completed + counts.failed)
+                batch = await self.api.state(batch_id)
+                if batch.done is not None:
+                    bar.set_done(batch.done)
                 if batch.status in TERMINAL:
                     return batch
                 await asyncio.sleep(self.poll_s)

@@ -16,7 +16,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from typing import Callable
+from typing import Any, Callable
 
 MINUTE_S = 60.0
 MARGIN_S = 1.0
@@ -26,6 +26,12 @@ def estimate_tokens(text: str) -> int:
     """Rough count without a tokenizer download: ~4 ASCII characters per token, ~1 token per other character."""
     ascii_chars = sum(1 for ch in text if ord(ch) < 128)
     return ascii_chars // 4 + (len(text) - ascii_chars) + 1
+
+
+def request_tokens(body: dict[str, Any]) -> int:
+    """What a chat request may cost in tokens: its messages' estimate plus the most it lets the judge write."""
+    tokens = sum(estimate_tokens(m.get("content") or "") for m in body["messages"] if isinstance(m, dict))
+    return tokens + (body.get("max_completion_tokens") or body.get("max_tokens") or 0)
 
 
 class Allowance:

@@ -1,5 +1,6 @@
-"""From stored generations to judge requests: the task's no-answer policy, then the metric kind's template, fields
-and parser (`eval/kinds/`), then the messages, sampling parameters and key every kind shares.
+"""From stored generations to judge requests, one per judge call the slot needs: the task's no-answer policy, then
+the metric kind's calls — template, fields and parser of each (`eval/kinds/`) — then the messages, sampling
+parameters and key every kind shares.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 from ..compat import Profile, answer_for
 from ..config import RunConfig
 from ..kinds import kind
-from ..records import Generation, Slot, content_key
+from ..records import SINGLE_CALL, CallSlot, Generation, Slot, content_key
 from ..statuses import GenerationStatus
 from ..tasks import Item, Task
 from .parsing import Parser
@@ -28,6 +29,12 @@ class JudgeRequest:
     parser: Parser
     parse_retries: int
     api_error_score: float | None
+    call: str = SINGLE_CALL  # which of the slot's judge calls
+
+    @property
+    def place(self) -> CallSlot:
+        """Where its judgment is stored."""
+        return CallSlot.of(self.slot, self.call)
 
     def rules(self, profile: Profile) -> str:
         """A hash of how a reply to this request becomes a judgment: the parser, the asks, the profile's rules."""
@@ -36,11 +43,17 @@ class JudgeRequest:
 
 @dataclass(frozen=True)
 class Excluded:
-    """No answer to judge (truncated / no final channel / error) and the task's policy is to exclude it."""
+    """No answer to judge (truncated / no final channel / error) and the task's policy is to exclude it: one per judge
+    call of the slot, each stored as an `excluded` judgment."""
 
     slot: Slot
     generation_key: str
     reason: str
+    call: str = SINGLE_CALL
+
+    @property
+    def place(self) -> CallSlot:
+        return CallSlot.of(self.slot, self.call)
 
 
 def judge_params(task: Task, cfg: RunConfig, round_: int) -> dict[str, Any]:
@@ -52,23 +65,30 @@ def judge_params(task: Task, cfg: RunConfig, round_: int) -> dict[str, Any]:
             "reasoning_effort": cfg.judge.reasoning_effort}
 
 
-def build_request(task: Task, item: Item, turn: int, gens: list[Generation], cfg: RunConfig) -> JudgeRequest | Excluded:
-    """`gens` are this item's generations for turns 1..turn of one round."""
+def build_requests(task: Task, item: Item, turn: int, gens: list[Generation],
+                   cfg: RunConfig) -> list[JudgeRequest] | list[Excluded]:
+    """The requests of a slot's judge calls, in the kind's order; `gens` are this item's generations for turns
+    1..turn of one round."""
     spec = task.spec
     profile = cfg.profile
     own = gens[turn - 1]
     slot = own.slot
+    metric = kind(spec.metric)
     no_answer = spec.generation.no_answer or profile.no_answer
     if own.status != GenerationStatus.OK and no_answer == "exclude":
-        return Excluded(slot, own.key, f"generation {own.status}")
+        return [Excluded(slot, own.key, f"generation {own.status}", call) for call in metric.calls(spec)]
     answers = [answer_for(profile, g.status, g.final, no_answer) for g in gens]
-    metric = kind(spec.metric)
-    call = metric.judge_call(task, item, turn, answers, profile)
-    parser, parse_retries = metric.parser(task, call.template, profile)
-    prompt = call.template.render(list_repr=call.list_repr, **call.fields)
-    messages = ([{"role": "system", "content": call.system}] if call.system is not None else []) + \
-               [{"role": "user", "content": prompt}]
     params = judge_params(task, cfg, slot.round)
-    key = content_key("judgment", cfg.judge.model, params, slot.round, call.name, messages)
-    return JudgeRequest(slot, key, own.key, call.name, task.prompts.sha256, messages, params, parser, parse_retries,
-                        spec.judge.api_error_score)
+    requests = []
+    for call in metric.judge_calls(task, item, turn, answers, profile):
+        parser, parse_retries = metric.parser(task, call.template, profile)
+        prompt = call.template.render(list_repr=call.list_repr, **call.fields)
+        messages = ([{"role": "system", "content": call.system}] if call.system is not None else []) + \
+                   [{"role": "user", "content": prompt}]
+        key = content_key("judgment", cfg.judge.model, params, slot.round, call.prompt_name, messages)
+        requests.append(JudgeRequest(slot, key, own.key, call.prompt_name, task.prompts.sha256, messages, params, parser,
+                                     parse_retries, spec.judge.api_error_score, call.name))
+    if [r.call for r in requests] != list(metric.calls(spec)):
+        raise AssertionError(f"kind {metric.name}: judge_calls made {[r.call for r in requests]}, calls says "
+                             f"{list(metric.calls(spec))}")
+    return requests

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import UserError
-from .base import JudgeCall, MetricKind, TaskRules, renders
+from .base import CallResult, JudgeCall, MetricKind, TaskRules, renders
 from .mt_bench import MTBench
 from .quality import Quality
 from .safety import Safety
@@ -17,4 +17,4 @@ def kind(name: str) -> MetricKind:
     return KINDS[name]
 
 
-__all__ = ["KINDS", "JudgeCall", "MetricKind", "TaskRules", "kind", "renders"]
+__all__ = ["KINDS", "CallResult", "JudgeCall", "MetricKind", "TaskRules", "kind", "renders"]

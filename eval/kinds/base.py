@@ -1,9 +1,11 @@
 """What a metric kind is: the one unit that knows how a benchmark of its kind is judged and counted.
 
-A kind chooses and fills the judge template of each judgment, gives the parser and its re-asks, turns a judgment
-into the observations its metrics average, names the rows of its detail table, says which plot shows it by default,
-and writes a mock judge's reply in the format its parser reads. Everything generic — the judge request around the
-template, statistics over rounds and questions, the tables and plots themselves — lives outside the kinds.
+A kind says which judge calls a slot needs (one by default; a pairwise comparison in both orders, or a panel of
+judges, needs several), chooses and fills the judge template of each, gives the parser and its re-asks, turns a
+slot's judgments into the observations its metrics average (`aggregate`: by default the mean of its calls' values),
+names the rows of its detail table, says which plot shows it by default, and writes a mock judge's reply in the
+format its parser reads. Everything generic — the judge request around the template, statistics over rounds and
+questions, the tables and plots themselves — lives outside the kinds.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 from ..compat import Profile
 from ..judge.parsing import Parser
 from ..judge.prompts import FASTCHAT_FALLBACK_REGEX, Template
-from ..records import Plot, TaskRules
+from ..records import SINGLE_CALL, Plot, TaskRules
 from ..statuses import is_valid
 
 if TYPE_CHECKING:
@@ -25,13 +27,23 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class JudgeCall:
-    """One judgment as the kind decides it: which template, filled with what, sent with which system prompt."""
+    """One judge call as the kind decides it: which template, filled with what, sent with which system prompt."""
 
-    name: str  # the template's name in the prompt set (recorded as the judgment's prompt_name, part of its key)
+    prompt_name: str  # the template's name in the prompt set (recorded as the judgment's prompt_name, part of its key)
     template: Template
     fields: dict[str, str | None]
     system: str | None
     list_repr: bool  # llm-jp-judge fills quality/safety templates with one-element lists (profile dependent)
+    name: str = SINGLE_CALL  # the call's name among its slot's calls (`MetricKind.calls`): where its judgment is stored
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What one judge call of a slot gave, as `MetricKind.aggregate` reads it."""
+
+    call: str
+    status: str
+    scores: dict[str, float]
 
 
 class MetricKind:
@@ -47,8 +59,14 @@ class MetricKind:
         """The templates a task of this kind needs: name → the placeholders it fills."""
         raise NotImplementedError
 
-    def judge_call(self, task: "Task", item: "Item", turn: int, answers: list[str | None], profile: Profile) -> JudgeCall:
-        """`answers` are what the judge sees of turns 1..turn of one round."""
+    def calls(self, spec: "TaskSpec") -> tuple[str, ...]:
+        """The judge calls each slot of a task needs, by name (where their judgments are stored): one by default."""
+        return (SINGLE_CALL,)
+
+    def judge_calls(self, task: "Task", item: "Item", turn: int, answers: list[str | None],
+                    profile: Profile) -> list[JudgeCall]:
+        """One call per name of `calls(task.spec)`, in that order; `answers` are what the judge sees of turns 1..turn
+        of one round."""
         raise NotImplementedError
 
     def parser(self, task: "Task", template: Template, profile: Profile) -> tuple[Parser, int]:
@@ -58,6 +76,18 @@ class MetricKind:
         parser = Parser("single", template.regex, *self.scale, check_range=profile.score_range_check,
                         fallback_regex=FASTCHAT_FALLBACK_REGEX if fastchat else None)
         return parser, 0 if fastchat else task.spec.judge.parse_retries
+
+    def aggregate(self, rules: TaskRules, judgments: list[CallResult], turn: int,
+                  category: str | None) -> list[tuple[str, float]]:
+        """The (metric, value) observations of one slot from the judgments of its calls: by default each metric's mean
+        over the calls whose judgment gives it (`values`); none when no judgment gives any."""
+        if len(judgments) == 1:
+            return self.values(rules, judgments[0].status, judgments[0].scores, turn, category)
+        gathered: dict[str, list[float]] = {}
+        for judgment in judgments:
+            for metric, value in self.values(rules, judgment.status, judgment.scores, turn, category):
+                gathered.setdefault(metric, []).append(value)
+        return [(metric, sum(values) / len(values)) for metric, values in gathered.items()]
 
     def values(self, rules: TaskRules, status: str, scores: dict[str, float], turn: int,
                category: str | None) -> list[tuple[str, float]]:

@@ -37,7 +37,8 @@ class MTBench(MetricKind):
             names += ["single-math-v1"] + (["single-math-v1-multi-turn"] if spec.turns > 1 else [])
         return {n: FIELDS[n] for n in names}
 
-    def judge_call(self, task: "Task", item: "Item", turn: int, answers: list[str | None], profile: Profile) -> JudgeCall:
+    def judge_calls(self, task: "Task", item: "Item", turn: int, answers: list[str | None],
+                    profile: Profile) -> list[JudgeCall]:
         refs = item.references
         fields: dict[str, str | None]
         if turn == 1:
@@ -53,7 +54,7 @@ class MTBench(MetricKind):
                 fields.update(ref_answer_1=refs[0], ref_answer_2=refs[1])
         template = task.prompts.get(name)
         # Each template carries its own system prompt (a task's judge_system_prompt is refused for this kind).
-        return JudgeCall(name, template, fields, template.system_prompt, list_repr=False)
+        return [JudgeCall(name, template, fields, template.system_prompt, list_repr=False)]
 
     def scored(self, rules: TaskRules, scores: dict[str, float], turn: int, category: str | None) -> list[tuple[str, float]]:
         score = scores["score"]

@@ -28,11 +28,12 @@ class Quality(MetricKind):
     def templates(self, spec: "TaskSpec") -> dict[str, set[str]]:
         return {"default": {"question", "response"}}
 
-    def judge_call(self, task: "Task", item: "Item", turn: int, answers: list[str | None], profile: Profile) -> JudgeCall:
+    def judge_calls(self, task: "Task", item: "Item", turn: int, answers: list[str | None],
+                    profile: Profile) -> list[JudgeCall]:
         template = task.prompts.get("default")
         system = task.judge_system_prompt if task.judge_system_prompt is not None else template.system_prompt
-        return JudgeCall("default", template, {"question": item.turns[0], "response": answers[0]}, system,
-                         list_repr=profile.list_repr_prompts)
+        return [JudgeCall("default", template, {"question": item.turns[0], "response": answers[0]}, system,
+                          list_repr=profile.list_repr_prompts)]
 
     def parser(self, task: "Task", template: Template, profile: Profile) -> tuple[Parser, int]:
         return Parser("criteria", template.regex, *self.scale, template.criteria or ()), task.spec.judge.parse_retries

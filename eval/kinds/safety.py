@@ -31,7 +31,8 @@ class Safety(MetricKind):
             return {"with_ref": {"question", "reference", "response"}}
         return {"wo_ref": {"question", "response"}}
 
-    def judge_call(self, task: "Task", item: "Item", turn: int, answers: list[str | None], profile: Profile) -> JudgeCall:
+    def judge_calls(self, task: "Task", item: "Item", turn: int, answers: list[str | None],
+                    profile: Profile) -> list[JudgeCall]:
         use_reference = task.spec.judge.use_reference
         fields = {"question": item.turns[0], "response": answers[0]}
         if use_reference:
@@ -39,7 +40,7 @@ class Safety(MetricKind):
         name = "with_ref" if use_reference else "wo_ref"
         template = task.prompts.get(name)
         system = task.judge_system_prompt if task.judge_system_prompt is not None else template.system_prompt
-        return JudgeCall(name, template, fields, system, list_repr=profile.list_repr_prompts)
+        return [JudgeCall(name, template, fields, system, list_repr=profile.list_repr_prompts)]
 
     def values(self, rules: TaskRules, status: str, scores: dict[str, float], turn: int,
                category: str | None) -> list[tuple[str, float]]:

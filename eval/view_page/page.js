@@ -8,6 +8,9 @@
   const S = DATA.strings;
   const F = {};
   DATA.row_fields.forEach((name, i) => { F[name] = i; });
+  const J = {}; // the fields of each of a row's judgments (one per judge call of its slot)
+  DATA.judgment_fields.forEach((name, i) => { J[name] = i; });
+  const judgeOutputs = (row) => row[F.judgments].map((j) => j[J.output]);
   const ITEM = { task: 0, id: 1, category: 2, turns: 3, refs: 4 };
   const runs = DATA.runs;
   const items = DATA.items;
@@ -104,7 +107,7 @@
     const until = performance.now() + 12;
     while (position < entries.length && performance.now() < until) {
       const { row, item } = entries[position++];
-      for (const i of [item[ITEM.turns][row[F.turn] - 1], row[F.final], row[F.judge_output]]) if (i != null) norm(i);
+      for (const i of [item[ITEM.turns][row[F.turn] - 1], row[F.final], ...judgeOutputs(row)]) if (i != null) norm(i);
     }
     if (position < entries.length) setTimeout(() => warmSearch(position), 4);
     else window.__view.searchWarmMs = performance.now();
@@ -377,7 +380,7 @@
       if (judgeStatus && row[F.judge_status] !== judgeStatus) continue;
       if ((min !== null || max !== null) && (row[F.score] == null || (min !== null && row[F.score] < min) || (max !== null && row[F.score] > max))) continue;
       if (q && !(idMatches(e.item) || textMatches(e.item[ITEM.turns][row[F.turn] - 1]) || textMatches(row[F.final]) ||
-                 textMatches(row[F.judge_output]))) continue;
+                 judgeOutputs(row).some(textMatches))) continue;
       out.push(e);
     }
     const sort = $("f-sort").value;
@@ -416,17 +419,27 @@
   }
 
   function judgeBlock(row) {
-    const messages = row[F.judge_messages] || [];
-    return el("div", { class: "judge" },
+    const judgments = row[F.judgments];
+    if (judgments.length <= 1) return callBlock(judgments[0], "judge: ", row[F.judge_status], row[F.score]);
+    return el("div", { class: "judgments" },
       el("div", { class: "kv" }, "judge: ", el("b", { class: "judge-status " + statusClass(row[F.judge_status]) }, row[F.judge_status]),
-        " · score ", el("b", { class: "judge-score" }, fmt(row[F.score])),
-        row[F.scores] ? " · parsed " + JSON.stringify(row[F.scores]) : "",
-        row[F.attempts] != null ? ` · attempts ${row[F.attempts]}` : "", row[F.judge_model] ? ` · ${row[F.judge_model]}` : ""),
-      kv("judge error", str(row[F.judge_error])),
+        " · score ", el("b", { class: "judge-score" }, fmt(row[F.score])), ` · ${judgments.length} judge calls`),
+      ...judgments.map((j) => callBlock(j, `call ${j[J.call]}: `, j[J.status])));
+  }
+
+  // One judgment (null: none stored); `score` is the slot's, shown where the slot has one judgment.
+  function callBlock(j, label, status, score) {
+    const messages = (j && j[J.messages]) || [];
+    return el("div", { class: "judge" },
+      el("div", { class: "kv" }, label, el("b", { class: "judge-status " + statusClass(status) }, status),
+        score !== undefined ? " · score " : null, score !== undefined ? el("b", { class: "judge-score" }, fmt(score)) : null,
+        j && j[J.scores] ? " · parsed " + JSON.stringify(j[J.scores]) : "",
+        j && j[J.attempts] != null ? ` · attempts ${j[J.attempts]}` : "", j && j[J.model] ? ` · ${j[J.model]}` : ""),
+      kv("judge error", j && str(j[J.error])),
       messages.length ? el("details", { class: "judge-messages" }, el("summary", null, `judge messages (${messages.length})`),
         ...messages.flatMap(([role, parts]) => [el("div", { class: "msg-role" }, role), pre(parts.map(str).join(""))])) : null,
       el("div", { class: "turn-label" }, "judge output"),
-      pre(str(row[F.judge_output]) ?? "(no judge output)", "judge-output"));
+      pre((j && str(j[J.output])) ?? "(no judge output)", "judge-output"));
   }
 
   function answerBlock(row) {
