@@ -134,7 +134,8 @@ def test_a_mock_judge_started_on_its_own_knows_the_registered_tasks_prompts(task
 
     prompt = MY_PROMPT.split("prompt_template: |-\n")[1].split("metrics:")[0].replace("  ", "")
     with MockServer() as server:
-        reply = verdict([{"role": "user", "content": prompt.format(question="Q", response="A")}], 0, server.state.templates)
+        reply = verdict([{"role": "user", "content": prompt.format(question="Q", response="A")}], server.state.settings,
+                        server.state.templates)
     assert [line.split(":")[0] for line in reply.splitlines() if "[[" in line] == ["有用性", "簡潔さ", "総合評価"]
 
 
