@@ -40,9 +40,10 @@ class Source:
     items: dict[str, list[Item]]
     generations: list[Generation]
 
-    def questions(self, task: str) -> dict[str, Item]:
-        planned = {p.item_id for p in self.plan if p.task == task}
-        return {item.item_id: item for item in self.items.get(task, []) if item.item_id in planned}
+    def questions(self, task: str) -> dict[str, Item | None]:
+        """The task's planned questions by id, each with its turns as the run stored them (None: not stored)."""
+        stored = {item.item_id: item for item in self.items.get(task, [])}
+        return {p.item_id: stored.get(p.item_id) for p in self.plan if p.task == task}
 
     @property
     def rounds(self) -> int:
@@ -83,7 +84,7 @@ def pairwise_config(a_dir: Path, b_dir: Path, overrides: list[str], out: Path) -
         mine, theirs = a.questions(task), b.questions(task)
         common = sorted(mine.keys() & theirs.keys())
         only_in_a[task], only_in_b[task] = len(mine.keys() - theirs.keys()), len(theirs.keys() - mine.keys())
-        differing = [i for i in common if mine[i].turns != theirs[i].turns]
+        differing = [i for i in common if (mine[i] and mine[i].turns) != (theirs[i] and theirs[i].turns)]
         if differing:
             raise UserError(f"task {task}: question {differing[0]} differs between run A and run B "
                             f"({len(differing)} questions do): they did not answer the same benchmark data")
@@ -94,12 +95,12 @@ def pairwise_config(a_dir: Path, b_dir: Path, overrides: list[str], out: Path) -
             skipped[task] = f"its {a.cfg.variant} variant gives no pairwise_prompts (add them to its task file)"
             continue
         tasks.append(task)
-    _say_what_is_compared(a, b, tasks, only_in_a, only_in_b, skipped)
     if not tasks or rounds == 0:
         lacking = "; ".join(f"{t}: run A lacks {only_in_b[t]}, run B lacks {only_in_a[t]}" for t in only_in_a)
         raise UserError(f"run A ({a_dir}) and run B ({b_dir}) have no question in common to compare"
                         + (f" ({lacking})" if lacking else " (no benchmark in common)")
                         + ("; skipped: " + "; ".join(f"{t}: {why}" for t, why in skipped.items()) if skipped else ""))
+    _say_what_is_compared(a, b, tasks, only_in_a, only_in_b, skipped)
     compared = {(t, i) for t in tasks for i in a.questions(t).keys() & b.questions(t).keys()}
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / ANSWERS_A, _answers(a.generations, compared, rounds))
