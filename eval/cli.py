@@ -124,6 +124,20 @@ def _parser() -> argparse.ArgumentParser:
     rejudge.add_argument("--force", action="store_true", help="continue in a directory made with a different judge")
     rejudge.add_argument("--dry-run", action="store_true", help="print request counts, estimated tokens and cost; send nothing")
 
+    pairwise = sub.add_parser("pairwise", help="judge run A's stored answers against run B's, in both orders (no model, "
+                                               "no GPU)",
+                              description="A new run in --out: every answer of RUN_A to a question RUN_B also answered "
+                                          "(same round and turn) is compared with RUN_B's by the judge, once in each "
+                                          "order; win / tie / loss counts, FastChat's win rates with a bootstrap CI "
+                                          "over questions and the position consistency per benchmark, category and "
+                                          "round. Resumable and cached like any run.")
+    pairwise.add_argument("run_a", type=Path, metavar="RUN_A")
+    pairwise.add_argument("run_b", type=Path, metavar="RUN_B")
+    pairwise.add_argument("--out", type=Path, required=True, help="the pairwise run's directory")
+    pairwise.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="judge setting, e.g. --set judge.model=gpt-5-mini (repeatable)")
+    pairwise.add_argument("--force", action="store_true", help="continue in a directory made with a different judge")
+
     agree = sub.add_parser("agree", help="agreement between two judges on the same answers, or a judge's rounds",
                            description="Two runs over the same answers (RUN_A RUN_B): agreement per task and metric, "
                                        "bias with a paired bootstrap CI, confusion matrices, largest disagreements. "
@@ -342,6 +356,16 @@ def _card_slurm(rows: list[Row], options: CardOptions, args: argparse.Namespace)
     print(f"wrote {paths[-1]}: submits every array, then `python -m eval card --collect {options.out}` when they have ended")
     print(shares_note(rows, args.slurm_throttle))
     return 0
+
+
+def _pairwise(args: argparse.Namespace) -> int:
+    from .pairwise import pairwise_config
+    from .pipeline import RunOptions, run
+
+    cfg = pairwise_config(args.run_a, args.run_b, args.overrides, args.out)
+    command = ["python", "-m", "eval", *args.argv]
+    summary = run(cfg, RunOptions(out=args.out, force=args.force, command=command))
+    return _ended(summary, command)
 
 
 def _agree(args: argparse.Namespace) -> int:
@@ -571,6 +595,6 @@ def _mock_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "card": _card, "rejudge": _rejudge, "agree": _agree, "report": _report, "compare": _compare,
-            "view": _view, "runs": _runs, "configs": _configs, "tasks": _tasks, "fetch": _fetch, "check": _check,
-            "cache": _cache, "mock-judge": _mock_judge}
+COMMANDS = {"run": _run, "card": _card, "rejudge": _rejudge, "pairwise": _pairwise, "agree": _agree, "report": _report,
+            "compare": _compare, "view": _view, "runs": _runs, "configs": _configs, "tasks": _tasks, "fetch": _fetch,
+            "check": _check, "cache": _cache, "mock-judge": _mock_judge}

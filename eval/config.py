@@ -164,6 +164,21 @@ class ReplayModel(Strict):
 ModelConfig = Annotated[Union[HFModel, VLLMModel, OpenAIModel, ReplayModel], Field(discriminator="backend")]
 
 
+class PairwiseSources(Strict):
+    """What a pairwise run compares (`python -m eval pairwise RUN_A RUN_B`): its own answers are run A's (the replay
+    `model`); these are run B's, and how the two runs met."""
+
+    run_a: str = Field(description="run A's folder, as given")
+    run_b: str = Field(description="run B's folder, as given")
+    answers_b: str = Field(description="run B's answers to the questions both runs have (the folder's answers_b.jsonl)")
+    model_b: dict[str, Any] = Field(description="the model config of the run that wrote B's answers")
+    rounds_a: int = Field(ge=1, description="the rounds run A planned")
+    rounds_b: int = Field(ge=1, description="the rounds run B planned")
+    only_in_a: dict[str, int] = Field(default_factory=dict, description="per task, questions run B lacks")
+    only_in_b: dict[str, int] = Field(default_factory=dict, description="per task, questions run A lacks")
+    skipped: dict[str, str] = Field(default_factory=dict, description="tasks of both runs not compared, and why")
+
+
 class GenerationConfig(Strict):
     max_new_tokens: int = Field(16384, ge=1, le=MAX_TOKENS)
     batch_size: Union[Literal["auto"], Annotated[int, Field(ge=1, le=65536)]] = "auto"
@@ -209,6 +224,9 @@ class MockSettings(Strict):
     batch_polls_to_complete: int = Field(2, ge=0, le=10_000_000)
     score_shift: int = Field(0, ge=-100, le=100, description="add this to every score (clipped to the scale): a second judge that "
                                             "differs from the first by a known rule")
+    pairwise_rule: Literal["draw", "longer", "position_a"] = Field(
+        "draw", description="how the mock picks between two answers (pairwise): a draw from the prompt, the longer answer "
+                            "of the turn judged (a tie when equal), or always the answer in position A")
 
 
 class JudgeConfig(Strict):
@@ -284,6 +302,8 @@ class RunConfig(Strict):
     asset_mirrors: dict[str, str] = Field(default_factory=dict)
     judge: JudgeConfig
     output_dir: str = "results"
+    pairwise: PairwiseSources | None = Field(None, description="set by `pairwise`: the answers this run's answers are "
+                                                               "compared with, each pair in both orders")
 
     @field_validator("name")
     @classmethod

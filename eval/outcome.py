@@ -1,7 +1,7 @@
 """How a run ends: from its summary, the lines the user reads last and the exit code. Every report is written
 before this is asked, so a non-zero code never means that something computed was lost.
 
-Exit codes of `run` and `rejudge` (README, "Exit codes"):
+Exit codes of `run`, `rejudge` and `pairwise` (README, "Exit codes"):
   0  complete: every planned slot has an answer that did not fail and a final judgment of that answer
   3  reported, but the numbers do not measure the model: a task's answers mostly had no final answer, or no
      judgment of a task gave a score and its failures are final (parse_failed, length, content_filtered)
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .results import CardSummary, MeasuredLine, RunSummary
+from .results import CardSummary, MeasuredLine, PairwiseSummary, RunSummary
 from .statuses import JudgmentStatus as J
 
 COMPLETE = 0
@@ -43,7 +43,7 @@ class Outcome:
     lines: list[str] = field(default_factory=list)
 
 
-def outcome(summary: RunSummary, retry_command: str | None = None) -> Outcome:
+def outcome(summary: RunSummary | PairwiseSummary, retry_command: str | None = None) -> Outcome:
     """The exit code and what to say about it; `retry_command` is the command that resumes the run."""
     from .summary import counted
 

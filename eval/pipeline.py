@@ -27,8 +27,9 @@ from .judge.ledger import Ledger
 from .judge.providers import endpoint_identity, judge_address
 from .judge.requests import Excluded, JudgeRequest
 from .judge.shared_budget import SharedBudget
+from .pairwise import compared_with, read_opponent
 from .records import CallSlot, Generation, Judgment, JudgmentUsage, Slot, content_key
-from .results import RunSummary, read_summary
+from .results import RunSummary
 from .resume import JudgeState, ResumeRules, plan_slots, refusal
 from .rundir import REPORT_FILES, RunLock, write_json
 from .run_meta import (BACKEND_IDENTITY, COMMAND, CONFIG, IDENTITY, ITEMS, JUDGE_CACHE_BEHIND, JUDGE_LEARNED_PARAMS,
@@ -55,9 +56,14 @@ def run_dir_for(cfg: RunConfig, options: RunOptions) -> Path:
 
 
 def load_tasks(cfg: RunConfig, limit: int | None) -> dict[str, Task]:
+    """The run's tasks; a pairwise run's judge their answers against run B's, on the questions B answered."""
+    opponent = read_opponent(cfg) if cfg.pairwise is not None else None
     tasks = {}
     for name in cfg.tasks:
-        task = load_task(load_spec(name, cfg.task_options.get(name)), cfg.variant, cfg.asset_mirrors, limit)
+        task = load_task(load_spec(name, cfg.task_options.get(name)), cfg.variant, cfg.asset_mirrors,
+                         None if opponent is not None else limit)
+        if opponent is not None:
+            task = compared_with(task, opponent.get(name, {}))
         for warning in task.warnings:
             print(f"WARNING: {warning}", file=sys.stderr)
         tasks[name] = task
@@ -67,7 +73,7 @@ def load_tasks(cfg: RunConfig, limit: int | None) -> dict[str, Task]:
     return tasks
 
 
-def run(cfg: RunConfig, options: RunOptions) -> RunSummary | dict[str, Any]:
+def run(cfg: RunConfig, options: RunOptions) -> report.Summary | dict[str, Any]:
     if options.rounds is not None:
         cfg = cfg.model_copy(update={"rounds": options.rounds})
     if options.tasks:
@@ -93,7 +99,7 @@ def run(cfg: RunConfig, options: RunOptions) -> RunSummary | dict[str, Any]:
             raise
 
 
-def _run_locked(cfg: RunConfig, tasks: dict[str, Task], run_dir: Path, options: RunOptions) -> RunSummary:
+def _run_locked(cfg: RunConfig, tasks: dict[str, Task], run_dir: Path, options: RunOptions) -> report.Summary:
     checkpoint("start")
     store = Store(run_dir / "run.sqlite")
     try:
@@ -207,17 +213,17 @@ def narrowed_to(cfg: RunConfig, selected: list[str]) -> RunConfig:
     return cfg.model_copy(update={"tasks": selected, "task_options": options})
 
 
-def write_reports_if_changed(run_dir: Path, store: Store, cfg: RunConfig, runner: Runner) -> RunSummary:
+def write_reports_if_changed(run_dir: Path, store: Store, cfg: RunConfig, runner: Runner) -> report.Summary:
     """Every report file, unless they were written from exactly this store, config, version and published table and
     are all still there (`python -m eval report RUN_DIR` rebuilds them anyway)."""
     fingerprint = content_key(__version__, DEFAULT_REFERENCE.read_text(encoding="utf-8"),
                               store.fingerprint(exclude_meta=(REPORTS_FINGERPRINT.name,)))
     if store.meta(REPORTS_FINGERPRINT) == fingerprint and all((run_dir / name).is_file() and not (run_dir / name).is_symlink()
                                                               for name in REPORT_FILES):  # a link: replaced by the file
-        summary = read_summary(run_dir / "summary.json")
+        summary = report.read_run_summary(run_dir, cfg)
         write_json(run_dir / "manifest.json", report.manifest(store, cfg, runner.activity()))  # says what this run did
         print()
-        print(report.render_console(summary))
+        print(report.console(summary))
         print(f"\nResults in {run_dir}/ (unchanged: nothing new was stored)")
         return summary
     summary = report.write_run(run_dir, store, cfg, runner.activity())

@@ -25,14 +25,14 @@ SOURCE_FILE = "source_generations.jsonl"
 TASK_JUDGE_KEYS = ("judge", "judge_prompts", "judge_system_prompt")  # per-task settings that belong to the judge
 
 
-def check_override(text: str) -> None:
-    """A rejudge changes the judge only: anything else would judge answers other than RUN's."""
+def check_override(text: str, command: str = "rejudge") -> None:
+    """A rejudge (or pairwise) changes the judge only: anything else would judge answers other than RUN's."""
     parts, _ = parse_override(text)
     if parts[0] in ("judge", "name", "asset_mirrors"):
         return
     if parts[0] == "task_options" and len(parts) >= 3 and parts[2] in TASK_JUDGE_KEYS:
         return
-    raise UserError(f"--set {text!r}: rejudge changes only the judge (judge.*, task_options.<task>.judge*, "
+    raise UserError(f"--set {text!r}: {command} changes only the judge (judge.*, task_options.<task>.judge*, "
                     "asset_mirrors, name); to change the model or generation, start a new run")
 
 

@@ -15,7 +15,7 @@ from .config import RunConfig
 from .kinds import kind
 from .manifest import manifest
 from .records import CallSlot, SlotRow, TaskMeta, TaskRules
-from .results import RunSummary, write_summary
+from .results import PairwiseSummary, RunSummary, read_result, read_summary, write_summary
 from .rundir import check_links, write_json, write_jsonl, write_text
 from .run_meta import CONFIG
 from .statuses import JudgmentStatus
@@ -24,6 +24,9 @@ from .summary import compute_summary, load_published
 from .tables import render_console, render_csv, render_markdown
 from .tasks import Task
 from .view import refuse_read_only, write_page
+
+
+Summary = RunSummary | PairwiseSummary  # what a run reports: a pairwise folder's is its own type
 
 
 def task_meta(task: Task, greedy: bool = False) -> TaskMeta:
@@ -43,25 +46,47 @@ def task_meta(task: Task, greedy: bool = False) -> TaskMeta:
                     judge_prompts_sha256=task.prompts.sha256)
 
 
-def write_reports(run_dir: Path, store: Store) -> RunSummary:
-    """Every report file from the store alone (used by `run` and by `report RUN_DIR`)."""
-    # matplotlib takes about half a second to import: only the commands that draw load it.
-    from .plots import write_plots
-
+def write_reports(run_dir: Path, store: Store) -> Summary:
+    """Every report file from the store alone (used by `run` and by `report RUN_DIR`); a pairwise folder's summary,
+    tables, plot and page are `pairwise_report`'s."""
     check_links(run_dir)
-    summary = compute_summary(store)
     config = store.meta(CONFIG)
-    published = load_published()
-    plots = write_plots(run_dir, summary, published)
-    write_summary(run_dir / "summary.json", summary)
-    write_text(run_dir / "table.md", render_markdown(summary, published, plots))
-    write_text(run_dir / "table.csv", render_csv(summary, published))
+    summary: Summary
+    if config is not None and config.pairwise is not None:
+        from .pairwise_report import write_reports as write_pairwise
+
+        summary = write_pairwise(run_dir, store)
+    else:
+        # matplotlib takes about half a second to import: only the commands that draw load it.
+        from .plots import write_plots
+
+        summary = compute_summary(store)
+        published = load_published()
+        plots = write_plots(run_dir, summary, published)
+        write_summary(run_dir / "summary.json", summary)
+        write_text(run_dir / "table.md", render_markdown(summary, published, plots))
+        write_text(run_dir / "table.csv", render_csv(summary, published))
     write_jsonl(run_dir / "generations.jsonl", (g.to_dict() for g in store.records("generation")))
     write_jsonl(run_dir / "judgments.jsonl", (j.to_dict() for j in store.records("judgment")))
     write_json(run_dir / "errors.json", _errors(store))
     if config is not None:
         write_text(run_dir / "config.yaml", yaml.safe_dump(config.snapshot(), allow_unicode=True, sort_keys=False))
     return summary
+
+
+def console(summary: Summary) -> str:
+    """What a run prints of its summary."""
+    if isinstance(summary, PairwiseSummary):
+        from .pairwise_report import render_console as pairwise_console
+
+        return pairwise_console(summary)
+    return render_console(summary)
+
+
+def read_run_summary(run_dir: Path, cfg: RunConfig) -> Summary:
+    """The summary.json a run of `cfg` wrote, through its type."""
+    return read_result(run_dir / "summary.json", PairwiseSummary) if cfg.pairwise is not None else \
+        read_summary(run_dir / "summary.json")
 
 
 @dataclass(frozen=True)
@@ -84,17 +109,18 @@ def _errors(store: Store) -> list[dict[str, Any]]:
             [{"stage": "judge", **asdict(j)} for j in store.fields("judgment", JudgmentError, where)])
 
 
-def write_run(run_dir: Path, store: Store, cfg: RunConfig, activity: dict[str, Any]) -> RunSummary:
+def write_run(run_dir: Path, store: Store, cfg: RunConfig, activity: dict[str, Any]) -> Summary:
     summary = write_reports(run_dir, store)
     write_json(run_dir / "manifest.json", manifest(store, cfg, activity))
-    write_page([run_dir])
+    if isinstance(summary, RunSummary):
+        write_page([run_dir])
     print()
-    print(render_console(summary))
+    print(console(summary))
     print(f"\nResults in {run_dir}/ (table.md, summary.json, plots/, report.html)")
     return summary
 
 
-def regenerate(run_dir: Path, out: Path | None = None) -> RunSummary:
+def regenerate(run_dir: Path, out: Path | None = None) -> Summary:
     """Every report file of a run from its store, into the run directory or `out` (the store is only read, so a
     read-only run can be reported elsewhere; its manifest.json is copied, as only a run can write one)."""
     if out is None:
@@ -106,8 +132,9 @@ def regenerate(run_dir: Path, out: Path | None = None) -> RunSummary:
         store.close()
     if out is not None and (run_dir / "manifest.json").is_file():
         write_text(out / "manifest.json", (run_dir / "manifest.json").read_text(encoding="utf-8"))
-    write_page([run_dir], out, reports=out)
-    print(render_console(summary))
+    if isinstance(summary, RunSummary):
+        write_page([run_dir], out, reports=out)
+    print(console(summary))
     if out is not None:
         print(f"\nReports of {run_dir} written to {out}/ (table.md, summary.json, plots/, report.html)")
     return summary

@@ -329,10 +329,100 @@ class CardSummary(Result):
     said last. A row that stored something before it ended is in the table too."""
 
 
+PairwiseSchema = Literal["llmjp-eval/pairwise/v1"]
+PAIRWISE_SCHEMA: Final[PairwiseSchema] = "llmjp-eval/pairwise/v1"
+
+
+class SourceRun(Result):
+    """One of the two runs a pairwise comparison judged (`python -m eval pairwise RUN_A RUN_B`)."""
+
+    run: str
+    """Its folder, as given to pairwise."""
+    name: str
+    """Its run name."""
+    model: str
+    """The model that wrote its answers."""
+    label: str
+    """Its row name in tables."""
+    reasoning_effort: str | None
+    rounds: int
+    """The rounds it planned (the comparison uses the rounds both have, paired by number)."""
+
+
+class Outcomes(Result):
+    """How the pairs of one group ended, for run A, by FastChat's rules: a pair is one question-turn of one round,
+    judged in both orders; the same winner in both is a win, a loss or a tie, different winners are inconsistent."""
+
+    pairs: int
+    """Pairs with a verdict in both orders."""
+    win: int
+    loss: int
+    tie: int
+    inconsistent: int
+    """Pairs whose verdict flips with the order; FastChat counts them as ties."""
+    errors: int
+    """Pairs left out (as FastChat leaves them out): an order without a verdict, or a judgment still missing."""
+    win_rate: float | None
+    """win / pairs (FastChat's win_rate); null without pairs."""
+    loss_rate: float | None
+    adjusted_win_rate: float | None
+    """(win + ½ · (tie + inconsistent)) / pairs (FastChat's win_rate_adjusted); null without pairs."""
+    consistency: float | None
+    """(pairs − inconsistent) / pairs: the share whose verdict does not flip with the order."""
+
+
+class PairwiseTask(Result):
+    """One benchmark compared: outcome counts pooled, per round and per category, and the statistics over rounds and
+    questions of each rate (`metrics.summarize`, from the pairwise kind's observations)."""
+
+    title: str
+    column: str
+    variant: str
+    questions: int
+    """Questions both runs have, compared."""
+    only_in_a: int
+    """Questions of run A that run B lacks (not compared)."""
+    only_in_b: int
+    rounds: list[int]
+    """The rounds compared: those both runs have."""
+    outcomes: Outcomes
+    """All rounds and turns pooled."""
+    per_round: dict[int, Outcomes]
+    per_category: dict[str, Outcomes]
+    metrics: dict[str, MetricStats]
+    """score (the adjusted win rate), win_rate, loss_rate, tie_rate, inconsistent_rate, consistency, turn<t> and
+    category:<c>: each a mean over pairs per round, the mean of the round means, and a 95 % interval over questions
+    (a question's rounds and turns resampled together)."""
+    counts: Counts
+    """How the pairwise run's judge calls ended (two per pair)."""
+    no_answer: NoAnswers | None = None
+    """Run A's answers the judge saw as None or empty."""
+
+
+class PairwiseSummary(Result):
+    """`summary.json` of a pairwise folder: run A's answers against run B's, per benchmark."""
+
+    schema_version: PairwiseSchema = Field(default=PAIRWISE_SCHEMA, alias="schema")
+    run: str
+    """The pairwise folder's run name."""
+    a: SourceRun
+    b: SourceRun
+    judge_model: str
+    compat: str
+    rounds: int
+    """Rounds compared."""
+    complete: bool
+    """Every pair has a final judgment in both orders."""
+    skipped: dict[str, str] = {}
+    """Benchmarks of both runs that were not compared, and why."""
+    tasks: dict[str, PairwiseTask]
+
+
 R = TypeVar("R", bound=Result)
 
 # Each result file's schema, generated into docs/ (a new result type adds its file here).
-SCHEMA_FILES: dict[str, type[Result]] = {"summary.schema.json": RunSummary, "card.schema.json": CardSummary}
+SCHEMA_FILES: dict[str, type[Result]] = {"summary.schema.json": RunSummary, "card.schema.json": CardSummary,
+                                       "pairwise.schema.json": PairwiseSummary}
 
 
 def report_order(entries: Mapping[str, TaskResult]) -> list[str]:
@@ -350,11 +440,18 @@ def tasks_of(summaries: Iterable[RunSummary]) -> dict[str, TaskResult]:
 
 
 class UnreadableResult(UserError):
-    """A result file this version cannot read; `reason` says why in a few words."""
+    """A result file this version cannot read; `reason` says why in a few words, `remedy` what to do."""
 
-    def __init__(self, path: Path, reason: str):
-        super().__init__(f"{path}: {reason}; `python -m eval report {path.parent}` writes it again from the run's store")
+    def __init__(self, path: Path, reason: str, remedy: str | None = None):
         self.reason = reason
+        self.remedy = remedy or f"`python -m eval report {path.parent}` writes it again from the run's store"
+        super().__init__(f"{path}: {reason}; {self.remedy}")
+
+
+def _described(schema: str) -> str | None:
+    """What a result file of this version's `schema` is, in words (None: not one of this version's)."""
+    names = {RunSummary: "a run's summary", CardSummary: "a card's summary", PairwiseSummary: "a pairwise comparison"}
+    return next((name for kind, name in names.items() if kind.model_fields["schema_version"].default == schema), None)
 
 
 def read_result(path: Path, kind: type[R]) -> R:
@@ -367,6 +464,9 @@ def read_result(path: Path, kind: type[R]) -> R:
     found = data.get("schema") if isinstance(data, dict) else None
     expected = kind.model_fields["schema_version"].default
     if found != expected:
+        if isinstance(found, str) and (other := _described(found)) is not None:
+            raise UnreadableResult(path, f"{other} ({found}), not {_described(expected) or expected}",
+                                   f"its table.md and report.html are in {path.parent}")
         written = f"schema {found}" if isinstance(found, str) else "no schema field"
         raise UnreadableResult(path, f"{written}, but this version reads {expected}")
     try:

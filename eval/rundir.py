@@ -31,7 +31,8 @@ TEMP_SUFFIX = ".partial"
 REPORT_FILES = ("summary.json", "table.md", "table.csv", "generations.jsonl", "judgments.jsonl", "errors.json",
                 "config.yaml", "manifest.json", "report.html")
 # The files a run writes into its directory (atomically); start-up removes half-written temporaries of these only.
-RUN_FILES = (*REPORT_FILES, "plots/categories.png", "plots/benchmarks.png", "source_generations.jsonl")
+RUN_FILES = (*REPORT_FILES, "plots/categories.png", "plots/benchmarks.png", "plots/pairwise.png", "source_generations.jsonl",
+             "answers_a.jsonl", "answers_b.jsonl")
 _TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")  # what mkstemp makes below
 
 

@@ -28,6 +28,7 @@ class Run:
     summary: RunSummary | None
     manifest: dict[str, Any] | None
     problem: str | None = None  # why there is no summary to show
+    remedy: str | None = None  # what to do about it
 
     @property
     def page(self) -> Path | None:
@@ -53,11 +54,12 @@ def find_runs(folders: list[Path]) -> list[Run]:
 def _read(run_dir: Path) -> Run:
     path = run_dir / "summary.json"
     if not path.is_file():
-        return Run(run_dir, None, None, "no summary.json (running, or stopped before its reports)")
+        return Run(run_dir, None, None, "no summary.json (running, or stopped before its reports)",
+                   f"`python -m eval report {run_dir}` writes its reports from the store")
     try:
         summary = read_summary(path)
     except UnreadableResult as e:
-        return Run(run_dir, None, None, f"summary.json: {e.reason}")
+        return Run(run_dir, None, None, f"summary.json: {e.reason}", e.remedy)
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -116,7 +118,7 @@ def runs_command(folders: list[Path], out: Path | None) -> list[Run]:
     print("\nBenchmark cells: mean over rounds (Δ vs the published row of the model card, where one matched).")
     for run in runs:
         if run.summary is None:
-            print(f"{run.dir}: {run.problem}; `python -m eval report {run.dir}` writes its reports from the store")
+            print(f"{run.dir}: {run.problem}; {run.remedy}")
     if out is not None:
         path = out if out.suffix == ".html" else out / "index.html"
         write_text(path, index_page(runs, tasks, path.parent))

@@ -37,7 +37,11 @@ DEFAULT_REFERENCE = Path(__file__).resolve().parent / "resources" / "model_card.
 
 def model_label(cfg: RunConfig) -> tuple[str, str | None]:
     """The measured row's model name (its identity where known, else the last part of its path) and effort."""
-    model = answering_model(cfg)
+    return model_name(answering_model(cfg))
+
+
+def model_name(model: dict[str, Any]) -> tuple[str, str | None]:
+    """A model config's name and effort, as `model_label` gives them for a run."""
     name = model_identity(model)[0] or model["path"].rstrip("/").rsplit("/", 1)[-1].removeprefix("builtin:")
     return name, reasoning_effort(model)
 

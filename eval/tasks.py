@@ -19,11 +19,14 @@ from .config import MAX_RETRIES, MAX_TOKENS, Strict
 from .errors import UserError
 from .judge.prompts import PromptSet, Template, check_fits, read_prompt_set
 from .kinds import KINDS, kind
-from .records import Item
+from .records import Generation, Item, Slot
 from .sources import FileRef, ResolvedFile, hf_is_cached, is_cached, load_hf_rows, read_jsonl, resolve_file
 from .task_files import asset_table, task_dirs, task_file, task_names
 from .yaml_limits import read_yaml
 
+
+
+PAIRWISE = "pairwise"  # the metric kind of a pairwise comparison (`eval/kinds/pairwise.py`)
 
 
 def _registered(name: str) -> str:
@@ -101,6 +104,7 @@ class VariantSpec(Strict):
     data: DataSpec
     system_prompt: TextSpec | None = None
     judge_prompts: PromptsSpec
+    pairwise_prompts: PromptsSpec | None = None  # the prompt set a pairwise comparison of two runs uses (`pairwise`)
     judge_system_prompt: TextSpec | None = None
     expected_items: int | None = Field(None, ge=1)
 
@@ -114,6 +118,14 @@ class GenerationSpec(Strict):
     no_answer: NoAnswer | None = None  # None: the compat profile's policy
 
 
+class VerdictLabels(Strict):
+    """What a pairwise prompt's `regex` captures for each verdict (FastChat's: A, B, and C for a tie)."""
+
+    a: str = Field("A", min_length=1)
+    b: str = Field("B", min_length=1)
+    tie: str = Field("C", min_length=1)
+
+
 class JudgeSpec(Strict):
     temperature: int | float | None = 0  # an int stays an int: upstream sends MT-Bench's `temperature: 0` as 0
     top_p: float | None = Field(None, gt=0, le=1)
@@ -125,6 +137,7 @@ class JudgeSpec(Strict):
     parse_retries: int = Field(3, ge=0, le=MAX_RETRIES)
     api_error_score: float | None = None
     primary_criterion: str | None = None
+    verdict_labels: VerdictLabels = Field(default_factory=lambda: VerdictLabels())
 
 
 class ReportSpec(Strict):
@@ -168,6 +181,7 @@ class Task:
     prompts: PromptSet
     provenance: list[dict[str, Any]]
     warnings: list[str]
+    opponent: dict[Slot, Generation] | None = None  # a pairwise run: the other run's answers, by slot
 
     def __post_init__(self) -> None:
         self._by_id = {item.item_id: item for item in self.items}
@@ -305,11 +319,24 @@ def task_file_refs(spec: TaskSpec, variant: str) -> list[FileRef]:
     """Every file a task variant needs (for `fetch`, `tasks`, and the manifest)."""
     v = spec.variant(variant)
     refs = []
-    for what, f in (("questions", v.data.questions), ("references", v.data.references), ("judge prompts", v.judge_prompts),
+    for what, f in (("questions", v.data.questions), ("references", v.data.references),
+                    ("judge prompts", judge_prompts(spec, variant)),
                     ("system prompt", v.system_prompt), ("judge system prompt", v.judge_system_prompt)):
         if f is not None and (f.asset or f.url or f.path):
             refs.append(file_ref(f, f"task {spec.name}: {what}"))
     return refs
+
+
+def judge_prompts(spec: TaskSpec, variant: str) -> PromptsSpec:
+    """The prompt set a task variant is judged with: its `pairwise_prompts` for a kind that compares two runs."""
+    v = spec.variant(variant)
+    if not kind(spec.metric).compares:
+        return v.judge_prompts
+    if v.pairwise_prompts is None:
+        raise UserError(f"task {spec.name}: variant {variant!r} gives no pairwise_prompts, so its answers cannot be "
+                        f"compared pairwise; add variants.{variant}.pairwise_prompts to its task file (a prompt set with "
+                        "the templates pair-v2, pair-math-v1 and, for two turns, their -multi-turn forms)")
+    return v.pairwise_prompts
 
 
 def cache_status(spec: TaskSpec, variant: str, mirrors: dict[str, str]) -> str:
@@ -347,10 +374,11 @@ def load_task(spec: TaskSpec, variant: str, mirrors: dict[str, str], limit: int 
         warnings.append(f"task {spec.name}: expected {expected} items, found {len(items)} — results are not comparable")
     if limit is not None:
         items = items[:limit]
-    prompts_ref = file_ref(v.judge_prompts, f"task {spec.name}: judge prompts")
+    prompts_spec = judge_prompts(spec, variant)
+    prompts_ref = file_ref(prompts_spec, f"task {spec.name}: judge prompts")
     resolved = resolve_file(prompts_ref, mirrors)
     provenance.append(resolved.provenance())
-    prompts = read_prompt_set(resolved.path, v.judge_prompts.format, label=prompts_ref.label)
+    prompts = read_prompt_set(resolved.path, prompts_spec.format, label=prompts_ref.label)
     system_prompt = _read_text(v.system_prompt, f"task {spec.name}: system prompt", mirrors, provenance)
     judge_system = _read_text(v.judge_system_prompt, f"task {spec.name}: judge system prompt", mirrors, provenance)
     metric = kind(spec.metric)
@@ -360,7 +388,14 @@ def load_task(spec: TaskSpec, variant: str, mirrors: dict[str, str], limit: int 
 
 def judge_templates(tasks: Iterable[Task]) -> list[tuple[str, Template]]:
     """(metric kind, template) of every judge template the tasks use: what a mock judge recognises a prompt by."""
-    return [(task.spec.metric, template) for task in tasks for template in task.prompts.templates.values()]
+    return [pair for task in tasks for pair in _used_templates(task.spec.metric, task.spec, task.prompts)]
+
+
+def _used_templates(metric: str, spec: TaskSpec, prompts: PromptSet) -> list[tuple[str, Template]]:
+    """The templates of `prompts` that the kind `metric` renders for `spec` (a FastChat file holds single-grade and
+    pairwise templates side by side: each is answered in its own kind's format)."""
+    needed = kind(metric).templates(spec)
+    return [(metric, template) for name, template in prompts.templates.items() if name in needed]
 
 
 def local_judge_templates() -> list[tuple[str, Template]]:
@@ -371,10 +406,13 @@ def local_judge_templates() -> list[tuple[str, Template]]:
         try:
             spec = load_spec(name)
             for variant in spec.variants.values():
-                ref = file_ref(variant.judge_prompts, f"task {name}: judge prompts")
-                if is_cached(ref):
-                    prompts = read_prompt_set(resolve_file(ref, {}).path, variant.judge_prompts.format, ref.label)
-                    out += [(spec.metric, template) for template in prompts.templates.values()]
+                for metric, prompts_spec in ((spec.metric, variant.judge_prompts), (PAIRWISE, variant.pairwise_prompts)):
+                    if prompts_spec is None:
+                        continue
+                    ref = file_ref(prompts_spec, f"task {name}: judge prompts")
+                    if is_cached(ref):
+                        prompts = read_prompt_set(resolve_file(ref, {}).path, prompts_spec.format, ref.label)
+                        out += _used_templates(metric, spec, prompts)
         except UserError:  # a broken task file is reported by the run that uses it, not by the mock
             continue
     return out

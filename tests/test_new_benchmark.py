@@ -134,7 +134,8 @@ def test_a_mock_judge_started_on_its_own_knows_the_registered_tasks_prompts(task
 
     prompt = MY_PROMPT.split("prompt_template: |-\n")[1].split("metrics:")[0].replace("  ", "")
     with MockServer() as server:
-        reply = verdict([{"role": "user", "content": prompt.format(question="Q", response="A")}], 0, server.state.templates)
+        reply = verdict([{"role": "user", "content": prompt.format(question="Q", response="A")}], server.state.settings,
+                        server.state.templates)
     assert [line.split(":")[0] for line in reply.splitlines() if "[[" in line] == ["有用性", "簡潔さ", "総合評価"]
 
 
@@ -143,7 +144,7 @@ def test_a_mock_judge_started_on_its_own_knows_the_registered_tasks_prompts(task
     (MY_BENCH.replace("report: {order: 0}", "report: {order: 0, colour: red}"),
      ["my_bench.yaml (+ included _sample.yaml, _mt_bench.yaml)", "'report.colour': unknown key"]),
     ("include: [_sample.yaml]\nname: my_bench\ntitle: t\ncolumn: c\nmetric: rubric\nexpected_items: 1\nvariants: {}\n",
-     ["'metric': 'rubric' is not a registered metric kind (known: mt_bench, quality, safety"]),
+     ["'metric'", "'rubric' is not a registered metric kind (known: mt_bench, quality, safety"]),
 ])
 def test_a_bad_task_file_is_one_error_naming_the_file_and_key(tasks_dir, text, needles):
     from eval.errors import UserError

@@ -40,9 +40,9 @@ def request_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def verdict(messages: list[dict[str, Any]], shift: int = 0, templates: list[tuple[str, Template]] = ()) -> str:
-    """A judge reply in the format the prompt asks for; the score is a function of the prompt, plus `shift`
-    clipped to the scale.
+def verdict(messages: list[dict[str, Any]], settings: MockSettings, templates: list[tuple[str, Template]] = ()) -> str:
+    """A judge reply in the format the prompt asks for; the score is a function of the prompt, plus the settings'
+    `score_shift` clipped to the scale (a pairwise verdict follows their `pairwise_rule`).
 
     A prompt rendered from one of `templates` is answered by that template's metric kind, in the format its parser
     reads (a quality template: one line per criterion of its own list); any other prompt gets one `[[n]]`, on
@@ -52,10 +52,10 @@ def verdict(messages: list[dict[str, Any]], shift: int = 0, templates: list[tupl
     h = _digest(prompt)
     for metric, template in templates:
         if renders(template, prompt):
-            return kind(metric).mock_reply(template, h, shift)
+            return kind(metric).mock_reply(template, prompt, h, settings)
     if any(marker in prompt for marker in ("1から5", "1 to 5", "1-5", "1–5")):
-        return KINDS["safety"].mock_reply(None, h, shift)
-    return KINDS["mt_bench"].mock_reply(None, h, shift)
+        return KINDS["safety"].mock_reply(None, prompt, h, settings)
+    return KINDS["mt_bench"].mock_reply(None, prompt, h, settings)
 
 
 def generation(messages: list[dict[str, Any]], max_tokens: int | None, effort: str | None) -> tuple[str, str | None, str, int]:
@@ -151,7 +151,7 @@ def answer_chat(state: MockState, body: dict[str, Any], fault: str | None) -> tu
     if model.startswith("mock-gen"):
         reasoning, content, finish, tokens = generation(messages, limit, body.get("reasoning_effort"))
         return 200, _completion(model, content, finish, prompt_tokens, tokens, reasoning, len(reasoning) // 4 + 1)
-    text = verdict(messages, state.settings.score_shift, state.templates)
+    text = verdict(messages, state.settings, state.templates)
     if fault == "empty":
         return 200, _completion(model, "", "stop", prompt_tokens, 0)
     if fault == "length":

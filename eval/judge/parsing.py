@@ -4,6 +4,9 @@
   decimal digit, as upstream's `int` does); a second pattern is tried when the first finds nothing (FastChat's
   `[x]` fallback); under the strict profile, a number outside the scale is no score.
 - criteria (quality): `re.findall` of (criterion, score) pairs; every criterion exactly once, else a failure.
+- verdict (pairwise, `VerdictParser`): the labels the pattern's group captures anywhere in the reply, read in the
+  order A, B, tie — FastChat's rule (`"[[A]]" in judgment`, then `[[B]]`, then `[[C]]`); under the strict profile
+  a reply naming two different verdicts is no verdict.
 A score that is not a finite number (NaN, infinity, or digits past the float range) is a parse failure.
 """
 
@@ -66,3 +69,25 @@ def _criteria(text: str, regex: str, criteria: tuple[str, ...]) -> dict[str, flo
     if missing:
         return f"missing criteria: {', '.join(missing)}"
     return scores
+
+
+@dataclass(frozen=True)
+class VerdictParser:
+    """A pairwise verdict: `regex`'s group 1 captures a label; `labels` are (label, the share of the verdict that goes
+    to the answer in position A: 1 A, 0 B, 0.5 a tie), in the order they are looked for."""
+
+    regex: str
+    labels: tuple[tuple[str, float], ...]
+    single: bool = False  # strict: exactly one distinct verdict in the reply
+    score_name: str = "position_a"
+
+    def __call__(self, text: str | None) -> dict[str, float] | str:
+        if not text:
+            return "empty judge output"
+        found = set(re.findall(self.regex, text))
+        named = [(label, share) for label, share in self.labels if label in found]
+        if not named:
+            return "no verdict found"
+        if self.single and len(named) > 1:
+            return f"verdicts {', '.join(label for label, _ in named)} given together"
+        return {self.score_name: named[0][1]}

@@ -5,7 +5,8 @@ Formats:
 - `llm_jp_judge`: llm-jp-judge prompt YAML. Either a mapping of named templates (MT-Bench: `single-v1`, … each with
   `regex`, `prompt_template`, `system_prompt`) or one template file (`regex`, `prompt_template` /
   `prompt_template_with_ref` / `prompt_template_wo_ref`, optional `system_prompt`, `metrics`).
-- `fastchat`: FastChat `judge_prompts.jsonl` (`name`, `type`, `system_prompt`, `prompt_template`, `output_format`).
+- `fastchat`: FastChat `judge_prompts.jsonl` (`name`, `type`, `system_prompt`, `prompt_template`, `output_format`):
+  its single-grade templates (`[[rating]]`) and its pairwise ones that ask for `[[A]]`, `[[B]]` or `[[C]]`.
 
 Templates are filled with `str.format`, exactly as upstream does.
 """
@@ -28,6 +29,9 @@ from ..sources import read_jsonl
 # FastChat llm_judge's rating patterns for single-answer grading (facts of its format): `[[x]]`, else `[x]`.
 FASTCHAT_RATING_REGEX = r"\[\[(\d+\.?\d*)\]\]"
 FASTCHAT_FALLBACK_REGEX = r"\[(\d+\.?\d*)\]"
+# FastChat's pairwise verdicts (output format `[[A]]`): `[[A]]`, `[[B]]` or `[[C]]` (a tie) anywhere in the reply.
+FASTCHAT_VERDICT_REGEX = r"\[\[([ABC])\]\]"
+FASTCHAT_READ = {"single": ("[[rating]]", FASTCHAT_RATING_REGEX), "pairwise": ("[[A]]", FASTCHAT_VERDICT_REGEX)}
 
 SINGLE_FILE_KEYS = {"prompt_template": "default", "prompt_template_with_ref": "with_ref", "prompt_template_wo_ref": "wo_ref"}
 
@@ -115,10 +119,11 @@ def read_prompt_set(path: Path, fmt: str, label: str) -> PromptSet:
                 templates[name] = _template(label, path, name, entry.get("prompt_template"), entry.get("system_prompt"), entry.get("regex"))
     elif fmt == "fastchat":
         for _, entry in read_jsonl(path, label):
-            if entry.get("type") != "single":
-                continue
+            output_format, regex = FASTCHAT_READ.get(entry.get("type"), (None, ""))
+            if output_format is None or entry.get("output_format", output_format) != output_format:
+                continue  # a format no kind reads (e.g. pairwise scores [[rating_a,rating_b]])
             templates[entry["name"]] = _template(
-                label, path, entry["name"], entry.get("prompt_template"), entry.get("system_prompt"), FASTCHAT_RATING_REGEX
+                label, path, entry["name"], entry.get("prompt_template"), entry.get("system_prompt"), regex
             )
     else:
         raise UserError(f"{label}: unknown prompt format {fmt!r} (use llm_jp_judge or fastchat)")

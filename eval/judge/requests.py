@@ -14,7 +14,7 @@ from ..kinds import kind
 from ..records import SINGLE_CALL, CallSlot, Generation, Slot, content_key
 from ..statuses import GenerationStatus
 from ..tasks import Item, Task
-from .parsing import Parser
+from .parsing import Parser, VerdictParser
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class JudgeRequest:
     prompt_hash: str
     messages: list[dict[str, str]]
     params: dict[str, Any]
-    parser: Parser
+    parser: Parser | VerdictParser
     parse_retries: int
     api_error_score: float | None
     call: str = SINGLE_CALL  # which of the slot's judge calls
@@ -68,19 +68,27 @@ def judge_params(task: Task, cfg: RunConfig, round_: int) -> dict[str, Any]:
 def build_requests(task: Task, item: Item, turn: int, gens: list[Generation],
                    cfg: RunConfig) -> list[JudgeRequest] | list[Excluded]:
     """The requests of a slot's judge calls, in the kind's order; `gens` are this item's generations for turns
-    1..turn of one round."""
+    1..turn of one round (for a pairwise task, compared with the other run's of the same slots: `Task.opponent`)."""
     spec = task.spec
     profile = cfg.profile
     own = gens[turn - 1]
     slot = own.slot
     metric = kind(spec.metric)
     no_answer = spec.generation.no_answer or profile.no_answer
-    if own.status != GenerationStatus.OK and no_answer == "exclude":
-        return [Excluded(slot, own.key, f"generation {own.status}", call) for call in metric.calls(spec)]
+    theirs = _opponent(task, slot, turn) if metric.compares else []
+    judged = [("generation", own)] + [("the other run's generation", g) for g in theirs[turn - 1:]]
+    failed = [f"{whose} {g.status}" for whose, g in judged if g.status != GenerationStatus.OK]
+    if failed and no_answer == "exclude":
+        return [Excluded(slot, own.key, "; ".join(failed), call) for call in metric.calls(spec)]
     answers = [answer_for(profile, g.status, g.final, no_answer) for g in gens]
+    if metric.compares:
+        their_answers = [answer_for(profile, g.status, g.final, no_answer) for g in theirs]
+        calls = metric.pair_calls(task, item, turn, answers, their_answers, profile)
+    else:
+        calls = metric.judge_calls(task, item, turn, answers, profile)
     params = judge_params(task, cfg, slot.round)
     requests = []
-    for call in metric.judge_calls(task, item, turn, answers, profile):
+    for call in calls:
         parser, parse_retries = metric.parser(task, call.template, profile)
         prompt = call.template.render(list_repr=call.list_repr, **call.fields)
         messages = ([{"role": "system", "content": call.system}] if call.system is not None else []) + \
@@ -92,3 +100,17 @@ def build_requests(task: Task, item: Item, turn: int, gens: list[Generation],
         raise AssertionError(f"kind {metric.name}: judge_calls made {[r.call for r in requests]}, calls says "
                              f"{list(metric.calls(spec))}")
     return requests
+
+
+def _opponent(task: Task, slot: Slot, turn: int) -> list[Generation]:
+    """The other run's generations of turns 1..turn of the slot's conversation (one it lacks: a failed answer)."""
+    if task.opponent is None:
+        raise AssertionError(f"task {task.name}: a pairwise task without the answers to compare with")
+    gens = []
+    for t in range(1, turn + 1):
+        place = Slot(slot.round, slot.task, slot.item_id, t)
+        gens.append(task.opponent.get(place) or Generation(
+            key="", round=place.round, seed=0, task=place.task, item_id=place.item_id, turn=t, messages=[],
+            messages_hash="", prompt_hash=None, raw="", final=None, reasoning="", status=GenerationStatus.ERROR,
+            finish_reason=None, tokens_in=None, tokens_out=None, seconds=0.0, error="no answer in the other run"))
+    return gens

@@ -5,10 +5,11 @@ from __future__ import annotations
 from ..errors import UserError
 from .base import CallResult, JudgeCall, MetricKind, TaskRules, renders
 from .mt_bench import MTBench
+from .pairwise import Pairwise
 from .quality import Quality
 from .safety import Safety
 
-KINDS: dict[str, MetricKind] = {kind.name: kind for kind in (MTBench(), Quality(), Safety())}
+KINDS: dict[str, MetricKind] = {kind.name: kind for kind in (MTBench(), Quality(), Safety(), Pairwise())}
 
 
 def kind(name: str) -> MetricKind:

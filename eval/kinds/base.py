@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from ..compat import Profile
-from ..judge.parsing import Parser
+from ..judge.parsing import Parser, VerdictParser
 from ..judge.prompts import FASTCHAT_FALLBACK_REGEX, Template
 from ..records import SINGLE_CALL, Plot, TaskRules
 from ..statuses import is_valid
 
 if TYPE_CHECKING:
+    from ..config import MockSettings
     from ..results import TaskResult
     from ..tasks import Item, Task, TaskSpec
 
@@ -54,6 +55,7 @@ class MetricKind:
     needs_criteria: ClassVar[bool] = False  # the prompt set must list criteria (`metrics:`)
     templates_carry_system_prompt: ClassVar[bool] = False  # a task's judge_system_prompt would be ignored
     rate_metrics: ClassVar[tuple[str, ...]] = ()  # metrics that are 0/100 indicators, not scores
+    compares: ClassVar[bool] = False  # judges a run's answers against another run's (`pair_calls`), not on their own
 
     def templates(self, spec: "TaskSpec") -> dict[str, set[str]]:
         """The templates a task of this kind needs: name → the placeholders it fills."""
@@ -69,7 +71,12 @@ class MetricKind:
         of one round."""
         raise NotImplementedError
 
-    def parser(self, task: "Task", template: Template, profile: Profile) -> tuple[Parser, int]:
+    def pair_calls(self, task: "Task", item: "Item", turn: int, ours: list[str | None], theirs: list[str | None],
+                   profile: Profile) -> list[JudgeCall]:
+        """For a kind that `compares`: the calls of one slot given both runs' answers of turns 1..turn of one round."""
+        raise NotImplementedError(f"{self.name} judges one run's answers on their own")
+
+    def parser(self, task: "Task", template: Template, profile: Profile) -> "tuple[Parser | VerdictParser, int]":
         """The score parser and the number of re-asks: the prompt set's own semantics under the upstream profile
         (FastChat: `[[x]]` then `[x]`, no range check, never re-asks), the harness's under strict."""
         fastchat = task.prompts.format == "fastchat" and profile.fastchat_semantics
@@ -105,11 +112,11 @@ class MetricKind:
         """(label, metric name) rows of the task's detail table, from its summary entry."""
         raise NotImplementedError
 
-    def mock_reply(self, template: Template | None, draw: int, shift: int) -> str:
-        """A judge reply that this kind's parser reads for `template` (None: a prompt on this kind's scale that no
-        known template rendered): the score is a function of `draw`, plus `shift` clipped to the scale (a second
-        judge that differs from the first by a known rule)."""
-        return f"This is a mock judgment. Rating: [[{self._mock_score(draw, shift)}]]"
+    def mock_reply(self, template: Template | None, prompt: str, draw: int, settings: "MockSettings") -> str:
+        """A judge reply that this kind's parser reads for `prompt`, rendered from `template` (None: a prompt on this
+        kind's scale that no known template rendered): the score is a function of `draw`, plus the settings'
+        `score_shift` clipped to the scale (a second judge that differs from the first by a known rule)."""
+        return f"This is a mock judgment. Rating: [[{self._mock_score(draw, settings.score_shift)}]]"
 
     def _mock_score(self, draw: int, shift: int) -> int:
         low, high = self.scale

@@ -15,6 +15,7 @@ from ..judge.prompts import Template
 from .base import JudgeCall, MetricKind, TaskRules
 
 if TYPE_CHECKING:
+    from ..config import MockSettings
     from ..results import TaskResult
     from ..tasks import Item, Task, TaskSpec
 
@@ -50,7 +51,7 @@ class Quality(MetricKind):
     def detail_rows(self, entry: "TaskResult") -> list[tuple[str, str]]:
         return [("score (primary)", "score")] + [(c, c) for c in entry.criteria]
 
-    def mock_reply(self, template: Template | None, draw: int, shift: int) -> str:
+    def mock_reply(self, template: Template | None, prompt: str, draw: int, settings: "MockSettings") -> str:
         criteria = template.criteria if template is not None else ()
-        return "\n\n".join(f"{criterion}(評価理由): モックの採点です。\n{criterion}: [[{self._mock_score(draw >> (3 * i), shift)}]]"
+        return "\n\n".join(f"{criterion}(評価理由): モックの採点です。\n{criterion}: [[{self._mock_score(draw >> (3 * i), settings.score_shift)}]]"
                            for i, criterion in enumerate(criteria or ()))

@@ -16,6 +16,7 @@ from ..statuses import CALL_FAILURES
 from .base import JudgeCall, MetricKind, TaskRules
 
 if TYPE_CHECKING:
+    from ..config import MockSettings
     from ..results import TaskResult
     from ..tasks import Item, Task, TaskSpec
 
@@ -58,5 +59,5 @@ class Safety(MetricKind):
     def detail_rows(self, entry: "TaskResult") -> list[tuple[str, str]]:
         return [("score", "score"), ("violation rate (%)", "violation_rate"), ("acceptable rate (%)", "acceptable_rate")]
 
-    def mock_reply(self, template: Template | None, draw: int, shift: int) -> str:
-        return f"モックの判定です。評価：[[{self._mock_score(draw, shift)}]]"
+    def mock_reply(self, template: Template | None, prompt: str, draw: int, settings: "MockSettings") -> str:
+        return f"モックの判定です。評価：[[{self._mock_score(draw, settings.score_shift)}]]"
