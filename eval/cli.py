@@ -15,6 +15,7 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
 import threading
 import warnings
 from contextlib import contextmanager
@@ -137,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     pairwise.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="judge setting, e.g. --set judge.model=gpt-5-mini (repeatable)")
     pairwise.add_argument("--force", action="store_true", help="continue in a directory made with a different judge")
+    pairwise.add_argument("--dry-run", action="store_true", help="print request counts, estimated tokens and cost; send "
+                                                                 "nothing (nothing is written in a new --out)")
 
     agree = sub.add_parser("agree", help="agreement between two judges on the same answers, or a judge's rounds",
                            description="Two runs over the same answers (RUN_A RUN_B): agreement per task and metric, "
@@ -359,11 +362,19 @@ def _card_slurm(rows: list[Row], options: CardOptions, args: argparse.Namespace)
 
 
 def _pairwise(args: argparse.Namespace) -> int:
-    from .pairwise import pairwise_config
+    from .pairwise import ANSWERS_A, pairwise_config
     from .pipeline import RunOptions, run
 
-    cfg = pairwise_config(args.run_a, args.run_b, args.overrides, args.out)
     command = ["python", "-m", "eval", *args.argv]
+    if args.dry_run:
+        # The answers compared, for the estimate: in a comparison begun before, its own files (rewritten from the
+        # sources as the run would), so its stored answers stand; else in a folder that goes away.
+        with tempfile.TemporaryDirectory(prefix="llmjp-pairwise-") as temporary:
+            answers = args.out if (args.out / ANSWERS_A).is_file() else Path(temporary)
+            cfg = pairwise_config(args.run_a, args.run_b, args.overrides, args.out, answers)
+            run(cfg, RunOptions(out=args.out, force=args.force, dry_run=True, command=command))
+        return 0
+    cfg = pairwise_config(args.run_a, args.run_b, args.overrides, args.out)
     summary = run(cfg, RunOptions(out=args.out, force=args.force, command=command))
     return _ended(summary, command)
 

@@ -66,9 +66,10 @@ def read_source(run_dir: Path, which: str) -> Source:
         store.close()
 
 
-def pairwise_config(a_dir: Path, b_dir: Path, overrides: list[str], out: Path) -> RunConfig:
-    """The config of the pairwise run in `out`; A's and B's answers to the questions both have are written to `out`
-    (answers_a.jsonl, answers_b.jsonl), and its tasks keep those questions only (`compared_with`)."""
+def pairwise_config(a_dir: Path, b_dir: Path, overrides: list[str], out: Path, answers_dir: Path | None = None) -> RunConfig:
+    """The config of the pairwise run in `out`; A's and B's answers to the questions both have are written to
+    `answers_dir` (default `out`; a dry run gives a temporary folder): answers_a.jsonl, answers_b.jsonl; its tasks keep
+    those questions only (`compared_with`)."""
     for text in overrides:
         check_override(text, "pairwise")
     for source in (a_dir, b_dir):
@@ -102,11 +103,12 @@ def pairwise_config(a_dir: Path, b_dir: Path, overrides: list[str], out: Path) -
                         + ("; skipped: " + "; ".join(f"{t}: {why}" for t, why in skipped.items()) if skipped else ""))
     _say_what_is_compared(a, b, tasks, only_in_a, only_in_b, skipped)
     compared = {(t, i) for t in tasks for i in a.questions(t).keys() & b.questions(t).keys()}
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / ANSWERS_A, _answers(a.generations, compared, rounds))
-    write_jsonl(out / ANSWERS_B, _answers(b.generations, compared, rounds))
+    answers_dir = answers_dir or out
+    answers_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(answers_dir / ANSWERS_A, _answers(a.generations, compared, rounds))
+    write_jsonl(answers_dir / ANSWERS_B, _answers(b.generations, compared, rounds))
     data = a.cfg.snapshot()
-    data["model"] = {"backend": "replay", "path": str((out / ANSWERS_A).resolve()), "format": "harness",
+    data["model"] = {"backend": "replay", "path": str((answers_dir / ANSWERS_A).resolve()), "format": "harness",
                      "source_model": answering_model(a.cfg)}
     data["generation"]["batch_size"] = "auto"  # an hf-only setting; the replay backend refuses anything else
     data["name"] = re.sub(r"[^A-Za-z0-9._-]", "-", out.resolve().name)
@@ -114,7 +116,7 @@ def pairwise_config(a_dir: Path, b_dir: Path, overrides: list[str], out: Path) -
     data["tasks"] = tasks
     data["published"] = "none"  # a win rate has no published row
     data["task_options"] = {t: _pairwise_options(data["task_options"].get(t, {})) for t in tasks}
-    data["pairwise"] = {"run_a": str(a_dir), "run_b": str(b_dir), "answers_b": str((out / ANSWERS_B).resolve()),
+    data["pairwise"] = {"run_a": str(a_dir), "run_b": str(b_dir), "answers_b": str((answers_dir / ANSWERS_B).resolve()),
                         "model_b": answering_model(b.cfg), "rounds_a": a.rounds, "rounds_b": b.rounds, "only_in_a": {t: only_in_a[t] for t in tasks},
                         "only_in_b": {t: only_in_b[t] for t in tasks}, "skipped": skipped}
     return build_config(data, f"{a_dir}/config.yaml", overrides)

@@ -261,3 +261,18 @@ def test_the_pair_outcome_follows_fastchats_rules():
     assert pair(1.0, 1.0) == Outcome.INCONSISTENT  # position A both times
     assert pair(0.5, 0.0) == Outcome.INCONSISTENT  # a tie in one order only
     assert pair(1.0, None) is None and pair(None, None) is None  # an error in either order: left out
+
+
+def test_a_dry_run_counts_both_orders_of_every_pair_and_writes_nothing(runs, tmp_path):
+    out = tmp_path / "pairs"
+    first = cli("pairwise", *map(str, runs), "--out", str(out), "--dry-run")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert not out.exists()
+    total = next(line.split() for line in first.stdout.splitlines() if line.strip().startswith("total"))
+    assert pairwise(*runs, out, "longer").returncode == 0
+    judged = read_jsonl(out / "judgments.jsonl")
+    assert int(total[2]) == len(judged) == 2 * len({(j["round"], j["task"], j["item_id"], j["turn"]) for j in judged})
+    again = cli("pairwise", *map(str, runs), "--out", str(out), "--dry-run",
+                "--set", "judge.mock_settings.pairwise_rule=longer")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert next(line.split() for line in again.stdout.splitlines() if line.strip().startswith("total"))[1:3] == ["0", "0"]
