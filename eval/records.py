@@ -145,7 +145,7 @@ class Generation(_Record):
     task: str
     item_id: str
     turn: int
-    messages: list[dict[str, str]]
+    messages: list[dict[str, str | None]]
     messages_hash: str
     prompt_hash: str | None
     raw: str

@@ -63,7 +63,7 @@ def parse_message(message: Any, finish_reason: str | None) -> ParsedOutput:
         return ParsedOutput(content, reasoning, G.TRUNCATED)
     if content is None or not content.strip():
         return ParsedOutput(content, reasoning, G.NO_FINAL)
-    return ParsedOutput(content, reasoning, "ok")
+    return ParsedOutput(content, reasoning, G.OK)
 
 
 class _NoServer(Exception):
