@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + (received[0] if received else signal.SIGINT)
 
 
-_STOPPED_BY = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+_STOPPED_BY: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
 def _stop_message(signum: int) -> str:
@@ -279,7 +279,7 @@ def _run(args: argparse.Namespace) -> int:
                          dry_run=args.dry_run, command=["python", "-m", "eval", *args.argv],
                          fetch=fetch_command(args.config, args.overrides))
     summary = run(cfg, options)
-    return 0 if args.dry_run else _ended(summary, options.command)
+    return 0 if isinstance(summary, dict) else _ended(summary, options.command)  # a dict: a dry run's estimate
 
 
 def _ended(summary: "RunSummary", command: list[str]) -> int:
@@ -301,7 +301,7 @@ def _rejudge(args: argparse.Namespace) -> int:
     command = ["python", "-m", "eval", *args.argv]
     summary = run(cfg, RunOptions(out=args.out, limit=limit, force=args.force, dry_run=args.dry_run, command=command,
                                   fetch=fetch_command(str(args.run_dir / "config.yaml"))))
-    return 0 if args.dry_run else _ended(summary, command)
+    return 0 if isinstance(summary, dict) else _ended(summary, command)  # a dict: a dry run's estimate
 
 
 def _card(args: argparse.Namespace) -> int:
@@ -385,8 +385,8 @@ def _configs(args: argparse.Namespace) -> int:
     for path in sorted(BUNDLED_CONFIGS.glob("*.yaml")):
         cfg = load_config(path)
         match = card_row(cfg)
-        row = published_label(match.row) if match.row is not None else f"– ({match.note})"
-        rows.append((path.stem, cfg.model.backend, cfg.model.path, row))
+        published = published_label(match.row) if match.row is not None else f"– ({match.note})"
+        rows.append((path.stem, cfg.model.backend, cfg.model.path, published))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         print("  ".join([*(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3]]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable
 
 import pandas as pd
 
@@ -62,13 +62,13 @@ def load_published(path: Path | None = None) -> pd.DataFrame:
     return table
 
 
-def published_value(row: dict[str, Any], column: str | None) -> float | None:
+def published_value(row: dict[Hashable, Any], column: str | None) -> float | None:
     """A published row's value in a task's column (None: the table has no such column, or the cell is empty)."""
     value = row.get(column) if column else None
     return None if value is None or value == "" else float(value)
 
 
-def published_label(row: dict[str, Any]) -> str:
+def published_label(row: dict[Hashable, Any]) -> str:
     return row_label(row["model"], row["reasoning_effort"] or None)
 
 
