@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .records import NoAnswer
 from .statuses import GenerationStatus
 
-NoAnswer = Literal["judge_as_is", "judge_empty", "exclude"]
 GptOssRenderer = Literal["harmony_encoder", "chat_template"]
 
 

@@ -15,7 +15,7 @@ from typing import Any, Hashable
 
 import pandas as pd
 
-from .compat import Profile, answer_for
+from .compat import NoAnswer, Profile, answer_for
 from .config import RunConfig
 from .errors import UserError
 from .kinds import kind
@@ -176,7 +176,7 @@ def _versus_published(value: float, score: MetricStats | None) -> VersusPublishe
     return versus
 
 
-def _no_answers(gens: pd.DataFrame, run_profile: Profile, policy: str | None) -> pd.Series:
+def _no_answers(gens: pd.DataFrame, run_profile: Profile, policy: NoAnswer | None) -> pd.Series:
     """Per stored generation: the model gave no answer — the judge (and the next turn) saw None, an empty or blank
     answer, or nothing. A failed call (`error`) is not counted here: it says nothing about the model and is asked
     again (`Counts.unfinished`)."""

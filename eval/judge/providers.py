@@ -18,12 +18,12 @@ from ..config import JudgeConfig
 from ..tasks import Task
 from .mock_transport import MockTransport, served_over_http
 from .openai_api import OpenAITransport
-from .transport import Setup, Transport
+from .transport import Provider, Setup, Transport
 
-TRANSPORTS: dict[str, type] = {"openai": OpenAITransport, "azure": OpenAITransport}
+TRANSPORTS: dict[str, Provider] = {"openai": OpenAITransport, "azure": OpenAITransport}
 
 
-def _transport_type(cfg: JudgeConfig, base_url: str | None) -> type:
+def _transport_type(cfg: JudgeConfig, base_url: str | None) -> Provider:
     return MockTransport if cfg.mock and base_url is None else TRANSPORTS[cfg.provider]
 
 
