@@ -6,7 +6,8 @@ in process, or served over HTTP on this machine when its settings need HTTP (`mo
 then talked to through the OpenAI transport like any server. Adding a provider: a module with a class that
 implements `Transport` (opened with the judge config and a `transport.Setup`, with a static `identity(cfg)`), a
 settings type in `config.py` (a field of `JudgeConfig`, as `azure: AzureSettings`), its name in
-`JudgeConfig.provider`, and a line here. `mock_transport.py` is the worked example.
+`JudgeConfig.provider`, and a line here (mypy holds the class to `transport.Provider`). `mock_transport.py` is the
+worked example.
 """
 
 from __future__ import annotations
