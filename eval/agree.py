@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from scipy import stats
 
 from .errors import UserError
@@ -70,9 +71,9 @@ def quadratic_kappa(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 - float(np.sum(weights * observed)) / denominator if denominator else float("nan")
 
 
-def agreement(a: np.ndarray, b: np.ndarray, rate: bool = False) -> dict[str, Any]:
+def agreement(scores_a: ArrayLike, scores_b: ArrayLike, rate: bool = False) -> dict[str, Any]:
     """Agreement statistics of paired scores; a statistic that is undefined (a constant side) is None."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
     frame = pd.DataFrame({"a": a, "b": b})
     stats = {"n": len(a), "mean_a": float(a.mean()), "mean_b": float(b.mean()),
              "pearson": frame.corr(method="pearson").iloc[0, 1], "spearman": frame.corr(method="spearman").iloc[0, 1],
@@ -203,9 +204,10 @@ def _largest_disagreements(score: pd.DataFrame, answers: pd.DataFrame, top: int)
     rows = score.assign(gap=(score["value_b"] - score["value_a"]).abs())
     rows = rows[rows["gap"] > 0].merge(answers[[*SLOT, "category"]], on=SLOT, how="left")
     rows = rows.sort_values(["gap", "item_id", "turn", "round"], ascending=[False, True, True, True], kind="stable").head(top)
-    return [{"round": int(r.round), "item_id": r.item_id, "turn": int(r.turn),
-             "category": r.category if isinstance(r.category, str) else None, "a": float(r.value_a), "b": float(r.value_b)}
-            for r in rows.itertuples(index=False)]
+    return [{"round": int(r["round"]), "item_id": r["item_id"], "turn": int(r["turn"]),
+             "category": r["category"] if isinstance(r["category"], str) else None, "a": float(r["value_a"]),
+             "b": float(r["value_b"])}
+            for r in rows.to_dict("records")]
 
 
 # ---------------------------------------------------------------- one judge over rounds
@@ -242,11 +244,13 @@ def judge_noise(run: RunData) -> dict[str, Any]:
 def _judge_inputs(answers: pd.DataFrame) -> pd.DataFrame:
     """Per slot, the answers the judge saw for it (MT-Bench turn 2 is judged with turn 1's answer too)."""
     answers = answers.sort_values(["round", "item_id", "turn"])
-    seen, inputs, conversation = [], [], None
+    seen: list[str] = []
+    inputs: list[str] = []
+    conversation = None
     for r in answers.itertuples(index=False):
         if conversation != (r.round, r.item_id):
             conversation, seen = (r.round, r.item_id), []
-        seen.append(r.answer)
+        seen.append(str(r.answer))  # a hash (RunData.answers)
         inputs.append("/".join(seen))
     return answers.assign(judge_input=inputs)[[*SLOT, "judge_input"]]
 
@@ -426,10 +430,10 @@ def agree_command(run_dirs: list[Path], rows: list[str], out: Path | None, top: 
     if rows:
         pairs = []
         for text in rows:
-            a, sep, b = text.partition(":")
-            if not sep or not a or not b:
+            dir_a, sep, dir_b = text.partition(":")
+            if not sep or not dir_a or not dir_b:
                 raise UserError(f"--rows {text!r}: expected RUN_A:RUN_B (the same model's run under judge A and judge B)")
-            pairs.append((load_run(Path(a)), load_run(Path(b))))
+            pairs.append((load_run(Path(dir_a)), load_run(Path(dir_b))))
         result = ranking_agreement(pairs)
         text = render_rows(result)
     elif len(run_dirs) == 1:

@@ -14,7 +14,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -106,7 +106,7 @@ def check_switches(rows: list[Row], options: CardOptions) -> None:
             raise UserError(f"--tasks: {', '.join(unknown)} not in the tasks of row {row.name} ({', '.join(row.cfg.tasks)})")
 
 
-def run_command(row: Row, options: CardOptions, extra: list[str] = ()) -> list[str]:
+def run_command(row: Row, options: CardOptions, extra: Sequence[str] = ()) -> list[str]:
     """The row's `run` command: its config, its folder, the card's switches and `extra` --set values."""
     command = [sys.executable, "-m", "eval", "run", row.config, "--out", str((options.out / row.name).resolve())]
     for override in [*options.overrides, *extra]:
@@ -153,7 +153,7 @@ def run_card(rows: list[Row], options: CardOptions, gpus: str | None, retry_comm
         jobs = [Job(row, run_command(row, options, shared_budget_setting(row, options)), options.out / row.name,
                     options.out / "logs" / f"{row.name}.log") for row in rows]
         Scheduler(jobs, devices, options.out / "logs" / "schedule.jsonl").run()
-        failed = {j.row.name: ended_text(j.code, j.log) for j in jobs if j.code not in (0, 3, 4)}
+        failed = {j.row.name: ended_text(j.code, j.log) for j in jobs if j.code is not None and j.code not in (0, 3, 4)}
         return write_card(options.out, measured_dirs([j.run_dir for j in jobs]), failed, retry_command)
 
 
@@ -209,10 +209,12 @@ def dry_run(rows: list[Row], options: CardOptions, rates: list[str], answer_toke
         print(f"\n== {row.name}")
         run_dir = options.out / row.name
         try:
-            total = run(row.cfg, RunOptions(out=run_dir, limit=options.limit, rounds=options.rounds, tasks=options.tasks,
-                                            dry_run=True))["total"]
+            estimate = run(row.cfg, RunOptions(out=run_dir, limit=options.limit, rounds=options.rounds, tasks=options.tasks,
+                                               dry_run=True))
         except UserError as e:
             raise UserError(f"row {row.name}: {e}") from None
+        assert isinstance(estimate, dict)  # a dry run returns its estimate
+        total = estimate["total"]
         per_answer, measured = _answer_tokens(run_dir, row.cfg, answer_tokens)
         tokens = total["generations"] * per_answer
         rate = rate_of.get(row.name, rate_of.get(None)) if row.gpus else None
@@ -265,15 +267,16 @@ def _rate(text: str, given: str) -> float:
         path = Path(text).expanduser()
         if not path.is_file():
             raise UserError(f"--tok-s {given}: neither a number (tokens per second) nor a file") from None
-        rate = None
+        last: float | None = None
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                rate = float(json.loads(line)["backend_tok_s"])
+                last = float(json.loads(line)["backend_tok_s"])
             except (ValueError, KeyError, TypeError):
                 continue
-        if rate is None:
+        if last is None:
             raise UserError(f"--tok-s {given}: {path} holds no JSON line with backend_tok_s (the last line that "
                             "benchmarks/gen_throughput.py prints)") from None
+        rate = last
     if not rate > 0:
         raise UserError(f"--tok-s {given}: the rate must be above 0")
     return rate

@@ -30,7 +30,7 @@ def turn_messages(system_prompt: str | None, questions: Sequence[str],
     (none came back, under the upstream profile) is sent as `content: null`, as upstream does.
     """
     assert len(previous_finals) == len(questions) - 1
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
+    messages: list[dict[str, str | None]] = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
     for i, question in enumerate(questions):
         messages.append({"role": "user", "content": question})
         if i < len(previous_finals):
@@ -108,7 +108,7 @@ def _parse_harmony(text: str, hit_limit: bool) -> ParsedOutput:
         close(terminated=False)
     reasoning = "\n\n".join(a for a in analysis if a)
     if final is not None and (final_closed or not hit_limit):
-        return ParsedOutput(final, reasoning, "ok")
+        return ParsedOutput(final, reasoning, G.OK)
     return ParsedOutput(final, reasoning, G.TRUNCATED if hit_limit else G.NO_FINAL)
 
 

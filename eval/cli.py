@@ -28,7 +28,7 @@ from .errors import UserError
 
 if TYPE_CHECKING:
     from .card import CardOptions, Row
-    from .results import RunSummary
+    from .results import PairwiseSummary, RunSummary
 
 
 def _quiet_libraries() -> None:
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + (received[0] if received else signal.SIGINT)
 
 
-_STOPPED_BY = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+_STOPPED_BY: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
 def _stop_message(signum: int) -> str:
@@ -296,10 +296,10 @@ def _run(args: argparse.Namespace) -> int:
                          dry_run=args.dry_run, command=["python", "-m", "eval", *args.argv],
                          fetch=fetch_command(args.config, args.overrides))
     summary = run(cfg, options)
-    return 0 if args.dry_run else _ended(summary, options.command)
+    return 0 if isinstance(summary, dict) else _ended(summary, options.command)  # a dict: a dry run's estimate
 
 
-def _ended(summary: "RunSummary", command: list[str]) -> int:
+def _ended(summary: "RunSummary | PairwiseSummary", command: list[str]) -> int:
     """The last lines of a reported run (what is wrong with its numbers, if anything) and its exit code."""
     from .outcome import outcome
 
@@ -318,7 +318,7 @@ def _rejudge(args: argparse.Namespace) -> int:
     command = ["python", "-m", "eval", *args.argv]
     summary = run(cfg, RunOptions(out=args.out, limit=limit, force=args.force, dry_run=args.dry_run, command=command,
                                   fetch=fetch_command(str(args.run_dir / "config.yaml"))))
-    return 0 if args.dry_run else _ended(summary, command)
+    return 0 if isinstance(summary, dict) else _ended(summary, command)  # a dict: a dry run's estimate
 
 
 def _card(args: argparse.Namespace) -> int:
@@ -376,6 +376,7 @@ def _pairwise(args: argparse.Namespace) -> int:
         return 0
     cfg = pairwise_config(args.run_a, args.run_b, args.overrides, args.out)
     summary = run(cfg, RunOptions(out=args.out, force=args.force, command=command))
+    assert not isinstance(summary, dict)  # a dict is a dry run's estimate
     return _ended(summary, command)
 
 
@@ -420,8 +421,8 @@ def _configs(args: argparse.Namespace) -> int:
     for path in sorted(BUNDLED_CONFIGS.glob("*.yaml")):
         cfg = load_config(path)
         match = card_row(cfg)
-        row = published_label(match.row) if match.row is not None else f"– ({match.note})"
-        rows.append((path.stem, cfg.model.backend, cfg.model.path, row))
+        published = published_label(match.row) if match.row is not None else f"– ({match.note})"
+        rows.append((path.stem, cfg.model.backend, cfg.model.path, published))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         print("  ".join([*(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3]]))

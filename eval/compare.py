@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable
 
 import pandas as pd
 
@@ -49,7 +49,7 @@ class MeasuredRun:
 @dataclass
 class Comparison:
     runs: list[MeasuredRun]  # in table order
-    layout: list[MeasuredRun | dict[str, Any]]  # the table's rows top to bottom: a run, or a published row
+    layout: list[MeasuredRun | dict[Hashable, Any]]  # the table's rows top to bottom: a run, or a published row
     entries: dict[str, TaskResult]  # every task in report order, each as the first run that has it shows it
     differences: list[TaskDifference]
 
@@ -80,17 +80,17 @@ def build(runs: list[MeasuredRun], published: pd.DataFrame) -> Comparison:
     return Comparison(runs, layout, entries, differences)
 
 
-def _layout(runs: list[MeasuredRun], published: pd.DataFrame) -> list[MeasuredRun | dict[str, Any]]:
+def _layout(runs: list[MeasuredRun], published: pd.DataFrame) -> list[MeasuredRun | dict[Hashable, Any]]:
     """The card's rows in order, each preceded by the runs that reproduce it; runs without a row at the end."""
     rows = published.to_dict("records")
     matched: dict[int, list[MeasuredRun]] = {i: [] for i in range(len(rows))}
-    unmatched = []
+    unmatched: list[MeasuredRun] = []
     for r in runs:
         wanted = r.summary.published_row
         index = next((i for i, row in enumerate(rows) if wanted and row["model"] == wanted.model
                       and row["reasoning_effort"] == (wanted.reasoning_effort or "")), None)
         (matched[index] if index is not None else unmatched).append(r)
-    layout: list[MeasuredRun | dict[str, Any]] = []
+    layout: list[MeasuredRun | dict[Hashable, Any]] = []
     for i, row in enumerate(rows):
         layout += [*matched[i], row]
     return layout + unmatched

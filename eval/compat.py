@@ -12,15 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .records import NoAnswer
 from .statuses import GenerationStatus
 
-NoAnswer = Literal["judge_as_is", "judge_empty", "exclude"]
 GptOssRenderer = Literal["harmony_encoder", "chat_template"]
 
 
 @dataclass(frozen=True)
 class Profile:
-    name: str
+    name: ProfileName
     # answers: what the judge and the next turn see
     strip_answers: bool  # strip leading/trailing whitespace of an answer
     no_answer: NoAnswer  # a generation that is not `ok`, unless the task sets generation.no_answer:
@@ -61,7 +61,7 @@ ProfileName = Literal["llm-jp-judge-2.0.0", "strict"]
 DEFAULT = UPSTREAM.name
 
 
-def profile(name: str) -> Profile:
+def profile(name: ProfileName) -> Profile:
     return PROFILES[name]
 
 

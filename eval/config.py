@@ -11,7 +11,7 @@ import difflib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Sequence, Union
 from urllib.parse import urlsplit
 
 import yaml
@@ -81,14 +81,14 @@ CacheMode = Annotated[Literal["read_write", "read", "off"], _yaml_switch("read_w
 
 
 PromptRenderer = Literal["auto", "chat_template", "harmony_encoder"]
-_RENDERER = Field("auto", description="how prompts are rendered: the model's chat template, or the openai-harmony "
-                                      "encoding as vLLM's OpenAI server renders gpt-oss; auto = the compat profile's "
-                                      "choice for gpt-oss models, the chat template for every other model")
+_RENDERER_HELP = ("how prompts are rendered: the model's chat template, or the openai-harmony encoding as vLLM's "
+                  "OpenAI server renders gpt-oss; auto = the compat profile's choice for gpt-oss models, the chat "
+                  "template for every other model")
 
 
 class HFModel(_Generator):
     backend: Literal["hf"]
-    prompt_renderer: PromptRenderer = _RENDERER
+    prompt_renderer: PromptRenderer = Field("auto", description=_RENDERER_HELP)
     revision: str | None = None
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
     trust_remote_code: bool = False
@@ -101,7 +101,7 @@ class HFModel(_Generator):
 
 class VLLMModel(_Generator):
     backend: Literal["vllm"]
-    prompt_renderer: PromptRenderer = _RENDERER
+    prompt_renderer: PromptRenderer = Field("auto", description=_RENDERER_HELP)
     revision: str | None = None
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
     trust_remote_code: bool = False
@@ -125,7 +125,7 @@ class OpenAIModel(_Generator):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
-        return _check_env_name(v)
+        return v if v is None else _check_env_name(v)
 
     @model_validator(mode="after")
     def _one_effort(self) -> "OpenAIModel":
@@ -388,8 +388,8 @@ def _check_address(url: str) -> str:
     return url
 
 
-def _check_env_name(v: str | None) -> str | None:
-    if v is not None and not ENV_NAME.match(v):
+def _check_env_name(v: str) -> str:
+    if not ENV_NAME.match(v):
         # Never echo the value: a user may have pasted a key here.
         raise ValueError("must name an environment variable (e.g. OPENAI_API_KEY), not hold a key or URL")
     return v
@@ -423,7 +423,7 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def format_validation_error(source: str, err: ValidationError, overrides: list[str] = ()) -> str:
+def format_validation_error(source: str, err: ValidationError, overrides: Sequence[str] = ()) -> str:
     first = err.errors()[0]
     # Drop the discriminated-union tag (e.g. 'hf') that pydantic inserts into the location.
     loc = [str(p) for p in first["loc"] if p not in ("hf", "vllm", "openai", "replay")]
@@ -484,7 +484,7 @@ def config_path(argument: str | Path) -> Path:
     return bundled if bundled.is_file() else path
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     path = config_path(path)
     if not path.exists():
         bundled = ", ".join(sorted(p.stem for p in BUNDLED_CONFIGS.glob("*.yaml")))
@@ -541,7 +541,7 @@ def _rebase_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return data
 
 
-def build_config(data: dict[str, Any], source: str, overrides: list[str] = ()) -> RunConfig:
+def build_config(data: dict[str, Any], source: str, overrides: Sequence[str] = ()) -> RunConfig:
     data = copy.deepcopy(data)
     override_keys = []
     for text in overrides:

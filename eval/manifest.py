@@ -94,7 +94,7 @@ def git_commit(source_root: Path = Path(__file__).resolve().parent.parent) -> st
 
 
 def _versions(names: list[str]) -> dict[str, str | None]:
-    out = {}
+    out: dict[str, str | None] = {}
     for name in names:
         try:
             out[name] = version(name)

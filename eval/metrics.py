@@ -112,6 +112,7 @@ def _estimate_and_se(runs: list[tuple[np.ndarray, np.ndarray]], weights: tuple[f
     parts = [_linearized(sums, counts) for sums, counts in runs]
     theta = sum(w * p[0] for w, p in zip(weights, parts, strict=True))
     influence = sum(w * p[1] for w, p in zip(weights, parts, strict=True))
+    assert isinstance(influence, np.ndarray)  # a sum of at least one run's
     clusters = influence.shape[-1]
     se = np.sqrt(clusters / (clusters - 1) * (influence ** 2).sum(axis=-1))
     return theta, se, np.logical_and.reduce([p[2] for p in parts])

@@ -85,7 +85,7 @@ def pairwise_config(a_dir: Path, b_dir: Path, overrides: list[str], out: Path, a
         mine, theirs = a.questions(task), b.questions(task)
         common = sorted(mine.keys() & theirs.keys())
         only_in_a[task], only_in_b[task] = len(mine.keys() - theirs.keys()), len(theirs.keys() - mine.keys())
-        differing = [i for i in common if (mine[i] and mine[i].turns) != (theirs[i] and theirs[i].turns)]
+        differing = [i for i in common if _turns(mine[i]) != _turns(theirs[i])]
         if differing:
             raise UserError(f"task {task}: question {differing[0]} differs between run A and run B "
                             f"({len(differing)} questions do): they did not answer the same benchmark data")
@@ -120,6 +120,10 @@ def pairwise_config(a_dir: Path, b_dir: Path, overrides: list[str], out: Path, a
                         "model_b": answering_model(b.cfg), "rounds_a": a.rounds, "rounds_b": b.rounds, "only_in_a": {t: only_in_a[t] for t in tasks},
                         "only_in_b": {t: only_in_b[t] for t in tasks}, "skipped": skipped}
     return build_config(data, f"{a_dir}/config.yaml", overrides)
+
+
+def _turns(item: Item | None) -> tuple[str, ...] | None:
+    return item.turns if item is not None else None
 
 
 def _pairwise_options(options: dict) -> dict:

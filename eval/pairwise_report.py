@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import RunConfig
+from .config import ReplayModel, RunConfig
 from .kinds import CallResult
 from .kinds.pairwise import AB, BA, Outcome, adjusted, pair_outcome
 from .pairwise import read_opponent
@@ -51,6 +51,7 @@ def compute_pairwise(store: Store) -> PairwiseSummary:
             per_round={r: outcomes(pairs.loc[pairs["round"] == r, "outcome"]) for r in rounds},
             per_category={c: outcomes(group["outcome"]) for c, group in pairs.groupby("category", sort=True)},
             metrics=entry.metrics, counts=entry.counts, no_answer=entry.no_answer)
+    assert isinstance(cfg.model, ReplayModel)  # a pairwise run replays A's answers (pairwise.pairwise_config)
     name_a, effort_a = model_name(cfg.model.source_model or {"path": cfg.model.path})
     name_b, effort_b = model_name(sources.model_b)
     return PairwiseSummary(
@@ -65,8 +66,8 @@ def compute_pairwise(store: Store) -> PairwiseSummary:
 def _pair_outcomes(plan: pd.DataFrame, judged: pd.DataFrame) -> pd.DataFrame:
     """One row per planned pair (its slot and category) with its outcome for run A (None: left out)."""
     calls: dict[tuple, list[CallResult]] = {}
-    for r in judged.itertuples(index=False):
-        calls.setdefault(tuple(getattr(r, c) for c in SLOT_IN_TASK), []).append(CallResult(r.call, r.status, r.scores))
+    for r in judged.to_dict("records"):
+        calls.setdefault(tuple(r[c] for c in SLOT_IN_TASK), []).append(CallResult(r["call"], r["status"], r["scores"]))
     rows = [(*row[:-1], row[-1], pair_outcome(calls.get(row[:-1], [])))
             for row in plan[[*SLOT_IN_TASK, "category"]].itertuples(index=False, name=None)]
     return pd.DataFrame(rows, columns=[*SLOT_IN_TASK, "category", "outcome"])

@@ -356,7 +356,7 @@ class Runner:
 
     # ---------------------------------------------------------------- generation (worker thread)
 
-    def generate_all(self, total: int, on_stored: Callable[[Slot], None]) -> None:
+    def generate_all(self, total: int, on_stored: Callable[[Slot], object]) -> None:
         """Every pending generation, turn by turn (all rounds at once); `on_stored` hears of each stored answer."""
         bar = progress.Bar("generate", "ans", total)
         try:
@@ -535,8 +535,8 @@ class GenerateAndJudge:
 
 def _raise_first_failure(tasks: set[asyncio.Task]) -> None:
     for task in list(tasks):
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+            raise error
 
 
 def _moved(cached: Judgment, request: JudgeRequest) -> Judgment:

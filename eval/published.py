@@ -16,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable
 
 import pandas as pd
 
@@ -43,7 +43,7 @@ class CardKey:
 
 @dataclass(frozen=True)
 class CardMatch:
-    row: dict[str, Any] | None  # the published row, None when there is none to compare with
+    row: dict[Hashable, Any] | None  # the published row (a record of the table), None when there is none to compare with
     key: CardKey | None  # None: `published: none`
     note: str | None  # one sentence when no row matched: why, and the key to set
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -97,6 +97,9 @@ class TaskRules:
     calls: tuple[str, ...] = (SINGLE_CALL,)  # the judge calls each slot needs, by name (`MetricKind.calls`)
 
 
+NoAnswer = Literal["judge_as_is", "judge_empty", "exclude"]  # what is judged of an answer that is not ok (`compat.answer_for`)
+
+
 class TaskMeta(BaseModel):
     """What the reports need to know about a task, stored with the run (`report.task_meta`). A field that runs made
     before it existed lack takes its default; `summary` tells an absent presentation field from an empty one
@@ -114,7 +117,7 @@ class TaskMeta(BaseModel):
     plot: Plot | None = None
     scale: tuple[int, int] | None = None
     rules: TaskRules
-    no_answer: str | None = None
+    no_answer: NoAnswer | None = None
     greedy_categories: list[str] = []
     expected_items: int | None = None
     judge_prompts: str | None = None
@@ -122,19 +125,27 @@ class TaskMeta(BaseModel):
 
 
 class _Record:
+    """What the stored records (dataclasses) share: the fields of their slot, and their JSON data."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    round: int
+    task: str
+    item_id: str
+    turn: int
+
     def to_dict(self) -> dict[str, Any]:
         """The record's fields as a new mapping whose values are the record's own (JSON data: no record nests another,
         so `asdict`'s deep copy of every message and score would only cost time)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
-        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
     @property
     def slot(self) -> Slot:
-        return Slot(self.round, self.task, self.item_id, self.turn)  # type: ignore[attr-defined]
+        return Slot(self.round, self.task, self.item_id, self.turn)
 
 
 @dataclass
@@ -145,7 +156,7 @@ class Generation(_Record):
     task: str
     item_id: str
     turn: int
-    messages: list[dict[str, str]]
+    messages: list[dict[str, str | None]]
     messages_hash: str
     prompt_hash: str | None
     raw: str

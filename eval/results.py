@@ -450,7 +450,8 @@ class UnreadableResult(UserError):
 
 def _described(schema: str) -> str | None:
     """What a result file of this version's `schema` is, in words (None: not one of this version's)."""
-    names = {RunSummary: "a run's summary", CardSummary: "a card's summary", PairwiseSummary: "a pairwise comparison"}
+    names: dict[type[Result], str] = {RunSummary: "a run's summary", CardSummary: "a card's summary",
+                                      PairwiseSummary: "a pairwise comparison"}
     return next((name for kind, name in names.items() if kind.model_fields["schema_version"].default == schema), None)
 
 

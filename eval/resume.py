@@ -138,12 +138,14 @@ class ResumeRules:
 
     def _judge_requests(self, slot: Slot, generating: bool) -> list[JudgeRequest] | list[Excluded] | None:
         task = self.tasks[slot.task]
-        gens = []
+        gens: list[Generation] = []
         for turn in range(1, slot.turn + 1):
             earlier = Slot(slot.round, slot.task, slot.item_id, turn)
             if not self.is_stored(earlier, to_judge=not generating):
                 return None
-            gens.append(self.store.generation(earlier))  # type: ignore[union-attr]
+            gen = self.store.generation(earlier) if self.store else None
+            assert gen is not None  # is_stored found it
+            gens.append(gen)
         return build_requests(task, task.item(slot.item_id), slot.turn, gens, self.cfg)
 
     def superseded_by(self, gen: Generation) -> list[Slot]:

@@ -20,7 +20,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import IO, Any, Iterable
 
 from . import redact
 from .errors import UserError
@@ -115,7 +115,7 @@ def check_links(run_dir: Path) -> None:
 class RunLock:
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
-        self.file = None
+        self.file: IO[str] | None = None
 
     def __enter__(self) -> "RunLock":
         try:
@@ -130,24 +130,20 @@ class RunLock:
                 raise UserError(f"{lock}: is a symbolic link; a run never writes through one — remove it (its target "
                                 "is left alone) and run again") from None
             raise UserError(f"{lock}: cannot create the run lock ({e.strerror}); choose another directory with --out") from None
-        self.file = os.fdopen(fd, "r+")
+        self.file = file = os.fdopen(fd, "r+")
         try:
-            self.file = open(self.run_dir / "run.lock", "a+")
-        except OSError as e:
-            raise UserError(f"{self.run_dir}: cannot write in the run directory ({e.strerror}); choose another with --out") from None
-        try:
-            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "another process"
-            self.file.close()
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            file.close()
             raise UserError(f"{self.run_dir}: another run is using this directory (pid {holder}); "
                             "wait for it to finish or choose another with --out") from None
         try:
-            self.file.seek(0)
-            self.file.truncate()
-            self.file.write(str(os.getpid()))
-            self.file.flush()
+            file.seek(0)
+            file.truncate()
+            file.write(str(os.getpid()))
+            file.flush()
             check_links(self.run_dir)
             for leftover in leftover_temporaries(self.run_dir):
                 leftover.unlink(missing_ok=True)

@@ -222,7 +222,7 @@ class Scheduler:
     def _reap(self) -> bool:
         ended = False
         for job in self.jobs:
-            if job.running and (code := job.process.poll()) is not None:
+            if job.process is not None and job.code is None and (code := job.process.poll()) is not None:
                 job.code, job.ended = code, time.monotonic()
                 self._record(job, "end", code=code)
                 ended = True
@@ -232,10 +232,11 @@ class Scheduler:
         running = [j for j in self.jobs if j.running]
         print(f"\ncard: asking {len(running)} running rows to stop; each keeps what it stored (a second Ctrl-C ends "
               "the card at once, and the rows with it)", file=sys.stderr, flush=True)
-        for job in running:
-            job.process.send_signal(signal.SIGTERM)
-        for job in running:
-            job.code = job.process.wait()
+        processes = [job.process for job in running if job.process is not None]  # every running job has one
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for job, process in zip(running, processes, strict=True):
+            job.code = process.wait()
             job.ended = time.monotonic()
             self._record(job, "end", code=job.code)
 
@@ -252,8 +253,10 @@ class Scheduler:
         for job in self.jobs:
             where = ("gpu " + ",".join(job.devices)) if job.devices else ("cpu" if job.row.gpus else "beside")
             if job.code is not None:
+                assert job.started is not None and job.ended is not None  # an ended job was started
                 text = f"{ended_text(job.code, job.log)} · {_clock(job.ended - job.started)}"
             elif job.running:
+                assert job.started is not None
                 text = f"{stage(job.run_dir)} · {_clock(now - job.started)}"
             else:
                 text, where = job.waiting, ""

@@ -37,9 +37,9 @@ def go_offline() -> None:
     copies of modules already imported are set too."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     if (hub := sys.modules.get("huggingface_hub.constants")) is not None:
-        hub.HF_HUB_OFFLINE = True
+        vars(hub)["HF_HUB_OFFLINE"] = True
     if (datasets_config := sys.modules.get("datasets.config")) is not None:
-        datasets_config.HF_HUB_OFFLINE = datasets_config.HF_DATASETS_OFFLINE = True
+        vars(datasets_config).update(HF_HUB_OFFLINE=True, HF_DATASETS_OFFLINE=True)
 
 
 def sha256_file(path: Path) -> str:

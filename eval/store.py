@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, TypeVar, overload
 
 from pydantic import ValidationError
 
@@ -34,8 +34,11 @@ from .failpoints import checkpoint
 from .records import CALL_SLOT_COLUMNS, SINGLE_CALL, SLOT_COLUMNS, CallSlot, Generation, Judgment, Planned, Slot
 from .run_meta import CONFIG, MetaKey
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 T = TypeVar("T")
-Row = TypeVar("Row")
+Row = TypeVar("Row", bound="DataclassInstance")
 
 SLOT = ", ".join(SLOT_COLUMNS)
 CALL_SLOT = ", ".join(CALL_SLOT_COLUMNS)
@@ -272,7 +275,7 @@ class Store:
         """Some fields of every current record, as `row`s (a dataclass whose fields are the record fields to read; a
         `SlotRow` reads the slot too, a `CallSlot` the judgment's call), without loading the rest (answers, judge
         messages)."""
-        names = [f.name for f in dataclasses.fields(row)]  # type: ignore[arg-type]
+        names = [f.name for f in dataclasses.fields(row)]
         columns = ", ".join(n if n in _PLACE[kind] else f"json_extract(record, '$.{n}')" for n in names)
         rows = self.db.execute(f"SELECT {columns} FROM {_TABLES[kind]} {where} {_ORDER[kind]}")
         return [row(*(json.loads(v) if isinstance(v, str) and v[:1] in "{[" and n in _OBJECT_FIELDS else v

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable
 
 import pandas as pd
 
-from .compat import Profile, answer_for
+from .compat import NoAnswer, Profile, answer_for
 from .config import RunConfig
 from .errors import UserError
 from .kinds import kind
@@ -66,13 +66,13 @@ def load_published(path: Path | None = None) -> pd.DataFrame:
     return table
 
 
-def published_value(row: dict[str, Any], column: str | None) -> float | None:
+def published_value(row: dict[Hashable, Any], column: str | None) -> float | None:
     """A published row's value in a task's column (None: the table has no such column, or the cell is empty)."""
     value = row.get(column) if column else None
     return None if value is None or value == "" else float(value)
 
 
-def published_label(row: dict[str, Any]) -> str:
+def published_label(row: dict[Hashable, Any]) -> str:
     return row_label(row["model"], row["reasoning_effort"] or None)
 
 
@@ -180,7 +180,7 @@ def _versus_published(value: float, score: MetricStats | None) -> VersusPublishe
     return versus
 
 
-def _no_answers(gens: pd.DataFrame, run_profile: Profile, policy: str | None) -> pd.Series:
+def _no_answers(gens: pd.DataFrame, run_profile: Profile, policy: NoAnswer | None) -> pd.Series:
     """Per stored generation: the model gave no answer — the judge (and the next turn) saw None, an empty or blank
     answer, or nothing. A failed call (`error`) is not counted here: it says nothing about the model and is asked
     again (`Counts.unfinished`)."""

@@ -9,7 +9,7 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Hashable, Iterable, Sequence
 
 import pandas as pd
 
@@ -42,7 +42,7 @@ def cell(metric: MetricStats | None, counts: Counts | None = None) -> str:
     return text
 
 
-def published_cells(row: dict[str, Any], entries: Iterable[TaskResult], digits: int = 2) -> list[str]:
+def published_cells(row: dict[Hashable, Any], entries: Iterable[TaskResult], digits: int = 2) -> list[str]:
     """A published row's values under the given tasks' columns ("–" where the table has none)."""
     return [fmt(published_value(row, entry.published_column), digits) for entry in entries]
 
@@ -61,7 +61,7 @@ def delta_cell(entry: TaskResult) -> str:
     return f"{versus.delta:+.2f} · {_verdict(versus)}" if versus and versus.delta is not None else "–"
 
 
-def render_markdown(summary: RunSummary, published: pd.DataFrame, plots: list[str] = (), details: bool = True) -> str:
+def render_markdown(summary: RunSummary, published: pd.DataFrame, plots: Sequence[str] = (), details: bool = True) -> str:
     entries = list(summary.tasks.values())
     out = [f"# {summary.run}: {summary.label}", ""]
     if not summary.complete:
@@ -178,7 +178,7 @@ def measured_csv_row(summary: RunSummary, tasks: Iterable[str]) -> list[Any]:
     return row
 
 
-def published_csv_row(row: dict[str, Any], entries: list[TaskResult]) -> list[Any]:
+def published_csv_row(row: dict[Hashable, Any], entries: list[TaskResult]) -> list[Any]:
     cells = [c if c != "–" else "" for c in published_cells(row, entries)]
     return ["published", row["model"], row["reasoning_effort"]] + cells + [""] * (len(CSV_SUFFIXES) * len(entries))
 

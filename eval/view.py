@@ -21,7 +21,7 @@ import os
 import re
 import webbrowser
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import quote
 
 
@@ -48,8 +48,9 @@ class Strings:
         self._index: dict[str, int] = {}
 
     def add(self, text: str | None) -> int | None:
-        if text is None:
-            return None
+        return None if text is None else self.index_of(text)
+
+    def index_of(self, text: str) -> int:
         index = self._index.get(text)
         if index is None:
             index = self._index[text] = len(self.values)
@@ -67,11 +68,11 @@ class Strings:
                 break
             start, _, text = min(hits)
             if start > position:
-                parts.append(self.add(content[position:start]))
-            parts.append(self.add(text))
+                parts.append(self.index_of(content[position:start]))
+            parts.append(self.index_of(text))
             position = start + len(text)
         if position < len(content) or not parts:
-            parts.append(self.add(content[position:]))
+            parts.append(self.index_of(content[position:]))
         return parts
 
 
@@ -149,7 +150,7 @@ def _seen_turns(generations: dict[Slot, Generation]) -> dict[tuple[str, str], li
         known = latest.get((slot.task, slot.item_id))
         if known is None or slot.turn >= known.turn:
             latest[slot.task, slot.item_id] = g
-    return {key: [m["content"] for m in g.messages if m["role"] == "user"] for key, g in latest.items()}
+    return {key: [m["content"] or "" for m in g.messages if m["role"] == "user"] for key, g in latest.items()}
 
 
 def _item_row(strings: Strings, p: Planned, item: Item | None, seen: dict[tuple[str, str], list[str]]) -> list[Any]:
@@ -167,7 +168,7 @@ def _row(strings: Strings, item_index: int, p: Planned, gen: Generation | None, 
          calls: tuple[str, ...], score: float | None, item: Item | None) -> list[Any]:
     final = gen.final if gen else None
     # The texts a judge prompt is made of: earlier answers of this item and round, its turns and references.
-    known = [final or ""] + [m["content"] for m in (gen.messages if gen else []) if m["role"] != "system"]
+    known = [final or ""] + [m["content"] or "" for m in (gen.messages if gen else []) if m["role"] != "system"]
     if item is not None:
         known += list(item.turns) + list(item.references or ())
     return [item_index, p.turn, p.round, gen.status if gen else "missing", strings.add(final),
@@ -228,7 +229,7 @@ def _published_rows(summaries: list[RunSummary]) -> list[dict[str, Any]]:
             for row in load_published().to_dict("records")]
 
 
-def page_data(run_dirs: list[Path], extra_plots: list[dict[str, str]] = (), reports: Path | None = None) -> dict[str, Any]:
+def page_data(run_dirs: list[Path], extra_plots: Sequence[dict[str, str]] = (), reports: Path | None = None) -> dict[str, Any]:
     """The page's data: the runs' summaries (as summary.json holds them), manifests, plots and rows, the paired
     differences of every pair of runs, the published rows."""
     strings = Strings()
@@ -277,7 +278,7 @@ def render_page(data: dict[str, Any]) -> str:
     return fill("page.html", {"CSP": csp, "STYLE": style, "DATA": script_json(data), "SCRIPT": script})
 
 
-def write_page(run_dirs: list[Path], out: Path | None = None, extra_plots: list[dict[str, str]] = (),
+def write_page(run_dirs: list[Path], out: Path | None = None, extra_plots: Sequence[dict[str, str]] = (),
                reports: Path | None = None) -> Path:
     """Write report.html (into the single run, or `out`: a folder or an .html path) and return its path. `reports`:
     the folder of a single run's report files when they were written elsewhere (`report RUN --out`)."""

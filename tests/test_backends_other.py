@@ -125,6 +125,16 @@ def test_replay_reads_harness_generations_and_fastchat_answers(tmp_path):
         ReplayBackend(ReplayModel(backend="replay", path=str(tmp_path / "missing.jsonl")))
 
 
+def test_replay_refuses_a_status_that_is_not_a_generation_status(tmp_path):
+    from eval.backends.replay import ReplayBackend
+
+    harness = tmp_path / "generations.jsonl"
+    row = {"task": "t", "item_id": "0", "turn": 1, "round": 1, "final": "kept", "status": "ok"}
+    harness.write_text(json.dumps(row) + "\n" + json.dumps({**row, "item_id": "1", "status": "done"}) + "\n")
+    with pytest.raises(UserError, match=r"line 2: status 'done' is not a generation status \(one of ok, truncated, "):
+        ReplayBackend(ReplayModel(backend="replay", path=str(harness)))
+
+
 class _FakeLLM:
     """vLLM's `LLM`: the engine arguments it was made with, and its engine. The first request answers in full, the
     others are cut off at the limit."""

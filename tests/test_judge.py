@@ -108,6 +108,51 @@ def test_a_batch_line_refused_by_the_content_filter_follows_the_profile(tmp_path
     assert counters(server).get("requests", 0) == 2 * sync_requests and counters(server)["batch_requests"] == 2
 
 
+def test_batch_lines_whose_error_is_text_are_asked_synchronously(tmp_path, mock_server):
+    """An error file whose bodies give the error as text, not as an object (some compatible servers do): each line is
+    asked again synchronously, as any other failed line."""
+    import json
+
+    from eval.judge.batch import BatchJudge
+    from eval.judge.transport import BatchState
+    from eval.store import Store
+
+    class TextErrors:
+        async def submit(self, lines):
+            self.lines = lines
+            return "batch-1", "file-in"
+
+        async def state(self, batch_id):
+            return BatchState("completed", len(self.lines), None, "file-errors")
+
+        async def content(self, file_id):
+            return b"".join(json.dumps({"custom_id": line["custom_id"], "response": {
+                "status_code": status, "body": {"error": "the server is overloaded"}}}).encode() + b"\n"
+                for line, status in zip(self.lines, (400, 500), strict=True))
+
+    server = mock_server()
+    config = JudgeConfig(model="mock-judge", base_url=server.url, mock=True, max_retries=0)
+    judgments = []
+
+    async def go():
+        client = JudgeClient(config, server.url, Ledger(config))
+        client.transport.batches = TextErrors()
+        store = Store(tmp_path / "run.sqlite")
+
+        async def keep(judgment):
+            judgments.append(judgment)
+
+        try:
+            await BatchJudge(client, store, poll_s=0.01).run([request(0), request(1)], keep)
+        finally:
+            await client.close()
+            store.close()
+
+    asyncio.run(go())
+    assert sorted((j.item_id, j.status) for j in judgments) == [("0", "ok"), ("1", "ok")]
+    assert counters(server)["requests"] == 2
+
+
 def test_retry_after_is_waited_for(mock_server):
     server = mock_server(settings=MockSettings(rate_429=1.0, retry_after_s=0.4))
     started = time.perf_counter()

@@ -267,6 +267,31 @@ def test_start_up_removes_only_the_half_written_files_the_harness_itself_creates
     assert all(p.exists() for p in foreign) and outside.exists()
 
 
+def test_the_run_lock_is_written_through_the_file_opened_without_following_links(tmp_path, monkeypatch):
+    """run.lock is opened once, refusing a link: a link that takes its place right after (a race) is not followed."""
+    import os
+
+    from eval.rundir import RunLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    fdopen = os.fdopen
+
+    def fdopen_then_link(fd, *args, **kwargs):
+        file = fdopen(fd, *args, **kwargs)
+        (out / "run.lock").unlink()
+        (out / "run.lock").symlink_to(precious)
+        return file
+
+    monkeypatch.setattr(os, "fdopen", fdopen_then_link)
+    with RunLock(out):
+        monkeypatch.undo()
+        assert precious.read_text() == "keep me"
+    assert precious.read_text() == "keep me"
+
+
 @pytest.mark.parametrize("link", ["plots", "run.lock", "plots-in-report"])
 def test_links_in_the_run_directory_are_refused_and_nothing_outside_it_is_touched(tmp_path, link, smoke_run):
     """A `plots/` that links to another folder holding a file named like a temporary of ours, and a `run.lock` that

@@ -23,7 +23,7 @@ class Sampling:
 @dataclass(frozen=True)
 class GenerationRequest:
     slot: Slot
-    messages: list[dict[str, str]]
+    messages: list[dict[str, str | None]]  # a None content: an earlier turn that had no answer (chat.turn_messages)
     sampling: Sampling
     seed: int  # per request: derived from the round's seed and the slot, so it does not depend on batching
 
@@ -50,7 +50,7 @@ class Backend(Protocol):
     def identity(self) -> dict[str, Any]:
         """Everything about the model and its prompt format that determines an output (part of each key)."""
 
-    def prompt_hash(self, messages: list[dict[str, str]]) -> str:
+    def prompt_hash(self, messages: list[dict[str, str | None]]) -> str:
         """Hash of exactly what the model is given for these messages (part of each key): the rendered token ids
         where the harness renders, else the request content it controls."""
 

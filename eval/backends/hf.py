@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..chat import parse_output
 from ..config import GenerationConfig as RunGenerationConfig
@@ -32,6 +32,12 @@ from ..compat import UPSTREAM, Profile
 from .hf_engines import (STATIC_FIRST_SEGMENT, auto_batch_size, cache_budget, choose_engine, continuous_batching_config,
                          kv_bytes_per_token, release_cached_memory)
 from .template import RendersLocally
+
+if TYPE_CHECKING:
+    from transformers import GenerationMixin, PreTrainedModel
+
+    class CausalLM(PreTrainedModel, GenerationMixin):
+        """What `AutoModelForCausalLM` loads (typed as Any by transformers): a model that generates."""
 
 PROMPT_BUCKET = 64  # prompts are left-padded to a multiple of this, which bounds the shapes torch.compile sees
 
@@ -45,9 +51,9 @@ class HFBackend(RendersLocally):
         super().__init__(cfg, profile)
         self.generation = generation
         self.tokenizer = self.chat.tokenizer
-        self.model = None
+        self.model: CausalLM | None = None  # loaded by the first generate call
         self.device = "cpu"
-        self.engine = cfg.engine  # resolved per call once the device and the budgets are known
+        self.engine: str = cfg.engine  # resolved per call once the device and the budgets are known
         self.max_batch: int | None = None  # lowered after an out-of-memory error, so it is not hit again
         self.stop = threading.Event()  # the run's stop event, given with each call
 
@@ -77,11 +83,13 @@ class HFBackend(RendersLocally):
             model = AutoModelForCausalLM.from_pretrained(self.chat.path, **kwargs)
         except (OSError, ValueError) as e:
             raise UserError(f"model.path: cannot load model weights from {self.chat.path!r} ({str(e).splitlines()[0]})") from None
-        self.model = model.to(self.device).eval()
+        # (transformers types `to` through functools.wraps, which loses its `self`)
+        model = model.to(self.device).eval()  # type: ignore[arg-type]
+        self.model = model
         print(f"model: loaded in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
         checkpoint("model_loaded")
-        self.dtype_bytes = next(self.model.parameters()).element_size()
-        self.stop_rule = self.chat.stop_rule(getattr(self.model.generation_config, "eos_token_id", None))
+        self.dtype_bytes = next(model.parameters()).element_size()
+        self.stop_rule = self.chat.stop_rule(getattr(model.generation_config, "eos_token_id", None))
         self.eos_ids = sorted(self.stop_rule.eos_ids)
 
     # ---------------------------------------------------------------- generation
@@ -98,6 +106,7 @@ class HFBackend(RendersLocally):
         """Generate from already rendered prompts: (request, token ids, prompt hash) triples. Once `stop` is set,
         the batch in flight ends at its next step (paged: within 0.1 s) and is dropped, and nothing new starts."""
         self._load()
+        assert self.model is not None
         self.stop = stop or threading.Event()
         encoded.sort(key=lambda e: -len(e[1]))  # longest first: similar lengths batch together, OOM shows early
         self.engine = choose_engine(self.cfg.engine, self.device, max(r.sampling.max_new_tokens for r, _, _ in encoded))
@@ -133,6 +142,7 @@ class HFBackend(RendersLocally):
         else:
             longest = _bucket(len(remaining[0].context)) + _new_tokens(remaining, segment)
             cap = 256 if self.device.startswith("cuda") else 32
+            assert self.model is not None
             size = auto_batch_size(cache_budget(self.device, self.cfg.memory_fraction),
                                    kv_bytes_per_token(self.model.config, self.dtype_bytes), longest,
                                    self.model.config.get_text_config().vocab_size, cap)
@@ -187,6 +197,7 @@ class HFBackend(RendersLocally):
             config.cache_implementation = "static"
         if self.cfg.compile == "off" or (self.cfg.compile == "auto" and not self.device.startswith("cuda")):
             config.disable_compile = True
+        assert self.model is not None
         with torch.inference_mode():
             output = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
                                          generation_config=config, logits_processor=self._processors(batch, width),
@@ -215,6 +226,7 @@ class HFBackend(RendersLocally):
 
         stops = StoppingCriteriaList([WhenSet(self.stop)])
         if self.stop_rule.final_header:
+            assert self.stop_rule.end_id is not None  # a rule with a final message has its end
             stops.append(FinalMessageStop(self.stop_rule.final_header, self.stop_rule.end_id,
                                           [self.stop_rule.entered_final(row.generated) for row in batch], self.device))
         return stops
@@ -255,6 +267,7 @@ class HFBackend(RendersLocally):
             batching = self._continuous_batching_config(group)
             batching.seed = min(r.seed for r, _, _ in group)
             release_cached_memory(self.device)
+            assert self.model is not None
             with self.model.continuous_batching_context_manager(
                     generation_config=config, continuous_batching_config=batching, block=True,
                     warmup=self.device.startswith("cuda")) as manager:
@@ -269,6 +282,7 @@ class HFBackend(RendersLocally):
 
     def _continuous_batching_config(self, group: list):
         rows = None if self.generation.batch_size == "auto" else int(self.generation.batch_size)
+        assert self.model is not None
         return continuous_batching_config(self.device, self.cfg.memory_fraction, self.cfg.compile,
                                           kv_bytes_per_token(self.model.config, self.dtype_bytes),
                                           [len(ids) + r.sampling.max_new_tokens for r, ids, _ in group], rows)

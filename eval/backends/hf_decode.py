@@ -47,7 +47,7 @@ class RowSampler(LogitsProcessor):
         self.prompt_len = prompt_len
         self.generated = torch.tensor(generated or [0] * len(seeds), dtype=torch.int64, device=device)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         if not self.any_sampled:
             return scores
         steps = self.generated + (input_ids.shape[1] - self.prompt_len)
@@ -73,7 +73,7 @@ class WhenSet(StoppingCriteria):
     def __init__(self, event):
         self.event = event
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.Tensor:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
@@ -87,7 +87,7 @@ class FinalMessageStop(StoppingCriteria):
         self.end_id = end_id
         self.in_final = torch.tensor(in_final, dtype=torch.bool, device=device)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.Tensor:
         width = self.header.numel()
         if input_ids.shape[1] >= width:
             self.in_final |= (input_ids[:, -width:] == self.header).all(dim=-1)

@@ -97,6 +97,7 @@ def continuous_batching_config(device: str, fraction: float, compile_mode: str, 
     config = ContinuousBatchingConfig(**options)
     if not cuda:
         block = getattr(config, "page_size", None) or config.block_size  # renamed page_size after transformers 5.17
+        assert block is not None  # one of the two names holds the default size
         needed = sum(ceil(length / block) for length in sequence_lengths)
         config.num_blocks = max(1, min(needed, CPU_CACHE_BYTES // (kv_per_token * block)))
         config.max_batch_tokens = CPU_MAX_BATCH_TOKENS

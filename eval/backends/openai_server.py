@@ -63,7 +63,7 @@ def parse_message(message: Any, finish_reason: str | None) -> ParsedOutput:
         return ParsedOutput(content, reasoning, G.TRUNCATED)
     if content is None or not content.strip():
         return ParsedOutput(content, reasoning, G.NO_FINAL)
-    return ParsedOutput(content, reasoning, "ok")
+    return ParsedOutput(content, reasoning, G.OK)
 
 
 class _NoServer(Exception):
@@ -148,9 +148,9 @@ class OpenAIServerBackend:
             except _NoServer:
                 return None if error is None else error_result(request, _error_text(error))
             sent = self._params(request)
-            try:
+            try:  # (the messages are role/content dicts, which the SDK's types spell as one TypedDict per role)
                 completion = await clients[server.index].chat.completions.create(
-                    model=self.cfg.path, messages=request.messages, **sent)
+                    model=self.cfg.path, messages=request.messages, **sent)  # type: ignore[arg-type]
             except openai.BadRequestError as e:  # the compat profile says how often a 400 is sent again
                 self.fleet.refused(server)
                 learned = self.policy.learn_from(e)

@@ -16,6 +16,7 @@ from ..config import ReplayModel
 from ..errors import UserError
 from ..records import Slot, content_key
 from ..sources import read_jsonl, sha256_file
+from ..statuses import GenerationStatus as G
 from .base import GenerationRequest, GenerationResult, OnResult, error_result
 
 
@@ -47,11 +48,14 @@ class ReplayBackend:
                     self.harness[(row["task"], str(row["item_id"]), int(row["turn"]), int(row["round"]))] = row
                 except (TypeError, ValueError):
                     raise UserError(f"model.path: {self.path} line {lineno}: turn and round must be integers") from None
+                if row["status"] not in tuple(G):
+                    raise UserError(f"model.path: {self.path} line {lineno}: status {row['status']!r} is not a "
+                                    f"generation status (one of {', '.join(G)})")
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.name, "file": str(self.path), "sha256": self.sha256}
 
-    def prompt_hash(self, messages: list[dict[str, str]]) -> str:
+    def prompt_hash(self, messages: list[dict[str, str | None]]) -> str:
         return content_key("replay", messages)  # answers are looked up by slot; the messages are all there is
 
     def close(self) -> None:
@@ -69,12 +73,12 @@ class ReplayBackend:
             s = request.slot
             row = self._harness_row(s)
             if row is not None:
-                parsed = ParsedOutput(row["final"], row.get("reasoning") or "", row["status"])
+                parsed = ParsedOutput(row["final"], row.get("reasoning") or "", G(row["status"]))
                 on_result(GenerationResult(request, row.get("raw") or row["final"] or "", parsed, row.get("finish_reason"),
                                            row.get("tokens_in"), row.get("tokens_out"), 0.0))
             elif (s.item_id, s.turn) in self.fastchat:
                 text = self.fastchat[(s.item_id, s.turn)]
-                on_result(GenerationResult(request, text, ParsedOutput(text, "", "ok"), "stop", None, None, 0.0))
+                on_result(GenerationResult(request, text, ParsedOutput(text, "", G.OK), "stop", None, None, 0.0))
             else:
                 on_result(error_result(request, f"no answer in {self.path} for {s.task} item {s.item_id} turn {s.turn}"))
 

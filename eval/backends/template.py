@@ -29,7 +29,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jinja2
 
@@ -58,7 +58,7 @@ _HARMONY_SYSTEM = ("<|start|>system<|message|>You are ChatGPT, a large language 
                    "# Valid channels: analysis, commentary, final. Channel must be included for every message.<|end|>")
 
 
-def render_harmony_encoder(messages: list[dict[str, str | None]], effort: str | None, date: str) -> str:
+def render_harmony_encoder(messages: Sequence[Mapping[str, str | None]], effort: str | None, date: str) -> str:
     """A conversation as vLLM's OpenAI server renders it for gpt-oss (openai-harmony), ready for the reply."""
     if messages and messages[0]["role"] in ("system", "developer"):
         instructions, rest = messages[0]["content"], messages[1:]
@@ -219,23 +219,25 @@ class ChatRenderer:
         if self.renderer == "harmony_encoder":  # vLLM reads the effort and its start date, no other template kwarg
             date = clock or dt.date.today().isoformat()
             return render_harmony_encoder(messages, kwargs.get(EFFORT_KWARG), date)
-        template, extra = self.template, {}
+        template, extra = self.template, dict[str, Any]()
         if clock is not None:
             day = dt.date.fromisoformat(clock)
             template, extra = _CLOCK + self.template, {_CLOCK_VAR: {f: day.strftime(f) for f in self._clock_formats}}
         try:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                       chat_template=template, **kwargs, **extra)
         except TypeError as e:
             raise UserError(f"model.chat_template_kwargs: the chat template rejected them ({e})") from None
         except (jinja2.TemplateError, ValueError) as e:  # includes raise_exception() inside the template
             first_line = (str(e).splitlines() or [""])[0]
             raise UserError(f"model.chat_template_kwargs: the chat template failed to render ({first_line})") from None
+        assert isinstance(text, str)  # not tokenized: the text
+        return text
 
     def render(self, messages: list[dict[str, str | None]]) -> str:
         # An earlier turn without an answer (content null) is an empty assistant message to a chat template.
-        messages = [{**m, "content": "" if m["content"] is None else m["content"]} for m in messages]
-        return self._render(messages, self.kwargs)
+        filled = [{key: "" if value is None else value for key, value in m.items()} for m in messages]
+        return self._render(filled, self.kwargs)
 
     def encode(self, messages: list[dict[str, str | None]]) -> tuple[list[int], str]:
         """The prompt's token ids and their hash (the prompt's identity in generation keys)."""
@@ -306,7 +308,9 @@ class ChatRenderer:
         return StopRule(eos, self.special["<|end|>"], tuple(header))
 
     def decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=False)
+        text = self.tokenizer.decode(tokens, skip_special_tokens=False)
+        assert isinstance(text, str)  # one sequence: one text
+        return text
 
 
 def _model_type(path: str, revision: str | None) -> str | None:
@@ -362,5 +366,5 @@ class RendersLocally:
                 "template": self.chat.template_hash, "chat_template_kwargs": self.cfg.chat_template_kwargs,
                 "reasoning": self.chat.reasoning.model_dump()}
 
-    def prompt_hash(self, messages: list[dict[str, str]]) -> str:
+    def prompt_hash(self, messages: list[dict[str, str | None]]) -> str:
         return self.chat.prompt_hash(messages)

@@ -89,8 +89,8 @@ class BatchJudge:
         if row is None:
             progress.asks = 0  # nothing came back for it: a full set of asks remains
             return None
-        response = row.get("response") if isinstance(row.get("response"), dict) else {}
-        body = response.get("body") if isinstance(response.get("body"), dict) else {}
+        response = _object(row.get("response"))
+        body = _object(response.get("body"))
         if response.get("status_code") == 200:
             try:
                 reply = read_reply(body)
@@ -98,7 +98,7 @@ class BatchJudge:
                 progress.asks = 0  # ask synchronously, with a full set of asks
                 return None
             return self.client.interpret(progress, reply, batch=True)
-        error = body.get("error") or {}
+        error = _object(body.get("error"))  # a server may give its error as text: then it says nothing of a filter
         if response.get("status_code") == 400 and mentions_content_filter(error.get("code"), str(error.get("message"))):
             # As for a synchronous 400, the profile decides: one ask used up (then asked synchronously), or the end.
             refused = CallFailed(J.CONTENT_FILTERED, "the judge refused the prompt (content filter)", 0, bad_request=True)
@@ -118,6 +118,11 @@ class BatchJudge:
                 await asyncio.sleep(self.poll_s)
         finally:
             bar.close()
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object of an output line, or an empty one in place of anything else."""
+    return value if isinstance(value, dict) else {}
 
 
 def _output_row(line: bytes, limit: int) -> dict[str, Any] | None:

@@ -94,7 +94,10 @@ def unseal(key: str, text: Any) -> Judgment:
     if envelope.get("sha256") != _checksum(content):
         raise Unverified("altered", "its content does not match its sha256")
     judgment = _judgment(content["judgment"])
-    if content["key"] != key or cache_key(content["endpoint"], request_body(judgment), judgment.parse_rules) != key:
+    assert judgment.parse_rules is not None  # `_judgment` checked it is text
+    endpoint = content["endpoint"]
+    if (content["key"] != key or not isinstance(endpoint, dict)
+            or cache_key(endpoint, request_body(judgment), judgment.parse_rules) != key):
         raise Unverified("altered", "its key is not the one its endpoint, request and rules give")
     if not may_share(judgment):
         raise Unverified("invalid", f"status {judgment.status!r} is never shared")

@@ -40,7 +40,7 @@ def request_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def verdict(messages: list[dict[str, Any]], settings: MockSettings, templates: list[tuple[str, Template]] = ()) -> str:
+def verdict(messages: list[dict[str, Any]], settings: MockSettings, templates: Iterable[tuple[str, Template]] = ()) -> str:
     """A judge reply in the format the prompt asks for; the score is a function of the prompt, plus the settings'
     `score_shift` clipped to the scale (a pairwise verdict follows their `pairwise_rule`).
 
@@ -74,7 +74,7 @@ def generation(messages: list[dict[str, Any]], max_tokens: int | None, effort: s
 
 class MockState:
     def __init__(self, settings: MockSettings, api_key: str | None = None, reject_params: tuple[str, ...] = (),
-                 templates: list[tuple[str, Template]] = ()):
+                 templates: Iterable[tuple[str, Template]] = ()):
         self.settings = settings
         self.templates = list(templates)
         self.api_key = api_key
@@ -263,7 +263,8 @@ class _Handler(BaseHTTPRequestHandler):
         content, filename = b"", "upload.jsonl"
         for part in message.iter_parts():
             if part.get_param("name", header="content-disposition") == "file":
-                content = part.get_payload(decode=True) or b""
+                payload = part.get_payload(decode=True)
+                content = payload if isinstance(payload, bytes) else b""
                 filename = part.get_filename() or filename
         file_id = f"file-{uuid.uuid4().hex[:12]}"
         with state.lock:
@@ -304,7 +305,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _complete_batch(self, batch: dict[str, Any]) -> None:
         state = self.server.state
-        outputs, errors = [], []
+        outputs: list[str] = []
+        errors: list[str] = []
         for line in state.files[batch["input_file_id"]].decode().splitlines():
             if not line.strip():
                 continue
@@ -374,7 +376,9 @@ class MockServer:
         templates = local_judge_templates() if tasks is None else judge_templates(tasks)
         self.state = MockState(settings or MockSettings(), api_key, reject_params, templates)
         self.httpd = _Server((host, port), self.state)
-        self.host, self.port = self.httpd.server_address[:2]
+        self.host: str
+        self.port: int
+        self.host, self.port = self.httpd.socket.getsockname()[:2]  # as bound: the port chosen when 0 was asked
         self.thread: threading.Thread | None = None
 
     @property

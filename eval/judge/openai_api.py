@@ -103,20 +103,19 @@ def make_openai_client(cfg: JudgeConfig, base_url: str | None, api_key: str, on_
     """`on_request` is awaited before every HTTP request the SDK sends, its own retries included."""
     hooks = {"request": [on_request] if on_request else [], "response": [_reply_reader(cfg.max_reply_bytes)]}
     http_client = openai.DefaultAsyncHttpxClient(event_hooks=hooks, headers={"Accept-Encoding": "gzip"})
-    common = {"api_key": api_key, "max_retries": cfg.max_retries, "timeout": cfg.timeout_s, "http_client": http_client}
     if cfg.provider == "azure" and not cfg.mock:
         assert cfg.azure is not None
         endpoint, query = split_query(cfg.azure.endpoint)
         return openai.AsyncAzureOpenAI(azure_endpoint=endpoint, api_version=cfg.azure.api_version,
-                                       azure_deployment=cfg.azure.deployment, default_query=query, **common)
-    address, query = split_query(base_url)
-    return openai.AsyncOpenAI(base_url=address, default_query=query, **common)
+                                       azure_deployment=cfg.azure.deployment, default_query=query, api_key=api_key,
+                                       max_retries=cfg.max_retries, timeout=cfg.timeout_s, http_client=http_client)
+    address, query = split_query(base_url) if base_url else (base_url, None)
+    return openai.AsyncOpenAI(base_url=address, default_query=query, api_key=api_key, max_retries=cfg.max_retries,
+                              timeout=cfg.timeout_s, http_client=http_client)
 
 
-def split_query(url: str | None) -> tuple[str | None, dict[str, str] | None]:
+def split_query(url: str) -> tuple[str, dict[str, str] | None]:
     """An address and its query parameters, apart: the SDK appends paths to the address as a string."""
-    if not url:
-        return url, None
     parts = urlsplit(url)
     if not parts.query:
         return url, None
@@ -177,7 +176,7 @@ def _capped_stream_class(library: str) -> type:
     """A body stream of the HTTP library the SDK uses (httpx, or httpx2 in openai 3), which holds no more than `limit`
     decoded bytes: gzip is inflated here in pieces no larger than what is left under the limit."""
 
-    class CappedBody(sys.modules[library].AsyncByteStream):  # type: ignore[name-defined,misc]
+    class CappedBody(sys.modules[library].AsyncByteStream):  # type: ignore[misc]  # a base class found at run time
         def __init__(self, raw: Any, limit: int, gzip: bool):
             self.raw, self.limit, self.gzip = raw, limit, gzip
 

@@ -31,7 +31,7 @@ FASTCHAT_RATING_REGEX = r"\[\[(\d+\.?\d*)\]\]"
 FASTCHAT_FALLBACK_REGEX = r"\[(\d+\.?\d*)\]"
 # FastChat's pairwise verdicts (output format `[[A]]`): `[[A]]`, `[[B]]` or `[[C]]` (a tie) anywhere in the reply.
 FASTCHAT_VERDICT_REGEX = r"\[\[([ABC])\]\]"
-FASTCHAT_READ = {"single": ("[[rating]]", FASTCHAT_RATING_REGEX), "pairwise": ("[[A]]", FASTCHAT_VERDICT_REGEX)}
+FASTCHAT_READ: dict[str | None, tuple[str | None, str]] = {"single": ("[[rating]]", FASTCHAT_RATING_REGEX), "pairwise": ("[[A]]", FASTCHAT_VERDICT_REGEX)}
 
 SINGLE_FILE_KEYS = {"prompt_template": "default", "prompt_template_with_ref": "with_ref", "prompt_template_wo_ref": "wo_ref"}
 

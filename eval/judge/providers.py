@@ -6,7 +6,8 @@ in process, or served over HTTP on this machine when its settings need HTTP (`mo
 then talked to through the OpenAI transport like any server. Adding a provider: a module with a class that
 implements `Transport` (opened with the judge config and a `transport.Setup`, with a static `identity(cfg)`), a
 settings type in `config.py` (a field of `JudgeConfig`, as `azure: AzureSettings`), its name in
-`JudgeConfig.provider`, and a line here. `mock_transport.py` is the worked example.
+`JudgeConfig.provider`, and a line here (mypy holds the class to `transport.Provider`). `mock_transport.py` is the
+worked example.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from ..config import JudgeConfig
 from ..tasks import Task
 from .mock_transport import MockTransport, served_over_http
 from .openai_api import OpenAITransport
-from .transport import Setup, Transport
+from .transport import Provider, Setup, Transport
 
-TRANSPORTS: dict[str, type] = {"openai": OpenAITransport, "azure": OpenAITransport}
+TRANSPORTS: dict[str, Provider] = {"openai": OpenAITransport, "azure": OpenAITransport}
 
 
-def _transport_type(cfg: JudgeConfig, base_url: str | None) -> type:
+def _transport_type(cfg: JudgeConfig, base_url: str | None) -> Provider:
     return MockTransport if cfg.mock and base_url is None else TRANSPORTS[cfg.provider]
 
 

@@ -28,7 +28,7 @@ import threading
 import time
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator
+from typing import AsyncIterator, Callable, Iterator, Sequence
 
 import psutil
 
@@ -140,7 +140,7 @@ class SharedBudget:
             while (wait := await asyncio.to_thread(self._grant, costs)) > 0:
                 await asyncio.sleep(wait)
 
-    def _grant(self, costs: list[tuple[str, float]]) -> float:
+    def _grant(self, costs: Sequence[tuple[str, float]]) -> float:
         """Grant `costs` now and return 0, or the seconds to wait before asking again."""
         now = self.clock()
         with self._transaction() as db:

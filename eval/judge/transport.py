@@ -21,6 +21,7 @@ from ..errors import UserError
 from .replies import Reply
 
 if TYPE_CHECKING:
+    from ..config import JudgeConfig
     from ..tasks import Task
 
 Pace = Callable[[int], Awaitable[None]]  # waits until the rate limits allow a call of about this many tokens
@@ -103,3 +104,12 @@ class Transport(Protocol):
         fix, or warns (through its `warn`) and returns where the endpoint answered but the call did not succeed."""
 
     async def close(self) -> None: ...
+
+
+class Provider(Protocol):
+    """A transport class, as `providers.TRANSPORTS` names it: opened with the judge config and a `Setup`; its static
+    `identity(cfg)` says who answers, without credentials (the endpoint the shared cache keys by)."""
+
+    def __call__(self, cfg: JudgeConfig, setup: Setup) -> Transport: ...
+
+    def identity(self, cfg: JudgeConfig) -> dict[str, Any]: ...
