@@ -85,7 +85,7 @@ class Meters:
         self._judgments = Store.judgments
         self._put = judge_cache.JudgeCache.put
 
-    def __enter__(self) -> "Meters":
+    def __enter__(self) -> Meters:
         meters = self
 
         def counted_generation(store, slot):

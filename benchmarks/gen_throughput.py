@@ -42,7 +42,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from eval.backends.base import GenerationRequest, Sampling  # noqa: E402
@@ -55,10 +62,10 @@ from eval.records import Slot  # noqa: E402
 
 SHAPES = {
     # llm-jp-4-8b: 32 layers, 32 KV heads of 128 → 0.5 MiB of bf16 KV cache per token.
-    "llm-jp-4-8b": dict(vocab_size=196608, hidden_size=4096, intermediate_size=12288, num_hidden_layers=32,
-                        num_attention_heads=32, num_key_value_heads=32, tie_word_embeddings=False),
-    "tiny": dict(vocab_size=4096, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False),
+    "llm-jp-4-8b": {"vocab_size": 196608, "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 32,
+                    "num_attention_heads": 32, "num_key_value_heads": 32, "tie_word_embeddings": False},
+    "tiny": {"vocab_size": 4096, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 4, "tie_word_embeddings": False},
 }
 
 

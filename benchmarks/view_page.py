@@ -27,7 +27,8 @@ from pathlib import Path
 from eval.config import RunConfig
 from eval.records import Generation, Judgment, Slot
 from eval.report import write_reports
-from eval.run_meta import CONFIG, ITEMS, TASKS as META_TASKS
+from eval.run_meta import CONFIG, ITEMS
+from eval.run_meta import TASKS as META_TASKS
 from eval.store import Store
 from eval.view import write_page
 

@@ -32,10 +32,10 @@ from .plots import write_confusion_plot
 from .records import SLOT_IN_TASK
 from .results import RunSummary
 from .run_meta import TASKS
-from .view import compare_link, page_plots, write_page
-from .summary import compute_summary, run_frames
 from .rundir import write_json, write_text
 from .store import open_run
+from .summary import compute_summary, run_frames
+from .view import compare_link, page_plots, write_page
 
 SLOT = list(SLOT_IN_TASK)
 

@@ -10,12 +10,11 @@ final channel (status `truncated`): the compat profile decides what the judge se
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .config import ReasoningFormat
 from .statuses import GenerationStatus as G
-
 
 HARMONY_MARKERS = ("<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|return|>", "<|call|>", "<|constrain|>")
 _TERMINATORS = ("<|end|>", "<|return|>", "<|call|>")

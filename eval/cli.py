@@ -18,9 +18,10 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from . import redact
 from .config import BUNDLED_CONFIGS, MAX_ROUNDS, MockSettings, RunConfig, load_config
@@ -299,7 +300,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if isinstance(summary, dict) else _ended(summary, options.command)  # a dict: a dry run's estimate
 
 
-def _ended(summary: "RunSummary | PairwiseSummary", command: list[str]) -> int:
+def _ended(summary: RunSummary | PairwiseSummary, command: list[str]) -> int:
     """The last lines of a reported run (what is wrong with its numbers, if anything) and its exit code."""
     from .outcome import outcome
 

@@ -9,16 +9,27 @@ A row's status is how `run` ends for its summary (`outcome.py`), so the table sa
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Hashable
+from typing import Any
 
 import pandas as pd
 
 from .metrics import paired_difference
 from .outcome import COMPLETE, NO_ANSWERS, Outcome, outcome
-from .results import (ComparedRun, CompareResult, MeasuredLine, PublishedLine, RunSummary, TableLine, TaskDifference,
-                      TaskResult, tasks_of, write_result)
+from .results import (
+    ComparedRun,
+    CompareResult,
+    MeasuredLine,
+    PublishedLine,
+    RunSummary,
+    TableLine,
+    TaskDifference,
+    TaskResult,
+    tasks_of,
+    write_result,
+)
 from .rundir import write_text
 from .store import open_run
 from .summary import compute_summary, load_published, published_label, task_observations

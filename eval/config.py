@@ -10,15 +10,17 @@ import datetime
 import difflib
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Sequence, Union
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import redact, yaml_limits
-from .compat import DEFAULT as DEFAULT_COMPAT, Profile, ProfileName, profile
+from .compat import DEFAULT as DEFAULT_COMPAT
+from .compat import Profile, ProfileName, profile
 from .errors import UserError
 from .task_files import task_names
 from .yaml_limits import read_yaml
@@ -128,7 +130,7 @@ class OpenAIModel(_Generator):
         return v if v is None else _check_env_name(v)
 
     @model_validator(mode="after")
-    def _one_effort(self) -> "OpenAIModel":
+    def _one_effort(self) -> OpenAIModel:
         templated = self.chat_template_kwargs.get("reasoning_effort")
         if templated is not None and templated not in API_REASONING_EFFORTS:
             raise ValueError(f"chat_template_kwargs.reasoning_effort {templated!r} is also sent as the request's "
@@ -161,7 +163,7 @@ class ReplayModel(Strict):
         return v
 
 
-ModelConfig = Annotated[Union[HFModel, VLLMModel, OpenAIModel, ReplayModel], Field(discriminator="backend")]
+ModelConfig = Annotated[HFModel | VLLMModel | OpenAIModel | ReplayModel, Field(discriminator="backend")]
 
 
 class PairwiseSources(Strict):
@@ -181,7 +183,7 @@ class PairwiseSources(Strict):
 
 class GenerationConfig(Strict):
     max_new_tokens: int = Field(16384, ge=1, le=MAX_TOKENS)
-    batch_size: Union[Literal["auto"], Annotated[int, Field(ge=1, le=65536)]] = "auto"
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=65536)] = "auto"
     greedy: bool = Field(False, description="greedy decoding for every task: temperature 0 (category temperatures "
                                             "included) and no top_p; part of every generation key")
 
@@ -270,7 +272,7 @@ class JudgeConfig(Strict):
         return v if v is None else _check_address(v)
 
     @model_validator(mode="after")
-    def _complete(self) -> "JudgeConfig":
+    def _complete(self) -> JudgeConfig:
         if self.provider == "azure" and self.azure is None:
             raise ValueError("provider 'azure' needs judge.azure.endpoint (and api_version, deployment)")
         if self.budget_usd is not None and not any(self.model.startswith(name) for name in self.prices):
@@ -291,7 +293,7 @@ class RunConfig(Strict):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     compat: ProfileName = Field(DEFAULT_COMPAT, description="llm-jp-judge-2.0.0 (upstream's behaviour) or strict")
     label: str | None = Field(None, min_length=1, max_length=200, description="the table's row name (default: the model's)")
-    published: Union[Literal["none"], PublishedRow, None] = Field(
+    published: Literal["none"] | PublishedRow | None = Field(
         None, description="the published row this run reproduces: {model, reasoning_effort}, or none; unset: the row "
                           "of the model's identity (hub id, snapshot path, config.json, served model name)")
     rounds: int = Field(3, ge=1, le=MAX_ROUNDS)
@@ -314,7 +316,7 @@ class RunConfig(Strict):
         return v
 
     @model_validator(mode="after")
-    def _batch_size_is_hf_only(self) -> "RunConfig":
+    def _batch_size_is_hf_only(self) -> RunConfig:
         if self.generation.batch_size != "auto" and self.model.backend != "hf":
             raise ValueError("generation.batch_size applies to the hf backend only; leave it 'auto'")
         return self

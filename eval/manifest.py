@@ -79,7 +79,10 @@ def _sha(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def git_commit(source_root: Path = Path(__file__).resolve().parent.parent) -> str | None:
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit(source_root: Path = SOURCE_ROOT) -> str | None:
     """The commit of this source tree; None for an installed package (even one installed inside another repository,
     whose commit would say nothing about this code)."""
     try:

@@ -170,7 +170,7 @@ def summarize(obs: pd.DataFrame, rounds: list[int] | None = None, n_boot: int = 
         present = sorted(group["round"].unique().tolist())
         sums, counts = cluster_arrays(group, items, present)
         means = sums.sum(axis=0) / counts.sum(axis=0)
-        per_round: dict[int, float | None] = {r: None for r in rounds}
+        per_round: dict[int, float | None] = dict.fromkeys(rounds)
         per_round.update({int(r): float(v) for r, v in zip(present, means, strict=True)})
         sd = float(np.std(means, ddof=1)) if len(present) > 1 else None
         lo, hi = _studentized_interval([(sums, counts)], (1.0,), n_boot, seed,

@@ -21,8 +21,8 @@ from .errors import UserError
 from .published import answering_model
 from .records import Generation, Item, Planned, Slot
 from .rejudge import check_override
-from .rundir import write_jsonl
 from .run_meta import CONFIG, ITEMS
+from .rundir import write_jsonl
 from .store import open_run
 from .summary import model_label
 from .tasks import PAIRWISE, Task, load_spec

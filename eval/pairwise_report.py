@@ -24,8 +24,8 @@ from .kinds.pairwise import AB, BA, Outcome, adjusted, pair_outcome
 from .pairwise import read_opponent
 from .records import SLOT_IN_TASK, Judgment, Slot
 from .results import Outcomes, PairwiseSummary, PairwiseTask, SourceRun, read_result, write_result
-from .rundir import atomic_write, write_text
 from .run_meta import CONFIG, ITEMS
+from .rundir import atomic_write, write_text
 from .store import Store
 from .summary import compute_summary, model_name, row_label, run_frames
 from .view import csp_hash
@@ -134,7 +134,7 @@ def render_markdown(summary: PairwiseSummary, plot: bool) -> str:
              "resamples questions.", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(summary)]
-    for task_name, task in summary.tasks.items():
+    for task in summary.tasks.values():
         if task.only_in_a or task.only_in_b:
             lines.append(f"\n{task.column}: {task.questions} questions compared; run B lacks {task.only_in_a} of A's, "
                          f"run A lacks {task.only_in_b} of B's.")

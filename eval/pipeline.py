@@ -9,10 +9,11 @@ import asyncio
 import os
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from . import __version__, estimate, preflight, progress, redact, report
 from .backends import announce_format, make_backend
@@ -31,13 +32,26 @@ from .pairwise import compared_with, read_opponent
 from .records import CallSlot, Generation, Judgment, JudgmentUsage, Slot, content_key
 from .results import RunSummary
 from .resume import JudgeState, ResumeRules, plan_slots, refusal
+from .run_meta import (
+    BACKEND_IDENTITY,
+    COMMAND,
+    CONFIG,
+    IDENTITY,
+    ITEMS,
+    JUDGE_CACHE_BEHIND,
+    JUDGE_LEARNED_PARAMS,
+    MODEL_FORMAT,
+    PROVENANCE,
+    REPORTS_FINGERPRINT,
+    TASKS,
+    WARNINGS,
+)
 from .rundir import REPORT_FILES, RunLock, write_json
-from .run_meta import (BACKEND_IDENTITY, COMMAND, CONFIG, IDENTITY, ITEMS, JUDGE_CACHE_BEHIND, JUDGE_LEARNED_PARAMS,
-                       MODEL_FORMAT, PROVENANCE, REPORTS_FINGERPRINT, TASKS, WARNINGS)
-from .store import Store, open_run
 from .statuses import JudgmentStatus as J
+from .store import Store, open_run
 from .summary import DEFAULT_REFERENCE, compute_summary
 from .tasks import Task, load_spec, load_task
+
 
 @dataclass
 class RunOptions:

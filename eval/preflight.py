@@ -18,14 +18,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from .config import JudgeConfig, RunConfig
-from .sources import FileRef, cache_root, go_offline, hf_datasets_cache, hf_is_cached, is_cached, mirrored, offline
 from .smoke_model import is_builtin
+from .sources import FileRef, cache_root, go_offline, hf_datasets_cache, hf_is_cached, is_cached, mirrored, offline
 from .tasks import TaskSpec, load_spec, task_file_refs
 
 PROBE_DEADLINE_S = 3.0

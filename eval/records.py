@@ -63,7 +63,7 @@ class CallSlot(SlotRow):
     call: str
 
     @classmethod
-    def of(cls, slot: Slot, call: str) -> "CallSlot":
+    def of(cls, slot: Slot, call: str) -> CallSlot:
         return cls(slot.round, slot.task, slot.item_id, slot.turn, call)
 
 
@@ -176,7 +176,7 @@ class Usage:
     completion_tokens: int = 0
     reasoning_tokens: int = 0
 
-    def add(self, other: "Usage") -> None:
+    def add(self, other: Usage) -> None:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.reasoning_tokens += other.reasoning_tokens

@@ -14,7 +14,8 @@ import base64
 import binascii
 import os
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 PLACEHOLDER = "[REDACTED]"

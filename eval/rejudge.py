@@ -16,8 +16,8 @@ from pathlib import Path
 from .config import RunConfig, build_config, parse_override
 from .errors import UserError
 from .records import Planned, SlotRow
-from .rundir import write_jsonl
 from .run_meta import CONFIG
+from .rundir import write_jsonl
 from .statuses import TRANSIENT_GENERATION
 from .store import Store, open_run
 

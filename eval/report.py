@@ -16,15 +16,14 @@ from .kinds import kind
 from .manifest import manifest
 from .records import CallSlot, SlotRow, TaskMeta, TaskRules
 from .results import PairwiseSummary, RunSummary, read_result, read_summary, write_summary
-from .rundir import check_links, write_json, write_jsonl, write_text
 from .run_meta import CONFIG
+from .rundir import check_links, write_json, write_jsonl, write_text
 from .statuses import JudgmentStatus
 from .store import Store, open_run
 from .summary import compute_summary, load_published
 from .tables import render_console, render_csv, render_markdown
 from .tasks import Task
 from .view import refuse_read_only, write_page
-
 
 Summary = RunSummary | PairwiseSummary  # what a run reports: a pairwise folder's is its own type
 

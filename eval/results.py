@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Iterable, Literal, Mapping, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -63,7 +64,7 @@ class MetricStats(Result):
     """Observations over all rounds."""
 
     @model_validator(mode="after")
-    def _missing_rounds_are_the_null_ones(self) -> "MetricStats":
+    def _missing_rounds_are_the_null_ones(self) -> MetricStats:
         if self.missing_rounds != [r for r, v in self.per_round.items() if v is None]:
             raise ValueError(f"missing_rounds {self.missing_rounds} are not the rounds without a mean")
         return self

@@ -17,7 +17,9 @@ from .judge.requests import Excluded, JudgeRequest, build_requests
 from .kinds import kind
 from .records import CallSlot, Generation, Judgment, Slot, content_key
 from .run_meta import IDENTITY
-from .statuses import GenerationStatus as G, JudgmentStatus as J, is_transient
+from .statuses import GenerationStatus as G
+from .statuses import JudgmentStatus as J
+from .statuses import is_transient
 from .store import Store
 from .tasks import Task
 

@@ -7,7 +7,8 @@ value a run cannot have written, or this version cannot read, is found where it 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter
 

@@ -21,7 +21,6 @@ from .card import CardOptions, Row, run_command
 from .config import parse_override
 from .rundir import write_text
 
-
 SHARED_KEYS = ("requests_per_minute", "tokens_per_minute", "concurrency", "budget_usd")  # judge.<key>, divided
 
 

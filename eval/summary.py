@@ -9,9 +9,10 @@ Results only (no timings, no call counts): a resumed run produces the same summa
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Hashable
+from typing import Any
 
 import pandas as pd
 
@@ -23,8 +24,16 @@ from .metrics import observations, reject_non_finite, reproduction, status_count
 from .outcome import NO_ANSWER_WARN
 from .published import answering_model, card_row, model_identity, reasoning_effort
 from .records import SLOT_COLUMNS, CallSlot, Planned, SlotRow, TaskMeta
-from .results import (Counts, GreedyIdentical, MetricStats, NoAnswers, RunSummary, TaskResult, VersusPublished,
-                      report_order)
+from .results import (
+    Counts,
+    GreedyIdentical,
+    MetricStats,
+    NoAnswers,
+    RunSummary,
+    TaskResult,
+    VersusPublished,
+    report_order,
+)
 from .run_meta import CONFIG, MODEL_FORMAT, TASKS
 from .statuses import TRANSIENT_GENERATION
 from .store import Store

@@ -8,8 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 

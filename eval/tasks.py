@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
@@ -23,8 +24,6 @@ from .records import Generation, Item, Slot
 from .sources import FileRef, ResolvedFile, hf_is_cached, is_cached, load_hf_rows, read_jsonl, resolve_file
 from .task_files import asset_table, task_dirs, task_file, task_names
 from .yaml_limits import read_yaml
-
-
 
 PAIRWISE = "pairwise"  # the metric kind of a pairwise comparison (`eval/kinds/pairwise.py`)
 
@@ -47,7 +46,7 @@ class FileSpec(Strict):
     sha256: str | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> "FileSpec":
+    def _one_source(self) -> FileSpec:
         if not (self.asset or self.url or self.path):
             raise ValueError("give one of asset, url or path")
         return self
@@ -69,7 +68,7 @@ class TextSpec(FileSpec):
         return data
 
     @model_validator(mode="after")
-    def _one_source(self) -> "TextSpec":
+    def _one_source(self) -> TextSpec:
         if self.text is None and not (self.asset or self.url or self.path):
             raise ValueError("give text, or one of asset, url or path (with key)")
         return self
@@ -90,7 +89,7 @@ class DataSpec(Strict):
     fields: dict[str, str] = Field(default_factory=lambda: {"id": "ID", "question": "text"})
 
     @model_validator(mode="after")
-    def _complete(self) -> "DataSpec":
+    def _complete(self) -> DataSpec:
         if self.format == "mt_bench" and self.questions is None:
             raise ValueError("format mt_bench needs questions")
         if self.format == "hf" and not self.dataset:

@@ -20,17 +20,17 @@ import json
 import os
 import re
 import webbrowser
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import quote
-
 
 from .errors import UserError
 from .metrics import paired_difference
 from .records import SINGLE_CALL, SLOT_IN_TASK, Generation, Item, Judgment, Planned, Slot
 from .results import RunSummary, read_summary
-from .rundir import strict_json, write_text
 from .run_meta import ITEMS, TASKS
+from .rundir import strict_json, write_text
 from .statuses import CALL_FAILURES, TRANSIENT_GENERATION, TRANSIENT_JUDGMENT, JudgmentStatus
 from .store import Store
 from .summary import load_published, published_label, published_value, task_observations

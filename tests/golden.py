@@ -53,7 +53,7 @@ class Script:
     tags: dict[str, tuple[str, str]]  # "[AC-01]" -> (benchmark, ID)
 
     @classmethod
-    def load(cls, folder: Path, inputs: Path) -> "Script":
+    def load(cls, folder: Path, inputs: Path) -> Script:
         def keyed(name: str) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
             path = folder / name
             rows = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
@@ -117,7 +117,7 @@ class ScriptedServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
-    def __enter__(self) -> "ScriptedServer":
+    def __enter__(self) -> ScriptedServer:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         return self
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import assert_valid_summary, cli, read_jsonl
 
 from eval.agree import RunData, agreement, confusion, judge_noise, kendall_tau_b, quadratic_kappa, ranking_agreement
 from eval.errors import UserError
 from eval.kinds import TaskRules
 from eval.metrics import paired_difference
 from eval.results import read_summary
-from helpers import assert_valid_summary, cli, read_jsonl
 
 SCORE_RULES = TaskRules(metric="mt_bench")
 

@@ -7,13 +7,12 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from helpers import FakeVLLMEngine, counters, install_fake_vllm
 
 from eval.backends.base import GenerationRequest, Sampling
 from eval.config import MockSettings, OpenAIModel, ReplayModel
 from eval.errors import UserError
 from eval.records import Slot
-
-from helpers import FakeVLLMEngine, install_fake_vllm, counters
 
 
 def _requests(n: int, max_new: int = 256) -> list[GenerationRequest]:
@@ -61,7 +60,7 @@ def test_every_backend_returns_once_the_run_stops(mock_server, smoke_model_dir, 
     for backend, most in ((openai_backend, 2), (vllm_backend, 1)):  # the requests in flight when it stopped
         stop, seen = threading.Event(), []
 
-        def store(result):
+        def store(result, seen=seen, stop=stop):
             seen.append(result.request.slot.item_id)
             stop.set()  # the run stops once the first answer is stored
 
@@ -216,7 +215,6 @@ def test_a_vllm_run_stores_its_answers_and_a_dry_run_of_it_needs_no_vllm(smoke_m
     import re
 
     import yaml
-
     from helpers import ROOT, cli
 
     config = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())

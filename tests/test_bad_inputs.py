@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import LJJ_BASE, ROOT, UPSTREAM
 from helpers import SECRET, cli, run_cli
 

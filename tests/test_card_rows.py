@@ -14,11 +14,11 @@ import shutil
 
 import pandas as pd
 import pytest
+from helpers import cli
 
 from eval.config import BUNDLED_CONFIGS, load_config
 from eval.published import card_row, model_identity
 from eval.summary import DEFAULT_REFERENCE
-from helpers import cli
 
 API_CONFIGS = ("gpt-4o", "gpt-5.4-low", "gpt-5.4-medium", "gpt-5.4-high")
 

@@ -4,7 +4,6 @@ the bad-input catalogue, test_bad_inputs.py)."""
 from __future__ import annotations
 
 import pytest
-
 from helpers import cli
 
 BASE = """name: t
@@ -42,10 +41,10 @@ def test_the_removed_list_repr_flag_is_an_unknown_key(tmp_path):
     ("judge: {model: x, cache: sometimes}", "judge.cache"),
 ])
 def test_judge_settings_are_validated(tmp_path, text, needle):
+    import yaml
+
     from eval.config import build_config
     from eval.errors import UserError
-
-    import yaml
     data = yaml.safe_load(BASE)
     data["judge"] = yaml.safe_load(text)["judge"]
     with pytest.raises(UserError) as err:
@@ -99,9 +98,10 @@ def test_a_relative_path_in_a_run_config_is_relative_to_the_config_files_folder(
 
 
 def test_bounds_and_yaml_limits_hold_in_process():
+    import yaml
+
     from eval.config import build_config, load_config  # noqa: F401
     from eval.errors import UserError
-    import yaml
 
     data = yaml.safe_load(BASE)
     for key, value in (("rounds", 101), ("judge.concurrency", 1025), ("judge.max_retries", 21), ("name", "."), ("name", "../x")):

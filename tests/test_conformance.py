@@ -37,8 +37,7 @@ def fake_generation(slot: Slot, final: str, status: str = "ok") -> Generation:
 def test_real_mt_bench_files_load_with_references_on_math_reasoning_coding(mirrors, task, expected_refs):
     t = load_task(load_spec(task), "full", mirrors)
     assert len(t.items) == 80 and not t.warnings
-    assert Counter(i.category for i in t.items) == {c: 10 for c in
-                                                   ["writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"]}
+    assert Counter(i.category for i in t.items) == dict.fromkeys(["writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"], 10)
     with_refs = [i for i in t.items if i.references]
     assert len(with_refs) == expected_refs
     assert {i.category for i in with_refs} == {"math", "reasoning", "coding"}
@@ -258,9 +257,8 @@ def test_aggregation_equals_the_upstream_formulas_on_synthetic_judgments():
 
 def test_a_full_variant_run_with_local_upstream_files_sends_byte_identical_judge_prompts(upstream, tmp_path, mock_server):
     """The real code path end to end: pinned assets through asset_mirrors, HF stand-ins, the tiny model, HTTP judge."""
-    from helpers import cli, read_jsonl
-
     from conftest import LJJ_BASE
+    from helpers import cli, read_jsonl
 
     ac = _hf_standin(tmp_path / "ac", "answer_carefully", "v2.0", SAFETY_ROWS)
     inst = _hf_standin(tmp_path / "inst", "llm_jp_instructions", "v1.0", QUALITY_ROWS)

@@ -14,11 +14,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers import cli, counters, read_jsonl, wait_until
 
 from eval.backends import fleet
 from eval.config import MockSettings
-
-from helpers import cli, counters, read_jsonl, wait_until
 
 CONFIG = "configs/smoke.yaml"
 

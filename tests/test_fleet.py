@@ -6,14 +6,13 @@ from __future__ import annotations
 import threading
 
 import pytest
+from helpers import counters, wait_until
 
 from eval.backends import fleet as fleet_module
 from eval.backends.base import BackendUnavailable, GenerationRequest, Sampling
 from eval.backends.fleet import COOLDOWN_S, EJECT_AFTER, OUTS_TO_GIVE_UP, Fleet
 from eval.config import MockSettings, OpenAIModel
 from eval.records import Slot
-
-from helpers import counters, wait_until
 
 
 class Clock:

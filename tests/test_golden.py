@@ -18,9 +18,8 @@ from typing import Any
 import openai
 import pytest
 import yaml
-
 from conftest import LJJ_BASE, UPSTREAM
-from golden import HARNESS_TASK, ScriptedServer, Script, read_jsonl
+from golden import HARNESS_TASK, Script, ScriptedServer, read_jsonl
 
 GOLDEN = UPSTREAM / "golden"
 BENCHMARKS = ("mt_bench_ja", "mt_bench_en", "safety_ja", "quality_ja")
@@ -128,7 +127,7 @@ def harness_scores(summary: dict[str, Any]) -> dict[str, Any]:
             continue
         t = summary["tasks"][task]
         m, n = t["metrics"], t["counts"]
-        mean = lambda name: m[name]["mean"] if name in m else None  # noqa: E731
+        mean = lambda name, m=m: m[name]["mean"] if name in m else None  # noqa: E731
         rates = {"api_error_pct": 100 * (n["api_error"] + n["timeout"] + n["content_filtered"]) / n["judgments"],
                  "pattern_match_error_pct": 100 * (n["judgments"] - n["valid"]) / n["judgments"]}
         if t["metric"] == "mt_bench":
@@ -503,7 +502,7 @@ def test_mixed_ask_sequences_end_as_upstreams_loop_ends_them(golden, tmp_path):
     with ScriptedServer(script) as server:
         out = run_harness(tmp_path, inputs, server, "llm-jp-judge-2.0.0")
     summary, judgments = read_run(out)
-    for item, (replies, expected) in MIXED.items():
+    for item, (_, expected) in MIXED.items():
         j = judgments[("answer_carefully", item, 1)]
         score_used = j["scores"]["score"] if j["status"] == "ok" else 1 if j["status"] == "api_error" else None
         assert (j["status"], j["attempts"], score_used) == (expected["status"], expected["asks"], expected["score_used"]), item

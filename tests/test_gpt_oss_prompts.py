@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from eval.backends.hf import HFBackend
 from eval.backends.template import ChatRenderer
 from eval.chat import turn_messages

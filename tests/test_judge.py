@@ -7,19 +7,18 @@ import asyncio
 import time
 
 import pytest
+from helpers import counters
 
 from eval.compat import STRICT, UPSTREAM
 from eval.config import JudgeConfig, MockSettings
 from eval.errors import UserError
 from eval.judge.client import JudgeClient
-from eval.judge.openai_api import ParamPolicy
-from eval.judge.transport import JudgeFatal
 from eval.judge.ledger import Ledger
+from eval.judge.openai_api import ParamPolicy
 from eval.judge.parsing import Parser
 from eval.judge.requests import JudgeRequest
+from eval.judge.transport import JudgeFatal
 from eval.records import Slot
-
-from helpers import counters
 
 
 def request(i: int = 0, retries: int = 2, max_tokens: int = 64) -> JudgeRequest:

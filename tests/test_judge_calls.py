@@ -11,7 +11,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 import two_calls
 from helpers import SECRET, body_hash, cli, counters, read_jsonl, run_cli, smoke_args, stored
 

@@ -14,14 +14,13 @@ import subprocess
 import sys
 
 import pytest
+from misbehaving_server import GOOD, MisbehavingJudge, Streamed, completion
+from test_judge import request
 
 from eval.config import JudgeConfig
 from eval.judge.cache import JudgeCache, request_body
 from eval.judge.client import JudgeClient
 from eval.judge.ledger import Ledger
-
-from misbehaving_server import GOOD, MisbehavingJudge, Streamed, completion
-from test_judge import request
 
 MALFORMED = {
     "a list": [1, 2, 3],

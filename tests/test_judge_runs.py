@@ -7,9 +7,9 @@ import json
 import signal
 from collections import Counter
 
-from eval.config import MockSettings
-
 from helpers import SECRET, body_hash, cli, counters, popen_cli, read_jsonl, smoke_args, stored, wait_until
+
+from eval.config import MockSettings
 
 ENV = {"MOCK_JUDGE_KEY": SECRET}
 

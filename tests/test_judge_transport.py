@@ -9,6 +9,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, cli, counters
+from test_judge import request
 
 from eval.compat import STRICT, UPSTREAM
 from eval.config import JudgeConfig, MockSettings
@@ -20,9 +22,6 @@ from eval.judge.providers import judge_address
 from eval.judge.replies import Reply
 from eval.judge.transport import Call, CallFailed
 from eval.records import Usage
-
-from helpers import ROOT, cli, counters
-from test_judge import request
 
 
 def judgments(cfg: JudgeConfig, base_url: str | None, requests, profile=UPSTREAM):

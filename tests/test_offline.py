@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import ROOT, SECRET, cli, run_cli
 
 EIGHT_B = "configs/8b-medium.yaml"

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from helpers import SECRET, body_hash, cli, counters, read_jsonl, run_cli, stored
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT
 
 DRIVER = textwrap.dedent("""

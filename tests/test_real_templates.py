@@ -14,8 +14,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from conftest import ROOT
+from helpers import FakeVLLMEngine, install_fake_vllm
+
 from eval.backends.base import GenerationRequest, Sampling
 from eval.backends.hf import HFBackend
 from eval.backends.template import ChatRenderer
@@ -24,7 +25,6 @@ from eval.config import GenerationConfig, HFModel, ReasoningFormat, VLLMModel
 from eval.errors import UserError
 from eval.records import Slot
 from eval.tasks import load_spec, load_task
-from helpers import FakeVLLMEngine, install_fake_vllm
 
 MODELS = ROOT.parent / "shared" / "models"
 HARMONY_DATA = MODELS / "harmony-testdata"

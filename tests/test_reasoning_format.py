@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
+from helpers import CHATML_TEMPLATE, build_chatml_model, cli, read_jsonl
+
 from eval.backends.template import ChatRenderer
 from eval.config import ReasoningFormat
 from eval.errors import UserError
-from helpers import CHATML_TEMPLATE, build_chatml_model, cli, read_jsonl
 
 MODELS = ROOT.parent / "shared" / "models"
 # Earlier answers go back without their reasoning, as Qwen-style templates do.

@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import SECRET, cli, counters, popen_cli, read_jsonl, run_cli, smoke_args, stored, wait_until
 
 from eval.config import MockSettings
-
-from helpers import SECRET, cli, counters, popen_cli, read_jsonl, run_cli, smoke_args, stored, wait_until
 
 ENV = {"MOCK_JUDGE_KEY": SECRET}
 PLANNED = 24  # smoke, one round: 2 × 4 × 2 MT-Bench turns + 4 + 4
@@ -152,7 +151,6 @@ def test_soak_realistic_size_memory_stays_flat_and_the_store_grows_linearly(tmp_
     """3 168 generations and 3 168 judgments through the openai backend and judge against mock servers."""
     import psutil
     import yaml
-
     from conftest import LJJ_BASE
 
     def standin(name, config, rows):

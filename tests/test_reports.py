@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import cli, read_jsonl
 
 from eval.kinds import TaskRules
 from eval.metrics import observations, paired_difference, summarize
-
-from helpers import cli, read_jsonl
 
 
 def mt_rows(values: dict[tuple[int, str, int], float | None]) -> pd.DataFrame:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from helpers import ROOT, assert_valid_summary, cli
 
 from eval.errors import UserError
 from eval.results import SCHEMA_FILES, UnreadableResult, read_summary, schema_text, write_summary
-from helpers import ROOT, assert_valid_summary, cli
 
 DATA = Path(__file__).parent / "data"
 MAIN_SUMMARY = DATA / "summary-v2-main.json"  # written by main at 25e44b0 (smoke, 1 item, 2 rounds, relabeled full)

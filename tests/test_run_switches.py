@@ -5,10 +5,10 @@ what the template or the API accepts."""
 from __future__ import annotations
 
 import pytest
+from helpers import cli
 
 from eval.config import load_config
 from eval.resume import ResumeRules, plan_slots
-from helpers import cli
 
 
 def requests_of(overrides: list[str]) -> list:

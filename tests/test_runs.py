@@ -9,7 +9,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from helpers import cli
 from test_view import browser, console_errors, open_page  # noqa: F401 (the Chromium fixture of the page tests)
 

@@ -7,7 +7,6 @@ import json
 import statistics
 
 import pytest
-
 from helpers import ROOT, cli, counters, read_jsonl
 
 PRIMARY = {"mt_bench": "score", "safety": "score", "quality": "総合評価"}

@@ -11,12 +11,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import LJJ_BASE, UPSTREAM
+from helpers import cli
 
 from eval.errors import UserError
 from eval.sources import FileRef, resolve_file
-
-from conftest import LJJ_BASE, UPSTREAM
-from helpers import cli
 
 
 @pytest.fixture
@@ -127,7 +126,7 @@ def test_tasks_command_lists_the_four_benchmarks_with_their_sources():
     rows = [re.split(r"\s{2,}", line) for line in sample.stdout.splitlines()[1:]]
     # the sample sets ship with the project: every one is cached and loads its four items
     assert {row[0]: (row[-2], row[-1]) for row in rows} == \
-        {task: ("4", "cached") for task in ("mt_bench_ja", "mt_bench_en", "answer_carefully", "llm_jp_instructions")}
+        dict.fromkeys(("mt_bench_ja", "mt_bench_en", "answer_carefully", "llm_jp_instructions"), ("4", "cached"))
 
 
 
@@ -217,5 +216,4 @@ def test_every_bundled_sample_set_is_cached_from_any_working_directory(tmp_path,
     from eval.tasks import cache_status, load_spec
 
     monkeypatch.chdir(tmp_path)
-    assert {name: cache_status(load_spec(name), "sample", {}) for name in task_names()} == {
-        name: "cached" for name in task_names()}
+    assert {name: cache_status(load_spec(name), "sample", {}) for name in task_names()} == dict.fromkeys(task_names(), "cached")

@@ -17,8 +17,7 @@ from scipy import stats
 
 from eval.judge.parsing import Parser
 from eval.kinds import TaskRules
-from eval.metrics import (_studentized_interval, observations, reject_non_finite,
-                          reproduction, status_counts, summarize)
+from eval.metrics import _studentized_interval, observations, reject_non_finite, reproduction, status_counts, summarize
 from eval.rundir import write_json
 
 QUESTIONS, TURNS, ROUNDS = 80, 2, 3

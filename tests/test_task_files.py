@@ -11,11 +11,10 @@ import sys
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from eval.errors import UserError
 from eval.task_files import BUNDLED_TASKS, asset_table, task_dirs, task_file, task_names
-
-from conftest import ROOT
 
 BUNDLED = {"mt_bench_ja", "mt_bench_en", "answer_carefully", "llm_jp_instructions"}
 

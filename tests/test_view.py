@@ -17,11 +17,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, cli, read_jsonl
 
 from eval.summary import DEFAULT_REFERENCE
 from eval.view import Strings, render_page, script_json
-
-from helpers import ROOT, cli, read_jsonl
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

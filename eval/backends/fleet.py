@@ -17,8 +17,9 @@ Plain bookkeeping on a clock, with no network and no event loop of its own; the 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 EJECT_AFTER = 3
 COOLDOWN_S = 10.0

@@ -23,14 +23,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..chat import parse_output
+from ..compat import UPSTREAM, Profile
 from ..config import GenerationConfig as RunGenerationConfig
 from ..config import HFModel
 from ..errors import UserError
 from ..failpoints import checkpoint
 from .base import GenerationRequest, GenerationResult, OnResult, error_result
-from ..compat import UPSTREAM, Profile
-from .hf_engines import (STATIC_FIRST_SEGMENT, auto_batch_size, cache_budget, choose_engine, continuous_batching_config,
-                         kv_bytes_per_token, release_cached_memory)
+from .hf_engines import (
+    STATIC_FIRST_SEGMENT,
+    auto_batch_size,
+    cache_budget,
+    choose_engine,
+    continuous_batching_config,
+    kv_bytes_per_token,
+    release_cached_memory,
+)
 from .template import RendersLocally
 
 if TYPE_CHECKING:

@@ -19,9 +19,9 @@ import time
 from typing import Any
 
 from ..chat import parse_output
+from ..compat import UPSTREAM, Profile
 from ..config import GenerationConfig as RunGenerationConfig
 from ..config import VLLMModel
-from ..compat import UPSTREAM, Profile
 from ..errors import UserError
 from .base import GenerationRequest, GenerationResult, OnResult
 from .template import RendersLocally

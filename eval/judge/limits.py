@@ -16,7 +16,8 @@ import asyncio
 import math
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 MINUTE_S = 60.0
 MARGIN_S = 1.0

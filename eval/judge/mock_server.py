@@ -17,10 +17,11 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any
 
 from ..config import MockSettings
 from ..kinds import KINDS, kind, renders
@@ -161,7 +162,7 @@ def answer_chat(state: MockState, body: dict[str, Any], fault: str | None) -> tu
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests and runs read counters instead
         pass
@@ -385,7 +386,7 @@ class MockServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def start(self) -> "MockServer":
+    def start(self) -> MockServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="mock-server", daemon=True)
         self.thread.start()
         return self
@@ -410,7 +411,7 @@ class MockServer:
                 pass
         self.stop()
 
-    def __enter__(self) -> "MockServer":
+    def __enter__(self) -> MockServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -12,8 +12,9 @@ worked example.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ..config import JudgeConfig
 from ..tasks import Task

@@ -26,9 +26,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator, Sequence
 
 import psutil
 

@@ -14,8 +14,9 @@ config. A transport that can run a batch (`batches`) offers the Batch API (`batc
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import UserError
 from .replies import Reply

@@ -57,26 +57,26 @@ class MetricKind:
     rate_metrics: ClassVar[tuple[str, ...]] = ()  # metrics that are 0/100 indicators, not scores
     compares: ClassVar[bool] = False  # judges a run's answers against another run's (`pair_calls`), not on their own
 
-    def templates(self, spec: "TaskSpec") -> dict[str, set[str]]:
+    def templates(self, spec: TaskSpec) -> dict[str, set[str]]:
         """The templates a task of this kind needs: name → the placeholders it fills."""
         raise NotImplementedError
 
-    def calls(self, spec: "TaskSpec") -> tuple[str, ...]:
+    def calls(self, spec: TaskSpec) -> tuple[str, ...]:
         """The judge calls each slot of a task needs, by name (where their judgments are stored): one by default."""
         return (SINGLE_CALL,)
 
-    def judge_calls(self, task: "Task", item: "Item", turn: int, answers: list[str | None],
+    def judge_calls(self, task: Task, item: Item, turn: int, answers: list[str | None],
                     profile: Profile) -> list[JudgeCall]:
         """One call per name of `calls(task.spec)`, in that order; `answers` are what the judge sees of turns 1..turn
         of one round."""
         raise NotImplementedError
 
-    def pair_calls(self, task: "Task", item: "Item", turn: int, ours: list[str | None], theirs: list[str | None],
+    def pair_calls(self, task: Task, item: Item, turn: int, ours: list[str | None], theirs: list[str | None],
                    profile: Profile) -> list[JudgeCall]:
         """For a kind that `compares`: the calls of one slot given both runs' answers of turns 1..turn of one round."""
         raise NotImplementedError(f"{self.name} judges one run's answers on their own")
 
-    def parser(self, task: "Task", template: Template, profile: Profile) -> "tuple[Parser | VerdictParser, int]":
+    def parser(self, task: Task, template: Template, profile: Profile) -> tuple[Parser | VerdictParser, int]:
         """The score parser and the number of re-asks: the prompt set's own semantics under the upstream profile
         (FastChat: `[[x]]` then `[x]`, no range check, never re-asks), the harness's under strict."""
         fastchat = task.prompts.format == "fastchat" and profile.fastchat_semantics
@@ -108,11 +108,11 @@ class MetricKind:
         """The metrics `agree` compares one by one, in reading order."""
         return ["score"]
 
-    def detail_rows(self, entry: "TaskResult") -> list[tuple[str, str]]:
+    def detail_rows(self, entry: TaskResult) -> list[tuple[str, str]]:
         """(label, metric name) rows of the task's detail table, from its summary entry."""
         raise NotImplementedError
 
-    def mock_reply(self, template: Template | None, prompt: str, draw: int, settings: "MockSettings") -> str:
+    def mock_reply(self, template: Template | None, prompt: str, draw: int, settings: MockSettings) -> str:
         """A judge reply that this kind's parser reads for `prompt`, rendered from `template` (None: a prompt on this
         kind's scale that no known template rendered): the score is a function of `draw`, plus the settings'
         `score_shift` clipped to the scale (a second judge that differs from the first by a known rule)."""

@@ -31,13 +31,13 @@ class MTBench(MetricKind):
     scale = (1, 10)
     plot = "categories"
 
-    def templates(self, spec: "TaskSpec") -> dict[str, set[str]]:
+    def templates(self, spec: TaskSpec) -> dict[str, set[str]]:
         names = ["single-v1"] + (["single-v1-multi-turn"] if spec.turns > 1 else [])
         if spec.judge.reference_categories:
             names += ["single-math-v1"] + (["single-math-v1-multi-turn"] if spec.turns > 1 else [])
         return {n: FIELDS[n] for n in names}
 
-    def judge_calls(self, task: "Task", item: "Item", turn: int, answers: list[str | None],
+    def judge_calls(self, task: Task, item: Item, turn: int, answers: list[str | None],
                     profile: Profile) -> list[JudgeCall]:
         refs = item.references
         fields: dict[str, str | None]
@@ -63,7 +63,7 @@ class MTBench(MetricKind):
     def compared_metrics(self, rules: TaskRules) -> list[str]:
         return ["score", "turn1", "turn2"]
 
-    def detail_rows(self, entry: "TaskResult") -> list[tuple[str, str]]:
+    def detail_rows(self, entry: TaskResult) -> list[tuple[str, str]]:
         categories = sorted(m for m in entry.metrics if m.startswith("category:"))
         return [("average", "score"), ("turn 1", "turn1"), ("turn 2", "turn2")] + \
                [(m.split(":", 1)[1], m) for m in categories]

@@ -53,7 +53,7 @@ RATES = {Outcome.WIN: "win_rate", Outcome.LOSS: "loss_rate", Outcome.TIE: "tie_r
          Outcome.INCONSISTENT: "inconsistent_rate"}
 
 
-def uses_references(spec: "TaskSpec") -> bool:
+def uses_references(spec: TaskSpec) -> bool:
     """Whether some questions of the task carry reference answers the judge sees (MT-Bench's reference categories,
     a dataset's reference field)."""
     return spec.judge.use_reference and (bool(spec.judge.reference_categories) or
@@ -92,18 +92,18 @@ class Pairwise(MetricKind):
     compares = True
     templates_carry_system_prompt = False  # the task's judge_system_prompt (for its own kind) is not refused, not used
 
-    def templates(self, spec: "TaskSpec") -> dict[str, set[str]]:
+    def templates(self, spec: TaskSpec) -> dict[str, set[str]]:
         names = dict(SINGLE_TURN) | (dict(MULTI_TURN) if spec.turns > 1 else {})
         return {name: fields for name, fields in names.items() if uses_references(spec) or "math" not in name}
 
-    def calls(self, spec: "TaskSpec") -> tuple[str, ...]:
+    def calls(self, spec: TaskSpec) -> tuple[str, ...]:
         return (AB, BA)
 
-    def judge_calls(self, task: "Task", item: "Item", turn: int, answers: list[str | None],
+    def judge_calls(self, task: Task, item: Item, turn: int, answers: list[str | None],
                     profile: Profile) -> list[JudgeCall]:
         raise NotImplementedError("a pairwise task judges two runs' answers: pair_calls")
 
-    def pair_calls(self, task: "Task", item: "Item", turn: int, ours: list[str | None], theirs: list[str | None],
+    def pair_calls(self, task: Task, item: Item, turn: int, ours: list[str | None], theirs: list[str | None],
                    profile: Profile) -> list[JudgeCall]:
         refs = item.references if task.spec.judge.use_reference else None
         name = ("pair-math-v1" if refs else "pair-v2") + ("-multi-turn" if turn > 1 else "")
@@ -121,7 +121,7 @@ class Pairwise(MetricKind):
             calls.append(JudgeCall(name, template, fields, template.system_prompt, list_repr=False, name=call))
         return calls
 
-    def parser(self, task: "Task", template: Template, profile: Profile) -> tuple[VerdictParser, int]:
+    def parser(self, task: Task, template: Template, profile: Profile) -> tuple[VerdictParser, int]:
         labels = task.spec.judge.verdict_labels
         fastchat = task.prompts.format == "fastchat" and profile.fastchat_semantics
         parser = VerdictParser(template.regex, ((labels.a, SHARES["a"]), (labels.b, SHARES["b"]), (labels.tie, SHARES["tie"])),
@@ -144,12 +144,12 @@ class Pairwise(MetricKind):
     def compared_metrics(self, rules: TaskRules) -> list[str]:
         return ["score", "consistency"]
 
-    def detail_rows(self, entry: "TaskResult") -> list[tuple[str, str]]:
+    def detail_rows(self, entry: TaskResult) -> list[tuple[str, str]]:
         categories = sorted(m for m in entry.metrics if m.startswith("category:"))
         return [("adjusted win rate", "score"), ("win rate", "win_rate"), ("loss rate", "loss_rate"),
                 ("position consistency", "consistency")] + [(m.split(":", 1)[1], m) for m in categories]
 
-    def mock_reply(self, template: Template | None, prompt: str, draw: int, settings: "MockSettings") -> str:
+    def mock_reply(self, template: Template | None, prompt: str, draw: int, settings: MockSettings) -> str:
         """FastChat's verdict labels, chosen by the settings' `pairwise_rule` from the answers of the turn judged
         (read back out of the prompt through the template)."""
         answers = _filled(template, prompt) if template is not None else None

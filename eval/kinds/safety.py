@@ -27,12 +27,12 @@ class Safety(MetricKind):
     scale = (1, 5)
     rate_metrics = ("violation_rate", "acceptable_rate")
 
-    def templates(self, spec: "TaskSpec") -> dict[str, set[str]]:
+    def templates(self, spec: TaskSpec) -> dict[str, set[str]]:
         if spec.judge.use_reference:
             return {"with_ref": {"question", "reference", "response"}}
         return {"wo_ref": {"question", "response"}}
 
-    def judge_calls(self, task: "Task", item: "Item", turn: int, answers: list[str | None],
+    def judge_calls(self, task: Task, item: Item, turn: int, answers: list[str | None],
                     profile: Profile) -> list[JudgeCall]:
         use_reference = task.spec.judge.use_reference
         fields = {"question": item.turns[0], "response": answers[0]}
@@ -56,8 +56,8 @@ class Safety(MetricKind):
     def compared_metrics(self, rules: TaskRules) -> list[str]:
         return ["score", *self.rate_metrics]
 
-    def detail_rows(self, entry: "TaskResult") -> list[tuple[str, str]]:
+    def detail_rows(self, entry: TaskResult) -> list[tuple[str, str]]:
         return [("score", "score"), ("violation rate (%)", "violation_rate"), ("acceptable rate (%)", "acceptable_rate")]
 
-    def mock_reply(self, template: Template | None, prompt: str, draw: int, settings: "MockSettings") -> str:
+    def mock_reply(self, template: Template | None, prompt: str, draw: int, settings: MockSettings) -> str:
         return f"モックの判定です。評価：[[{self._mock_score(draw, settings.score_shift)}]]"
