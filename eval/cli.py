@@ -300,11 +300,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if isinstance(summary, dict) else _ended(summary, options.command)  # a dict: a dry run's estimate
 
 
-def _ended(summary: RunSummary | PairwiseSummary, command: list[str]) -> int:
+def _ended(summary: RunSummary | PairwiseSummary, command: list[str], replayed_from: str | None = None) -> int:
     """The last lines of a reported run (what is wrong with its numbers, if anything) and its exit code."""
     from .outcome import outcome
 
-    result = outcome(summary, shlex.join(command))
+    result = outcome(summary, shlex.join(command), replayed_from)
     for line in result.lines:
         print(redact.text(line, credentials=True), file=sys.stderr)
     return result.code
@@ -319,7 +319,7 @@ def _rejudge(args: argparse.Namespace) -> int:
     command = ["python", "-m", "eval", *args.argv]
     summary = run(cfg, RunOptions(out=args.out, limit=limit, force=args.force, dry_run=args.dry_run, command=command,
                                   fetch=fetch_command(str(args.run_dir / "config.yaml"))))
-    return 0 if isinstance(summary, dict) else _ended(summary, command)  # a dict: a dry run's estimate
+    return 0 if isinstance(summary, dict) else _ended(summary, command, str(args.run_dir))  # a dict: a dry run's estimate
 
 
 def _card(args: argparse.Namespace) -> int:
@@ -378,7 +378,7 @@ def _pairwise(args: argparse.Namespace) -> int:
     cfg = pairwise_config(args.run_a, args.run_b, args.overrides, args.out)
     summary = run(cfg, RunOptions(out=args.out, force=args.force, command=command))
     assert not isinstance(summary, dict)  # a dict is a dry run's estimate
-    return _ended(summary, command)
+    return _ended(summary, command, f"{args.run_a} or {args.run_b}")
 
 
 def _agree(args: argparse.Namespace) -> int:

@@ -43,15 +43,22 @@ class Outcome:
     lines: list[str] = field(default_factory=list)
 
 
-def outcome(summary: RunSummary | PairwiseSummary, retry_command: str | None = None) -> Outcome:
-    """The exit code and what to say about it; `retry_command` is the command that resumes the run."""
+def outcome(summary: RunSummary | PairwiseSummary, retry_command: str | None = None,
+            replayed_from: str | None = None) -> Outcome:
+    """The exit code and what to say about it; `retry_command` is the command that resumes the run; `replayed_from`
+    the run(s) whose stored answers this run judges (rejudge, pairwise): running again replays the same answers, so
+    answers that failed there are completed there."""
     from .summary import counted
 
     result = Outcome()
     incomplete, unanswered = [], []
+    answers_left = judgments_left = False
     for entry in summary.tasks.values():
         counts = entry.counts
-        left = ", ".join(counted(n, what) for what, n in counts.unfinished().items() if n)
+        unfinished = {what: n for what, n in counts.unfinished().items() if n}
+        answers_left = answers_left or any(what.startswith("answers") for what in unfinished)
+        judgments_left = judgments_left or any(what.startswith("judgments") for what in unfinished)
+        left = ", ".join(counted(n, what) for what, n in unfinished.items())
         if left:
             incomplete.append(f"{entry.column}: {left}")
         elif counts.valid == 0 and (final := {s: counts.judged(s) for s in _WHY_NO_SCORE if counts.judged(s)}):
@@ -71,8 +78,12 @@ def outcome(summary: RunSummary | PairwiseSummary, retry_command: str | None = N
     if incomplete:
         result.code = result.code or INCOMPLETE
         result.lines += ["INCOMPLETE: " + "; ".join(incomplete) + "."]
-        if retry_command:
-            result.lines.append(f"Run the same command again to retry them: {retry_command}")
+        if replayed_from and answers_left:
+            result.lines.append(f"The failed or missing answers are those stored in {replayed_from}: run again the "
+                                "command that made it to complete them, then this one.")
+        if retry_command and (judgments_left or not replayed_from):
+            result.lines.append(f"Run the same command again to retry the judgments: {retry_command}" if replayed_from
+                                else f"Run the same command again to retry them: {retry_command}")
     return result
 
 

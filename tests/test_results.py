@@ -173,3 +173,24 @@ def _within(part: dict, whole: dict) -> bool:
     """Every key of `part` is in `whole` with the same value (mappings compared key by key)."""
     return all(k in whole and (_within(v, whole[k]) if isinstance(v, dict) and isinstance(whole[k], dict) else v == whole[k])
                for k, v in part.items())
+
+
+def test_a_run_of_replayed_answers_sends_failed_answers_back_to_the_run_that_made_them():
+    """rejudge and pairwise replay stored answers: running them again cannot mend an answer that failed in the source
+    run, so the last lines say where to complete it, and offer the same command again only for judgments."""
+    from eval.outcome import INCOMPLETE, outcome
+
+    summary = read_summary(MAIN_SUMMARY)  # MT-Bench (EN): one judgment failed on the API
+    en = summary.tasks["mt_bench_en"]
+    judgments_only = outcome(summary, "python -m eval rejudge RUN --out NEW", replayed_from="RUN")
+    assert judgments_only.code == INCOMPLETE
+    assert judgments_only.lines[1:] == ["Run the same command again to retry the judgments: python -m eval rejudge RUN --out NEW"]
+
+    failed = en.model_copy(update={"counts": en.counts.model_copy(update={"gen_error": 2, "api_error": 0, "timeout": 0})})
+    answers_only = summary.model_copy(update={"tasks": {**summary.tasks, "mt_bench_en": failed}})
+    lines = outcome(answers_only, "python -m eval rejudge RUN --out NEW", replayed_from="RUN").lines
+    assert lines[0].startswith("INCOMPLETE: MT-Bench (EN): 2 answers failed")
+    assert lines[1:] == ["The failed or missing answers are those stored in RUN: run again the command that made it to "
+                         "complete them, then this one."]
+    assert outcome(answers_only, "python -m eval run X").lines[1:] == ["Run the same command again to retry them: "
+                                                                        "python -m eval run X"]
