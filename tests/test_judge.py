@@ -78,19 +78,15 @@ def test_every_fault_ends_in_its_status_with_counted_attempts(mock_server, no_sd
         assert judgment.error and not judgment.scores
 
 
-@pytest.mark.parametrize("profile,attempts,sync_requests", [(UPSTREAM, 3, 2), (STRICT, 1, 0)])
-def test_a_batch_line_refused_by_the_content_filter_follows_the_profile(tmp_path, mock_server, profile, attempts,
-                                                                         sync_requests):
+def batch_judged(client: JudgeClient, folder) -> list:
+    """Requests 0 and 1 judged by `client` in batch mode (a store in `folder`); the judgments, in the order kept."""
     from eval.judge.batch import BatchJudge
     from eval.store import Store
 
-    server = mock_server(settings=MockSettings(batch_polls_to_complete=0, rate_content_filter=1.0))
-    config = JudgeConfig(model="mock-judge", base_url=server.url, mock=True, max_retries=2)
     judgments = []
 
     async def go():
-        client = JudgeClient(config, server.url, Ledger(config), profile=profile)
-        store = Store(tmp_path / "run.sqlite")
+        store = Store(folder / "run.sqlite")
 
         async def keep(judgment):
             judgments.append(judgment)
@@ -102,6 +98,15 @@ def test_a_batch_line_refused_by_the_content_filter_follows_the_profile(tmp_path
             store.close()
 
     asyncio.run(go())
+    return judgments
+
+
+@pytest.mark.parametrize("profile,attempts,sync_requests", [(UPSTREAM, 3, 2), (STRICT, 1, 0)])
+def test_a_batch_line_refused_by_the_content_filter_follows_the_profile(tmp_path, mock_server, profile, attempts,
+                                                                         sync_requests):
+    server = mock_server(settings=MockSettings(batch_polls_to_complete=0, rate_content_filter=1.0))
+    config = JudgeConfig(model="mock-judge", base_url=server.url, mock=True, max_retries=2)
+    judgments = batch_judged(JudgeClient(config, server.url, Ledger(config), profile=profile), tmp_path)
     # upstream: the batch's 400 is one of the three asks, the other two are asked synchronously; strict: it ends there
     assert [(j.status, j.attempts) for j in judgments] == [("content_filtered", attempts)] * 2
     assert counters(server).get("requests", 0) == 2 * sync_requests and counters(server)["batch_requests"] == 2
@@ -112,9 +117,7 @@ def test_batch_lines_whose_error_is_text_are_asked_synchronously(tmp_path, mock_
     asked again synchronously, as any other failed line."""
     import json
 
-    from eval.judge.batch import BatchJudge
     from eval.judge.transport import BatchState
-    from eval.store import Store
 
     class TextErrors:
         async def submit(self, lines):
@@ -131,23 +134,9 @@ def test_batch_lines_whose_error_is_text_are_asked_synchronously(tmp_path, mock_
 
     server = mock_server()
     config = JudgeConfig(model="mock-judge", base_url=server.url, mock=True, max_retries=0)
-    judgments = []
-
-    async def go():
-        client = JudgeClient(config, server.url, Ledger(config))
-        client.transport.batches = TextErrors()
-        store = Store(tmp_path / "run.sqlite")
-
-        async def keep(judgment):
-            judgments.append(judgment)
-
-        try:
-            await BatchJudge(client, store, poll_s=0.01).run([request(0), request(1)], keep)
-        finally:
-            await client.close()
-            store.close()
-
-    asyncio.run(go())
+    client = JudgeClient(config, server.url, Ledger(config))
+    client.transport.batches = TextErrors()
+    judgments = batch_judged(client, tmp_path)
     assert sorted((j.item_id, j.status) for j in judgments) == [("0", "ok"), ("1", "ok")]
     assert counters(server)["requests"] == 2
 
