@@ -431,7 +431,10 @@ class GenerateAndJudge:
        (`_answer_stored`, thread-safe) through the `answers` queue.
     2. Release: each answer releases the judgments it completes (`_release`; MT-Bench turn 2 needs both answers).
        A judgment already standing, an excluded answer and a shared-cache hit are stored at once; the rest become
-       requests — queued for the workers (sync mode) or collected for one batch sent after generation. A judgment
+       requests — queued for the workers (sync mode) or collected for one batch sent after generation. With a
+       writable shared cache, a request identical to one already asked (same body and reading rules: greedy answers
+       repeat across rounds) is not sent again: it waits for that judgment and takes it from the cache as stored
+       (`_settle_identical`), or is asked itself when that judgment is not one the cache keeps. A judgment
        follows its answer: a slot is released once per judge request (its key holds the answers), so a new answer
        releases it again, and while generation runs a slot waits for every answer of its conversation that is to
        be generated again (`ResumeRules.judge_state`). Answers stored before the run are released at its start,
@@ -450,6 +453,8 @@ class GenerateAndJudge:
         self.requests: asyncio.Queue[JudgeRequest] = asyncio.Queue()
         self.batched: list[JudgeRequest] = []
         self.released: dict[CallSlot, str] = {}  # a call → the request released for it (key; excluded: answer's key)
+        self.identical: dict[str, list[JudgeRequest]] = {}  # cache key of a request being asked → requests waiting on it
+        self.asked_as: dict[str, str] = {}  # key of a request being asked that others may wait on → its cache key
         self.generating = False
         self.bar = progress.Bar("judge", "req", position=1)
 
@@ -522,12 +527,38 @@ class GenerateAndJudge:
                 self.released[request.place] = key
                 if isinstance(request, Excluded):
                     self.store.put_judgment(self.runner.excluded(request))
-                elif (cached := self.cache.get(self.client.request_body(request), request.rules(self.client.profile))) is not None:
+                    continue
+                body, rules = self.client.request_body(request), request.rules(self.client.profile)
+                if (cached := self.cache.get(body, rules)) is not None:
                     self.runner.judgments_reused += 1
                     self.store.put_judgment(_moved(cached, request))
-                else:
-                    ready.append(request)
+                    continue
+                if self.cache.writable:
+                    if (cache_key := self.cache.key_of(body, rules)) in self.identical:
+                        self.identical[cache_key].append(request)
+                        continue
+                    self.identical[cache_key], self.asked_as[request.key] = [], cache_key
+                ready.append(request)
         return ready
+
+    def _settle_identical(self, judgment: Judgment) -> None:
+        """The requests that waited for `judgment` (identical to the one it answers) take it from the cache; when the
+        cache did not keep it (a transient failure), the first of them is asked and the others wait for that one."""
+        if (cache_key := self.asked_as.pop(judgment.key, None)) is None:
+            return
+        waiting = self.identical.pop(cache_key)
+        if not waiting:
+            return
+        first = waiting[0]
+        cached = self.cache.get(self.client.request_body(first), first.rules(self.client.profile))
+        if cached is None:
+            self.identical[cache_key], self.asked_as[first.key] = waiting[1:], cache_key
+            self.bar.add_total(1)
+            self.requests.put_nowait(first)
+            return
+        for request in waiting:
+            self.runner.judgments_reused += 1
+            self.store.put_judgment(_moved(cached, request))
 
     async def _judge_worker(self) -> None:
         while True:
@@ -545,6 +576,7 @@ class GenerateAndJudge:
         checkpoint("judgment_stored")
         self.cache.put(judgment)
         self.bar.update(1)
+        self._settle_identical(judgment)
 
 
 def _raise_first_failure(tasks: set[asyncio.Task]) -> None:

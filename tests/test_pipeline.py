@@ -103,19 +103,39 @@ def test_a_run_says_what_it_computed_and_the_label_names_the_tables_row(tmp_path
     assert f"{tmp_path / 'b'}: nothing to compute — every answer was already stored and judged." in third.stdout
 
 
-def test_a_judgment_the_cache_gives_another_rounds_slot_stands_when_the_run_is_resumed(tmp_path):
-    """Greedy answers repeat across rounds, so round 2's judge requests are round 1's bodies and come from the shared
-    cache within the run; stored under round 2's own keys, they stand when the finished run is run again (they were
-    stored under round 1's, and the resume refused to go on without --force, calling them changed paid work)."""
+def test_a_request_identical_to_one_being_judged_waits_for_it_and_stands_when_the_run_is_resumed(tmp_path):
+    """Greedy answers repeat across rounds, so rounds 2 and 3 send round 1's judge request bodies. Released while
+    round 1's judgment is still in flight (the judge answers slowly, four workers), they wait for it and take it from
+    the shared cache instead of paying for the same call three times; stored under their own rounds' keys, they stand
+    when the finished run is run again (under round 1's keys the resume refused to go on without --force)."""
     out = tmp_path / "run"
-    args = ["run", "configs/smoke.yaml", "--rounds", "2", "--limit", "1", "--tasks", "mt_bench_en", "--out", str(out),
-            "--set", "generation.greedy=true", "--set", "judge.concurrency=1", "--set", "judge.cache=read_write",
-            "--set", f"judge.cache_path={tmp_path / 'cache.sqlite'}"]
+    args = ["run", "configs/smoke.yaml", "--rounds", "3", "--limit", "1", "--tasks", "mt_bench_en", "--out", str(out),
+            "--set", "generation.greedy=true", "--set", "judge.concurrency=4", "--set", "judge.cache=read_write",
+            "--set", "judge.mock_settings.latency_s=0.3", "--set", f"judge.cache_path={tmp_path / 'cache.sqlite'}"]
     first = cli(*args)
     assert first.returncode == 0, first.stderr[-2000:]
+    assert "made 2 judgments; 4 judgments came from the shared judge cache" in first.stdout
     judgments = read_jsonl(out / "judgments.jsonl")
-    rounds = {j["round"]: j for j in judgments if j["turn"] == 1}
-    assert rounds[2]["cached"] and not rounds[1]["cached"] and rounds[1]["key"] != rounds[2]["key"]
+    by_turn = {turn: {j["round"]: j for j in judgments if j["turn"] == turn} for turn in (1, 2)}
+    for rounds in by_turn.values():
+        assert not rounds[1]["cached"] and rounds[2]["cached"] and rounds[3]["cached"]
+        assert len({j["key"] for j in rounds.values()}) == 3
+        assert rounds[1]["scores"] == rounds[2]["scores"] == rounds[3]["scores"]
     again = cli(*args)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "nothing to compute" in again.stdout
+
+
+def test_requests_that_waited_on_a_failed_judgment_are_asked_themselves(tmp_path):
+    """A failure is never shared (the cache keeps no transient error), so what waited on it is not settled by it: each
+    of the three identical requests is asked, one after the other, and each failure is its own."""
+    out = tmp_path / "run"
+    run = cli("run", "configs/smoke.yaml", "--rounds", "3", "--limit", "1", "--tasks", "mt_bench_en", "--out", str(out),
+              "--set", "generation.greedy=true", "--set", "judge.concurrency=4", "--set", "judge.cache=read_write",
+              "--set", "judge.mock_settings.latency_s=0.3", "--set", "judge.mock_settings.rate_500=1.0", "--set", "judge.max_retries=0",
+              "--set", f"judge.cache_path={tmp_path / 'cache.sqlite'}")
+    assert run.returncode == 4, run.stderr[-2000:]
+    assert "made 6 judgments." in run.stdout
+    judgments = read_jsonl(out / "judgments.jsonl")
+    assert sorted((j["round"], j["turn"]) for j in judgments) == [(r, t) for r in (1, 2, 3) for t in (1, 2)]
+    assert {j["status"] for j in judgments} == {"api_error"} and not any(j["cached"] for j in judgments)

@@ -160,11 +160,15 @@ class JudgeCache:
         return UserError(f"judge cache {self.file}: {doing} ({reason}); free disk space or fix the path (judge.cache_path), "
                          "or set judge.cache: off — everything stored in the run so far is kept")
 
+    def key_of(self, body: dict[str, Any], rules: str) -> str:
+        """What a request is cached under: two requests with one key get one judgment."""
+        return cache_key(self.endpoint, body, rules)
+
     def get(self, body: dict[str, Any], rules: str) -> Judgment | None:
         """The judgment of the request `body` read by `rules` at this cache's endpoint, if a record verifies."""
         if self.db is None:
             return None
-        key = cache_key(self.endpoint, body, rules)
+        key = self.key_of(body, rules)
         with self.lock:
             if key in self.pending:
                 return self.pending[key][0]
