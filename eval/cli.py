@@ -313,13 +313,22 @@ def _ended(summary: RunSummary | PairwiseSummary, command: list[str], replayed_f
 def _rejudge(args: argparse.Namespace) -> int:
     from .pipeline import RunOptions, run
     from .preflight import fetch_command
-    from .rejudge import rejudge_config
+    from .rejudge import SOURCE_FILE, rejudge_config
 
-    cfg, limit = rejudge_config(args.run_dir, args.overrides, args.out, export=not args.dry_run)
     command = ["python", "-m", "eval", *args.argv]
-    summary = run(cfg, RunOptions(out=args.out, limit=limit, force=args.force, dry_run=args.dry_run, command=command,
-                                  fetch=fetch_command(str(args.run_dir / "config.yaml"))))
-    return 0 if isinstance(summary, dict) else _ended(summary, command, str(args.run_dir))  # a dict: a dry run's estimate
+    fetch = fetch_command(str(args.run_dir / "config.yaml"))
+    if args.dry_run:
+        # The answers replayed, for the estimate: in a rejudge begun before, its own file (rewritten from RUN as the
+        # run would), so its stored answers stand; else in a folder that goes away.
+        with tempfile.TemporaryDirectory(prefix="llmjp-rejudge-") as temporary:
+            answers = args.out if (args.out / SOURCE_FILE).is_file() else Path(temporary)
+            cfg, limit = rejudge_config(args.run_dir, args.overrides, args.out, answers)
+            run(cfg, RunOptions(out=args.out, limit=limit, force=args.force, dry_run=True, command=command, fetch=fetch))
+        return 0
+    cfg, limit = rejudge_config(args.run_dir, args.overrides, args.out)
+    summary = run(cfg, RunOptions(out=args.out, limit=limit, force=args.force, command=command, fetch=fetch))
+    assert not isinstance(summary, dict)  # a dict is a dry run's estimate
+    return _ended(summary, command, str(args.run_dir))
 
 
 def _card(args: argparse.Namespace) -> int:

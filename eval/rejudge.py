@@ -36,10 +36,10 @@ def check_override(text: str, command: str = "rejudge") -> None:
                     "asset_mirrors, name); to change the model or generation, start a new run")
 
 
-def rejudge_config(run_dir: Path, overrides: list[str], out: Path, export: bool = True) -> tuple[RunConfig, int]:
-    """The config of the rejudge run in `out`, and the item limit that reproduces RUN's plan.
-
-    With `export`, RUN's stored generations are written to `out/source_generations.jsonl` (the replay file)."""
+def rejudge_config(run_dir: Path, overrides: list[str], out: Path, answers_dir: Path | None = None) -> tuple[RunConfig, int]:
+    """The config of the rejudge run in `out`, and the item limit that reproduces RUN's plan. RUN's stored
+    generations are written to `answers_dir/source_generations.jsonl` (the replay file; default `out`, a dry run
+    gives a temporary folder)."""
     for text in overrides:
         check_override(text)
     if out.resolve() == run_dir.resolve():
@@ -48,15 +48,14 @@ def rejudge_config(run_dir: Path, overrides: list[str], out: Path, export: bool 
     try:
         original = store.meta(CONFIG)
         plan = store.plan()
-        if export:
-            _export(store, plan, out / SOURCE_FILE, run_dir)
+        _export(store, plan, (answers_dir or out) / SOURCE_FILE, run_dir)
     finally:
         store.close()
     assert original is not None  # open_run: a planned run
     data = original.snapshot()
     model = data["model"]
     source = model.get("source_model") if model["backend"] == "replay" else None
-    data["model"] = {"backend": "replay", "path": str((out / SOURCE_FILE).resolve()), "format": "harness",
+    data["model"] = {"backend": "replay", "path": str(((answers_dir or out) / SOURCE_FILE).resolve()), "format": "harness",
                      "source_model": source or model}
     data["generation"]["batch_size"] = "auto"  # an hf-only setting; the replay backend refuses anything else
     data["name"] = re.sub(r"[^A-Za-z0-9._-]", "-", out.resolve().name)

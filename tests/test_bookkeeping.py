@@ -11,11 +11,12 @@ import json
 import sqlite3
 
 import pytest
-from helpers import run_cli
+from helpers import cli, run_cli
 
 from eval import pipeline, progress, report
 from eval.config import load_config
 from eval.errors import UserError
+from eval.judge.limits import estimate_tokens
 
 
 def replay_config(tmp_path, *overrides: str, cache: str = "off"):
@@ -74,6 +75,33 @@ def test_the_dry_run_counts_exactly_what_the_run_then_computes(tmp_path, capsys)
     assert estimate["generations"] == activity(out)["answers_replayed"] == 6 and activity(out)["generation_calls"] == 0
     assert estimate["judge_requests"] == 6 and activity(out)["judge_calls"] == 0
     capsys.readouterr()
+
+
+def test_the_estimate_counts_the_answers_it_knows_at_their_length(tmp_path, capsys):
+    """A judge prompt holds the answers. Where they are known (in the file a replay reads, stored in the run) the
+    estimate counts them at their length, so a longer answer costs more and `judge.estimate_answer_tokens` plays no
+    part; a rejudge's dry run reads its source run's answers and writes nothing."""
+    _, cfg = replay_config(tmp_path)
+    answers, out = tmp_path / "answers.jsonl", tmp_path / "run"
+    short = run(cfg, out, dry_run=True)["total"]
+    assert (short["answers_known"], short["answers_guessed"]) == (8, 0)  # MT-Bench: 1 + 2 per task; the others 1
+    _, guessing_more = replay_config(tmp_path, "judge.estimate_answer_tokens=5000")
+    assert run(guessing_more, out, dry_run=True)["total"]["prompt_tokens"] == short["prompt_tokens"]
+    # MT-Bench EN's first answer made 2 000 characters longer: it is in its turn-1 and its turn-2 judge prompt.
+    rows = [json.loads(line) for line in answers.read_text().splitlines()]
+    longer = next(r for r in rows if r["task"] == "mt_bench_en" and r["turn"] == 1)
+    before, longer["final"] = longer["final"], longer["final"] + " many words" * 200
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    long = run(cfg, out, dry_run=True)["total"]
+    assert long["prompt_tokens"] - short["prompt_tokens"] == 2 * (estimate_tokens(longer["final"]) - estimate_tokens(before))
+    run(cfg, out)
+    capsys.readouterr()
+    rejudged = cli("rejudge", str(out), "--out", str(tmp_path / "rejudged"), "--dry-run")
+    assert rejudged.returncode == 0, rejudged.stderr[-2000:]
+    assert "the judge prompts' answers: 8 counted at their length" in rejudged.stdout
+    total = next(line.split() for line in rejudged.stdout.splitlines() if line.strip().startswith("total"))
+    assert total[1:4] == ["6", "6", str(long["prompt_tokens"])]  # answers replayed, judge requests, prompt tokens
+    assert not (tmp_path / "rejudged").exists()
 
 
 def test_a_finished_run_rewrites_no_report_and_report_rebuilds_them(tmp_path, capsys, monkeypatch):

@@ -68,6 +68,13 @@ class ReplayBackend:
         """The slots this file holds no answer for (a run needing them cannot complete)."""
         return [s for s in slots if self._harness_row(s) is None and (s.item_id, s.turn) not in self.fastchat]
 
+    def answer(self, s: Slot) -> str | None:
+        """The answer text a slot is replayed with ("" for a failed one without text; None: the file holds none)."""
+        row = self._harness_row(s)
+        if row is not None:
+            return row["final"] or ""
+        return self.fastchat.get((s.item_id, s.turn))
+
     def generate(self, requests: list[GenerationRequest], on_result: OnResult, stop: threading.Event | None = None) -> None:
         for request in requests:  # answers are read, not made: nothing takes long enough to stop early
             s = request.slot
