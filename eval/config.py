@@ -123,6 +123,8 @@ class OpenAIModel(_Generator):
     concurrency: int = Field(32, ge=1, le=MAX_CONCURRENCY)
     timeout_s: float = Field(3600, gt=0, le=MAX_SECONDS)
     max_retries: int = Field(3, ge=0, le=MAX_RETRIES)
+    max_reply_bytes: int = Field(16 << 20, ge=1024, le=MAX_REPLY_BYTES,
+                                 description="a reply larger than this is dropped unread: the answer is a failed generation")
 
     @field_validator("api_key_env")
     @classmethod

@@ -242,3 +242,29 @@ def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):
 
     with pytest.raises(UserError, match=r"pip install -e \"\.\[vllm\]\""):
         VLLMBackend(VLLMModel(backend="vllm", path="x"), GenerationConfig())
+
+
+def test_an_answer_past_the_reply_cap_is_dropped_unread_and_stored_as_failed():
+    """A generation server's reply is read as the judge's is, within model.max_reply_bytes (chunked, no length
+    said, so only reading tells): the oversized one ends as a failed answer naming the setting, the others arrive,
+    and the run goes on."""
+    from misbehaving_server import MisbehavingJudge, Streamed, completion
+
+    from eval.backends.openai_server import OpenAIServerBackend
+
+    def reply(n, body, headers):
+        question = body["messages"][-1]["content"]
+        if question == "question 1":
+            huge = json.dumps(completion("x" * 50_000)).encode()
+            return 200, Streamed(lambda: (huge[i:i + 4096] for i in range(0, len(huge), 4096)))
+        return 200, completion(f"answer to {question}")
+
+    server = MisbehavingJudge(reply)
+    try:
+        cfg = OpenAIModel(backend="openai", path="gen", base_urls=[server.url], max_reply_bytes=8192, max_retries=0)
+        results = _collect(OpenAIServerBackend(cfg), _requests(3))
+    finally:
+        server.stop()
+    assert {i: r.parsed.final for i, r in results.items() if i != "1"} == {"0": "answer to question 0", "2": "answer to question 2"}
+    failed = results["1"]
+    assert failed.parsed.status == "error" and "model.max_reply_bytes (8,192)" in failed.error, failed

@@ -9,7 +9,9 @@ server that can take it already failed it does the request wait (the SDK's backo
 the server's `Retry-After`) and go round again. `model.max_retries` bounds the attempts after the first; a 408, 409
 or 429 is asked again the same way without counting against the server's health; an HTTP 400 is sent again as the
 compat profile says. When the fleet is down, no new request starts, the requests in flight end (one that failed is
-stored as `error`, one never sent is not stored) and `generate` raises `BackendUnavailable`.
+stored as `error`, one never sent is not stored) and `generate` raises `BackendUnavailable`. A reply is read within
+`model.max_reply_bytes` (the judge's capped reader, `judge.openai_api.capped_http_client`): a larger one is dropped
+unread and its answer stored as `error`, generated again by the next run.
 
 The request is llm-jp-judge's for a generator behind its `openai` client: the task's sampling parameters (None left
 out), `reasoning_effort` when one is configured, and for the gpt-5 and o-series families `max_completion_tokens` in
@@ -33,7 +35,7 @@ import openai
 from ..chat import ParsedOutput
 from ..config import OpenAIModel
 from ..errors import UserError
-from ..judge.openai_api import ParamPolicy
+from ..judge.openai_api import ParamPolicy, UnreadableReply, capped_http_client
 from ..records import content_key
 from ..statuses import GenerationStatus as G
 from .base import BackendUnavailable, GenerationRequest, GenerationResult, OnResult, error_result
@@ -116,7 +118,8 @@ class OpenAIServerBackend:
 
     async def _generate(self, requests: list[GenerationRequest], on_result: OnResult, stop: threading.Event) -> None:
         """`concurrency` workers share one queue: memory stays bounded by the workers, not by the request count."""
-        clients = [openai.AsyncOpenAI(base_url=server.url, api_key=self.key, max_retries=0, timeout=self.cfg.timeout_s)
+        clients = [openai.AsyncOpenAI(base_url=server.url, api_key=self.key, max_retries=0, timeout=self.cfg.timeout_s,
+                                      http_client=capped_http_client(self.cfg.max_reply_bytes, "model.max_reply_bytes"))
                    for server in self.fleet.servers]
         queue: asyncio.Queue[GenerationRequest] = asyncio.Queue()
         for request in requests:
@@ -170,7 +173,7 @@ class OpenAIServerBackend:
                 if e.status_code not in ASKED_AGAIN:
                     return error_result(request, _error_text(e))
                 error = e
-            except openai.APIError as e:  # a reply that is not a chat completion
+            except (openai.APIError, UnreadableReply) as e:  # a reply that is not a chat completion, or too large to read
                 self.fleet.refused(server)
                 return error_result(request, _error_text(e))
             else:
@@ -234,5 +237,5 @@ def _backoff(failures: int, error: openai.APIError | None) -> float:
     return min(0.5 * 2 ** (failures - 1), 8.0) * (1 - 0.25 * random.random())
 
 
-def _error_text(error: openai.APIError) -> str:
+def _error_text(error: openai.OpenAIError) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"

@@ -6,7 +6,8 @@ hook on the SDK's HTTP client, so the SDK's own retries and a batch's synchronou
 
 The HTTP side: a query string of the configured address (`?api-key=…`) is sent as query parameters of every
 request (not glued into its path); a chat reply's body is read as it arrives, gzip decoded here, and dropped once it
-passes `judge.max_reply_bytes` (`UnreadableReply`, a malformed reply), so no more than that is ever held for it.
+passes `judge.max_reply_bytes` (`UnreadableReply`, a malformed reply), so no more than that is ever held for it
+(`capped_http_client`; the openai generation backend reads its replies the same way, within `model.max_reply_bytes`).
 Credentials in an address (`user:pass@`) are refused when the config is read (config.py).
 """
 
@@ -99,10 +100,15 @@ class UnreadableReply(openai.OpenAIError):
     so the SDK passes it on as raised, without retrying; the transport treats it as a malformed reply."""
 
 
+def capped_http_client(limit: int, setting: str, on_request=None) -> Any:
+    """The SDK's HTTP client, reading every chat reply within `limit` bytes (`setting` names the limit in errors);
+    `on_request` is awaited before every HTTP request the SDK sends, its own retries included."""
+    hooks = {"request": [on_request] if on_request else [], "response": [_reply_reader(limit, setting)]}
+    return openai.DefaultAsyncHttpxClient(event_hooks=hooks, headers={"Accept-Encoding": "gzip"})
+
+
 def make_openai_client(cfg: JudgeConfig, base_url: str | None, api_key: str, on_request=None):
-    """`on_request` is awaited before every HTTP request the SDK sends, its own retries included."""
-    hooks = {"request": [on_request] if on_request else [], "response": [_reply_reader(cfg.max_reply_bytes)]}
-    http_client = openai.DefaultAsyncHttpxClient(event_hooks=hooks, headers={"Accept-Encoding": "gzip"})
+    http_client = capped_http_client(cfg.max_reply_bytes, "judge.max_reply_bytes", on_request)
     if cfg.provider == "azure" and not cfg.mock:
         assert cfg.azure is not None
         endpoint, query = split_query(cfg.azure.endpoint)
@@ -148,7 +154,7 @@ def normalised_address(url: str) -> str:
     return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "&".join(f"{n}={v}" for n, v in query), ""))
 
 
-def _reply_reader(limit: int):
+def _reply_reader(limit: int, setting: str):
     """A response hook: the body of every chat reply is read through `_capped_body` (nothing is read yet here)."""
 
     async def hook(response: Any) -> None:
@@ -159,16 +165,16 @@ def _reply_reader(limit: int):
             raise UnreadableReply(f"the body is encoded as {encoding[:40]!r}, which was not asked for")
         declared = response.headers.get("content-length", "")
         if encoding == "identity" and declared.isdigit() and int(declared) > limit:
-            raise UnreadableReply(f"the body has {int(declared):,} bytes, more than judge.max_reply_bytes ({limit:,})")
-        response.stream = _capped_body(response.stream, limit, gzip=encoding == "gzip")
+            raise UnreadableReply(f"the body has {int(declared):,} bytes, more than {setting} ({limit:,})")
+        response.stream = _capped_body(response.stream, limit, setting, gzip=encoding == "gzip")
         if encoding == "gzip":
             del response.headers["content-encoding"]  # decoded here, under the cap
 
     return hook
 
 
-def _capped_body(raw: Any, limit: int, gzip: bool) -> Any:
-    return _capped_stream_class(type(raw).__module__.split(".")[0])(raw, limit, gzip)
+def _capped_body(raw: Any, limit: int, setting: str, gzip: bool) -> Any:
+    return _capped_stream_class(type(raw).__module__.split(".")[0])(raw, limit, setting, gzip)
 
 
 @functools.cache
@@ -177,8 +183,8 @@ def _capped_stream_class(library: str) -> type:
     decoded bytes: gzip is inflated here in pieces no larger than what is left under the limit."""
 
     class CappedBody(sys.modules[library].AsyncByteStream):  # type: ignore[misc]  # a base class found at run time
-        def __init__(self, raw: Any, limit: int, gzip: bool):
-            self.raw, self.limit, self.gzip = raw, limit, gzip
+        def __init__(self, raw: Any, limit: int, setting: str, gzip: bool):
+            self.raw, self.limit, self.setting, self.gzip = raw, limit, setting, gzip
 
         async def __aiter__(self):
             inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if self.gzip else None
@@ -195,7 +201,7 @@ def _capped_stream_class(library: str) -> type:
                         chunk = inflate.unconsumed_tail
                     size += len(piece)
                     if size > self.limit:
-                        raise UnreadableReply(f"the body has more than judge.max_reply_bytes ({self.limit:,}) bytes")
+                        raise UnreadableReply(f"the body has more than {self.setting} ({self.limit:,}) bytes")
                     yield piece
 
         async def aclose(self) -> None:
