@@ -28,13 +28,12 @@ def print_estimate(cfg: RunConfig, tasks: dict[str, Task], run_dir: Path, force:
 
     The backend is made as the run makes it (the reasoning format decided, the template kwargs checked: a config the
     run would refuse is refused here too); the stored answers' keys depend on its identity and rendering. A new run
-    directory is estimated without it when there is nothing to check: a replay (a rejudge's dry run exports no
-    replay file), or a tokenizer not here yet (offline, not fetched: the caller says what is missing)."""
+    directory is estimated without it when its tokenizer is not here yet (offline, not fetched: the caller says what
+    is missing). A replay's backend is its file (missing: refused, as the run would), whose answers are counted."""
     path = run_dir / "run.sqlite"
     store = Store(path, read_only=True) if path.exists() else None
     replays = cfg.model.backend == "replay"
-    renders = tokenizer_ready if not replays else Path(cfg.model.path).expanduser().is_file()
-    backend = make_backend(cfg, generating=False) if renders or store is not None else None
+    backend = make_backend(cfg, generating=False) if replays or tokenizer_ready or store is not None else None
     try:
         if backend is not None and not replays:
             announce_format(cfg, backend)
@@ -105,9 +104,10 @@ def _print(cfg: RunConfig, rows: list[dict[str, Any]], refusal: str | None) -> d
     known, guessed = total["answers_known"], total["answers_guessed"]
     at_length, at_guess = "counted at their length", f"estimated at {cfg.judge.estimate_answer_tokens} tokens each"
     answers = (f"{known:,} {at_length}, {guessed:,} yet to be generated {at_guess}" if known and guessed else
-               f"{known:,} {at_length}" if known else f"{guessed:,}, yet to be generated, {at_guess}" if guessed else "none")
-    print(f"Dry run for {cfg.name}: nothing is sent. Judge {cfg.judge.model} ({cfg.judge.mode} mode); the judge prompts' "
-          f"answers: {answers}; judge replies estimated at {cfg.judge.estimate_output_tokens} tokens.")
+               f"{known:,} {at_length}" if known else f"{guessed:,}, yet to be generated, {at_guess}" if guessed else None)
+    print(f"Dry run for {cfg.name}: nothing is sent. Judge {cfg.judge.model} ({cfg.judge.mode} mode); "
+          + (f"the judge prompts' answers: {answers}; " if answers else "no judge request pending; ")
+          + f"judge replies estimated at {cfg.judge.estimate_output_tokens} tokens.")
     print(frame.drop(columns=["answers_known", "answers_guessed"]).to_string(index=False))
     if price is None:
         model = cfg.judge.model
