@@ -205,10 +205,13 @@ def test_soak_realistic_size_memory_stays_flat_and_the_store_grows_linearly(tmp_
     assert len(read_jsonl(out / "judgments.jsonl")) == 3168
     first_third = next(s for s in samples if s[0] >= 1056)
     two_thirds = next(s for s in samples if s[0] >= 2112)
-    done = next(s for s in samples if s[0] >= 3168)  # all work stored; the reports come after
+    # The last sample while judging: once every judgment is stored the reports are written, which load every record
+    # (their peak is printed, not bounded here), and on a loaded machine the first sample after that may fall in them.
+    done = [s for s in samples if s[0] < 3168][-1]
+    assert done[0] >= 2900, f"no sample near the end of judging: the last one had {done[0]} judgments stored"
     growth = done[1] / first_third[1] - 1
     per_record = [s[2] / s[3] for s in (first_third, two_thirds, done)]
-    print(f"\nsoak: 3168 generations + 3168 judgments in {elapsed:.0f} s; RSS at 1/3, 2/3 and all judgments stored: "
+    print(f"\nsoak: 3168 generations + 3168 judgments in {elapsed:.0f} s; RSS at 1/3, 2/3 and {done[0]} judgments stored: "
           f"{first_third[1] / 2**20:.0f}, {two_thirds[1] / 2**20:.0f}, {done[1] / 2**20:.0f} MiB ({growth:+.1%}); "
           f"peak while writing reports {max(s[1] for s in samples) / 2**20:.0f} MiB; store "
           + ", ".join(f"{b / 1024:.1f}" for b in per_record) + " KiB per stored record")
