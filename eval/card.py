@@ -203,6 +203,7 @@ def dry_run(rows: list[Row], options: CardOptions, rates: list[str], answer_toke
     """Per row and in total: answers and judge requests still to make, judge tokens and cost, generation tokens and
     the GPU time they take at the rate given (`--tok-s`). Each row is estimated by `run --dry-run`'s own code."""
     from .pipeline import RunOptions, run
+    from .preflight import fetch_command
 
     rate_of = _rates(rates, [r.name for r in rows])
     estimates = []
@@ -211,7 +212,7 @@ def dry_run(rows: list[Row], options: CardOptions, rates: list[str], answer_toke
         run_dir = options.out / row.name
         try:
             estimate = run(row.cfg, RunOptions(out=run_dir, limit=options.limit, rounds=options.rounds, tasks=options.tasks,
-                                               dry_run=True))
+                                               dry_run=True, fetch=fetch_command(row.config, options.overrides)))
         except UserError as e:
             raise UserError(f"row {row.name}: {e}") from None
         assert isinstance(estimate, dict)  # a dry run returns its estimate

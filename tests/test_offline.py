@@ -9,6 +9,7 @@ The network is blocked as everywhere in the tests (conftest, tests/netblock); he
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import threading
@@ -196,3 +197,11 @@ def test_fetch_without_the_model_still_fetches_its_tokenizer(tmp_path, monkeypat
     (repo, patterns), = asked
     assert repo == "test-org/some-model" and "*.json" in patterns and not any("safetensors" in p for p in patterns)
     assert "ok  tokenizer of test-org/some-model" in result.stdout
+
+
+def test_a_card_dry_run_names_the_rows_config_in_the_fetch_command(tmp_path):
+    result = cli("card", "configs/8b-medium.yaml", "--dry-run", "--out", str(tmp_path / "card"),
+                 env={"LLMJP_EVAL_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2
+    fixes = [line.split(" → ", 1)[1] for line in result.stderr.splitlines() if line.startswith("missing  task ")]
+    assert fixes and all(re.match(r"`python -m eval fetch \S*8b-medium\.yaml` where ", fix) for fix in fixes), fixes
